@@ -1,0 +1,387 @@
+"""Decoding Gram matrices into new microstructures (Li et al. 2018, after Gatys et al. 2015).
+
+Start from random noise of the wanted size and minimize the difference between its Gram
+matrices and the micrograph's, then restore the micrograph's phases and their exact fractions.
+The work is a generator of :class:`Progress` messages that returns a :class:`Reconstruction`;
+:func:`reconstruct` runs it to the end. Sending ``"stop"`` into the generator ends it after the
+current step with the partial result; closing it abandons the run.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .descriptors import gram_loss, gram_matrices
+from .device import free_memory_bytes, resolve_device
+from .encoder import LAYER_NAMES, check_layers, get_encoder, layer_channels, min_input_size
+from .errors import InputError, MemoryBudgetError
+from .phases import (
+    ImageModel,
+    describe_image,
+    drop_islands,
+    match_histogram,
+    phase_colours,
+    small_inner_clusters,
+    to_colour,
+    validate_image,
+)
+from .weights import describe as describe_weights
+from .weights import load_weights
+
+#: Default Gram layers. Measured on alloy_256 and carbonate_256 (benchmarks/defaults.py):
+#: conv1_1 + pool1 + pool2 reach the e_S2 floor of both micrographs; adding pool3 and pool4
+#: (the paper's set) costs 3-4x more per step and converges more slowly on a CPU without a
+#: measurable gain in two-point statistics; conv1_1 keeps interfaces sharp.
+DEFAULT_LAYERS: tuple[str, ...] = ("conv1_1", "pool1", "pool2")
+#: Default budget of optimizer iterations, over all resolution levels.
+DEFAULT_ITERATIONS = 300
+#: Default number of resolution levels (coarse to fine, each half the size of the next).
+DEFAULT_LEVELS = 4
+#: Islands (clusters of one phase) of fewer pixels than this are never kept, nor those smaller
+#: than nearly all clusters inside the micrograph (island_limits): single pixels of one phase
+#: left inside another by the optimization. Measured on alloy_256: without this the grain-boundary phase
+#: came back as 1 network plus ~50 islands, mostly single pixels (the micrograph has 2 clusters).
+MAX_ISLAND = 8
+OPTIMIZERS = ("lbfgs", "adam")
+LBFGS_HISTORY = 20
+STOP = "stop"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One optimizer step: where the run is, its loss and time, and sometimes a preview."""
+
+    iteration: int  # steps done so far, over all levels
+    total: int  # steps planned, over all levels
+    loss: float  # mean loss per sample after this step
+    elapsed: float  # seconds since the run started
+    level: int  # resolution level, 0 = coarsest
+    n_levels: int
+    preview: np.ndarray | None = None  # the first sample now, at its current resolution
+
+    @property
+    def fraction_done(self) -> float:
+        return self.iteration / max(self.total, 1)
+
+
+@dataclass
+class Reconstruction:
+    """Reconstructed microstructures and how they were made."""
+
+    images: np.ndarray  # (samples, H, W), labels in the micrograph's values or grey levels
+    model: ImageModel
+    loss_history: list[float]  # mean loss per sample after each step
+    final_loss: list[float]  # loss of each sample at the end
+    partial: bool  # stopped before the planned budget
+    provenance: dict = field(default_factory=dict)
+
+
+def _schedule(size: tuple[int, int], target_shape: tuple[int, int], levels: int, iterations: int, smallest: int):
+    """Resolution levels ``[(factor, steps)]``, coarsest first; levels whose output or target
+    would be smaller than the layers allow are dropped."""
+    factors = [2 ** (levels - 1 - i) for i in range(levels)]
+    factors = [f for f in factors if min(*size, *target_shape) // f >= smallest] or [1]
+    # Steps at the coarse levels cost a quarter, a sixteenth ... of a full-size step; give every
+    # level an equal share of the budget.
+    shares = np.full(len(factors), iterations // len(factors))
+    shares[-1] += iterations - shares.sum()
+    return list(zip(factors, (int(s) for s in shares)))
+
+
+def estimate_memory(size: Sequence[int], samples: int, layers: Sequence[str], n_channels: int, optimizer: str = "lbfgs") -> int:
+    """Bytes that one optimization of ``samples`` images of ``size`` needs (an upper estimate)."""
+    layers = check_layers(layers)
+    plan = LAYER_NAMES[: LAYER_NAMES.index(layers[-1]) + 1]
+    pixels = int(np.prod(size))
+    activations = 3 * pixels  # the colour input
+    for name in plan:
+        scale = 4 ** (int(name[4]) if name.startswith("pool") else int(name[4]) - 1)
+        copies = 2 if name.startswith("conv") else 1  # convolution output and its rectification
+        activations += copies * layer_channels(name) * pixels // scale
+    parameters = n_channels * pixels
+    optimizer_state = (2 * LBFGS_HISTORY + 6 if optimizer == "lbfgs" else 4) * parameters
+    # forward activations, their gradients, and the padded copies made by the convolutions
+    return 4 * samples * (3 * activations + optimizer_state)
+
+
+def _check_memory(needed: int, device) -> None:
+    free = free_memory_bytes(device)
+    if free is not None and needed > 0.8 * free:
+        raise MemoryBudgetError(
+            f"This reconstruction needs about {needed / 2**30:.1f} GiB of memory on {device} and "
+            f"{free / 2**30:.1f} GiB is free. Choose a smaller output size or fewer samples, "
+            "or close other programs."
+        )
+
+
+def _to_colour(parameters, model: ImageModel, colours):
+    """Network input (batch, 3, h, w) in [0, 1] from the optimized logits."""
+    import torch
+
+    if model.n_channels == 1:
+        return torch.sigmoid(parameters).expand(-1, 3, -1, -1)
+    probabilities = torch.softmax(parameters, dim=1)
+    return torch.einsum("bkhw,kc->bchw", probabilities, colours)
+
+
+def _scores(parameters, model: ImageModel) -> np.ndarray:
+    """Per-pixel scores (samples, ...) as numpy: the sigmoid value or the phase probabilities."""
+    import torch
+
+    with torch.no_grad():
+        if model.n_channels == 1:
+            return torch.sigmoid(parameters[:, 0]).float().cpu().numpy()
+        return torch.softmax(parameters, dim=1).float().cpu().numpy()
+
+
+def island_limits(micrograph: np.ndarray, model: ImageModel, largest: int = MAX_ISLAND) -> dict:
+    """Per phase, the cluster size below which an island in a reconstruction is noise: the 5th
+    percentile of the sizes of that phase's clusters inside the micrograph (away from its
+    borders), at most ``largest`` pixels."""
+    inner = small_inner_clusters(micrograph, model.labels)
+    return {label: min(size or largest, largest) for label, size in inner.items()}
+
+
+def _finish(scores: np.ndarray, model: ImageModel, reference: np.ndarray, islands: dict) -> np.ndarray:
+    """Phase labels with exact fractions, or grey levels with the micrograph's histogram."""
+    if model.kind == "grey":
+        return match_histogram(scores, reference)
+    return drop_islands(scores, model, islands)
+
+
+def _target_grams(encoder, colour: np.ndarray, factor: int, device):
+    import torch
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        image = torch.from_numpy(colour).to(device)[None]
+        if factor > 1:
+            image = F.avg_pool2d(image, factor)
+        return {k: v[0] for k, v in gram_matrices(encoder(image)).items()}
+
+
+def reconstruct_steps(
+    image,
+    *,
+    size: Sequence[int] | None = None,
+    samples: int = 1,
+    layers: Sequence[str] = DEFAULT_LAYERS,
+    iterations: int = DEFAULT_ITERATIONS,
+    levels: int = DEFAULT_LEVELS,
+    optimizer: str = "lbfgs",
+    learning_rate: float = 0.1,
+    layer_weights: dict | None = None,
+    periodic: bool = False,
+    kind: str = "auto",
+    seed: int = 0,
+    device: str = "auto",
+    weights: str = "normalized",
+    preview_interval: float | None = None,
+    max_island: int = MAX_ISLAND,
+) -> Generator[Progress, str | None, Reconstruction]:
+    """Reconstruct ``samples`` microstructures statistically equivalent to a 2D micrograph.
+
+    Parameters
+    ----------
+    image : 2D array
+        The micrograph: phase labels (up to 8 phases) or grey levels. Never modified.
+    size : (H, W), optional
+        Output size; the micrograph's by default. Any size the layers allow.
+    layers : names of VGG19 layers whose Gram matrices are matched.
+    iterations : optimizer steps over all levels.
+    levels : resolution levels, coarse to fine (1 = full resolution only).
+    optimizer : ``"lbfgs"`` (with a strong-Wolfe line search) or ``"adam"``.
+    periodic : make outputs that tile seamlessly (circular padding in the network).
+    kind : ``"auto"``, ``"labels"`` or ``"grey"``.
+    preview_interval : seconds between previews in the progress messages (None: no previews).
+    max_island : islands of a phase smaller than this (and than any cluster of that phase inside
+        the micrograph) are given to the surrounding phase; 0 keeps every island.
+
+    Yields
+    ------
+    Progress after every step. Send ``"stop"`` to end early with the partial result.
+
+    Returns
+    -------
+    Reconstruction
+        as the generator's return value.
+
+    The image and every option are checked when this function is called, before the generator
+    runs: bad input raises :class:`~napari_microstructure.core.errors.MicrostructureError`.
+    """
+    import torch
+
+    micrograph = validate_image(image, 2, "micrograph")
+    model = describe_image(micrograph, kind)
+    layers = check_layers(layers)
+    if optimizer not in OPTIMIZERS:
+        raise InputError(f"Unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}.")
+    if int(samples) < 1 or int(iterations) < 1 or int(levels) < 1:
+        raise InputError("samples, iterations and levels must each be at least 1.")
+    size = tuple(int(s) for s in (size if size is not None else micrograph.shape))
+    smallest = min_input_size(layers)
+    if len(size) != 2:
+        raise InputError(f"The output size {size} must have two numbers (height, width).")
+    if min(micrograph.shape) < smallest or min(size) < smallest:
+        raise InputError(
+            f"The micrograph {micrograph.shape} and the output {size} must each be at least "
+            f"{smallest}x{smallest} pixels for layers up to {layers[-1]} (its pooling shrinks "
+            "the image). Choose shallower layers or a larger image."
+        )
+    torch_device = resolve_device(device)
+    _check_memory(estimate_memory(size, samples, layers, model.n_channels, optimizer), torch_device)
+    vgg_weights = load_weights(weights)
+    encoder = get_encoder(layers, weights, torch_device)
+    colour = to_colour(micrograph, model)
+    colours = torch.from_numpy(phase_colours(max(len(model.labels), 2))).to(torch_device)
+    schedule = _schedule(size, micrograph.shape, int(levels), int(iterations), smallest)
+    total = sum(steps for _, steps in schedule)
+
+    generator = torch.Generator().manual_seed(int(seed))
+    coarse = tuple(math.ceil(s / schedule[0][0]) for s in size)
+    if model.kind == "labels":
+        prior = np.log(np.clip(np.asarray(model.fractions), 1e-6, None))
+        bias = prior[1] - prior[0] if model.n_channels == 1 else prior
+    else:
+        bias = 0.0
+    bias = torch.as_tensor(np.reshape(bias, (1, -1, 1, 1)), dtype=torch.float32)
+    parameters = (torch.randn((int(samples), model.n_channels, *coarse), generator=generator) + bias).to(torch_device)
+
+    setup = dict(
+        micrograph=micrograph, model=model, layers=layers, size=size, samples=int(samples),
+        schedule=schedule, total=total, parameters=parameters, encoder=encoder, colour=colour,
+        colours=colours, optimizer=optimizer, learning_rate=learning_rate,
+        layer_weights=layer_weights, periodic=bool(periodic), preview_interval=preview_interval,
+        device=torch_device, vgg_weights=vgg_weights, seed=int(seed),
+        iterations=int(iterations), levels=int(levels),
+        islands=island_limits(micrograph, model, int(max_island)) if model.kind == "labels" else {},
+    )
+    return _optimize(**setup)
+
+
+def _optimize(
+    *, micrograph, model, layers, size, samples, schedule, total, parameters, encoder, colour,
+    colours, optimizer, learning_rate, layer_weights, periodic, preview_interval, device,
+    vgg_weights, seed, iterations, levels, islands,
+) -> Generator[Progress, str | None, Reconstruction]:
+    import torch
+
+    started = time.perf_counter()
+    torch_device = device
+    history: list[float] = []
+    per_sample = torch.zeros(samples)
+    evaluations, done, partial = 0, 0, False
+    last_preview = -math.inf
+    timings = []
+    for level, (factor, steps) in enumerate(schedule):
+        level_started = time.perf_counter()
+        shape = tuple(math.ceil(s / factor) for s in size) if factor > 1 else size
+        if tuple(parameters.shape[-2:]) != shape:
+            parameters = torch.nn.functional.interpolate(parameters, size=shape, mode="bilinear", align_corners=False)
+        parameters = parameters.detach().requires_grad_(True)
+        targets = _target_grams(encoder, colour, factor, torch_device)
+
+        def objective():
+            features = encoder(_to_colour(parameters, model, colours), periodic=periodic)
+            return gram_loss(gram_matrices(features), targets, layer_weights)
+
+        cache: list = []
+
+        def closure():
+            nonlocal evaluations, per_sample
+            for saved, loss_value, gradient, sample_losses in cache:
+                if torch.equal(saved, parameters):
+                    parameters.grad = gradient.clone()
+                    per_sample = sample_losses
+                    return loss_value
+            optimizer_.zero_grad(set_to_none=False)
+            losses = objective()
+            loss = losses.sum()
+            loss.backward()
+            evaluations += 1
+            per_sample = losses.detach().cpu()
+            cache.append((parameters.detach().clone(), loss.detach(), parameters.grad.clone(), per_sample))
+            del cache[:-3]
+            return loss
+
+        if optimizer == "lbfgs":
+            optimizer_ = torch.optim.LBFGS(
+                [parameters], lr=1.0, max_iter=1, max_eval=25, history_size=LBFGS_HISTORY,
+                tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe",
+            )
+        else:
+            optimizer_ = torch.optim.Adam([parameters], lr=learning_rate)
+
+        for _ in range(steps):
+            optimizer_.step(closure)
+            if optimizer == "lbfgs":
+                closure()  # the loss at the point the step arrived at (cached: no extra cost)
+            done += 1
+            history.append(float(per_sample.mean()))
+            preview = None
+            now = time.perf_counter()
+            if preview_interval is not None and now - last_preview >= preview_interval:
+                last_preview = now
+                preview = _finish(_scores(parameters[:1], model)[0], model, micrograph, islands)
+            command = yield Progress(done, total, history[-1], now - started, level, len(schedule), preview)
+            if command == STOP:
+                partial = True
+                break
+            if not math.isfinite(history[-1]):
+                raise FloatingPointError("The optimization diverged (loss is not finite); try another seed or optimizer='lbfgs'.")
+        timings.append({"level": level, "factor": factor, "size": list(shape), "steps": steps, "seconds": time.perf_counter() - level_started})
+        if partial:
+            break
+    if tuple(parameters.shape[-2:]) != size:
+        parameters = torch.nn.functional.interpolate(parameters.detach(), size=size, mode="bilinear", align_corners=False)
+    scores = _scores(parameters, model)
+    images = np.stack([_finish(s, model, micrograph, islands) for s in scores])
+    elapsed = time.perf_counter() - started
+    provenance = {
+        "method": "Gram-matrix reconstruction with a pretrained VGG19 (Li et al. 2018)",
+        "parameters": {
+            "size": list(size), "samples": samples, "layers": list(layers),
+            "iterations": iterations, "levels": levels, "optimizer": optimizer,
+            "learning_rate": learning_rate if optimizer == "adam" else None,
+            "layer_weights": layer_weights, "periodic": periodic, "kind": model.kind,
+            "island_limits": {str(k): v for k, v in islands.items()},
+        },
+        "seed": seed,
+        "weights": describe_weights(vgg_weights),
+        "device": str(torch_device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "input": {"shape": list(micrograph.shape), "dtype": model.dtype, "labels": list(model.labels), "fractions": list(model.fractions)},
+        "timings": {"total_seconds": elapsed, "levels": timings},
+        "steps": done,
+        "evaluations": evaluations,
+        "final_loss": [float(v) for v in per_sample],
+        "partial": partial,
+    }
+    if torch_device.type == "cuda":
+        torch.cuda.empty_cache()
+    return Reconstruction(images, model, history, [float(v) for v in per_sample], partial, provenance)
+
+
+def run_to_end(steps: Generator, callback: Callable[[Progress], object] | None = None):
+    """Run a progress generator to the end and return its result; ``callback`` sees each message
+    (it may return ``"stop"`` to end the run early with the partial result)."""
+    command = None
+    while True:
+        try:
+            message = steps.send(command)
+        except StopIteration as finished:
+            return finished.value
+        command = callback(message) if callback is not None else None
+
+
+def reconstruct(image, callback: Callable[[Progress], object] | None = None, **options) -> Reconstruction:
+    """Reconstruct microstructures from a micrograph; see :func:`reconstruct_steps` for options."""
+    return run_to_end(reconstruct_steps(image, **options), callback)
