@@ -2,6 +2,9 @@
 
 ``../shared`` exists on the developers' machines and in CI, not in a user's clone: every
 fixture that needs it skips the test, with the reason, where it is absent.
+
+The micrograph fixtures are session-scoped (module- and session-scoped fixtures may use them)
+and read-only, so that no test can change what the others see: take a ``.copy()`` to modify.
 """
 
 from __future__ import annotations
@@ -32,28 +35,30 @@ def _li2018(shared: Path, name: str) -> np.ndarray:
     path = shared / "data" / "li2018" / f"{name}.npy"
     if not path.is_file():
         pytest.skip(f"{path} is absent from the shared data")
-    return np.load(path, allow_pickle=False)
+    array = np.load(path, allow_pickle=False)
+    array.setflags(write=False)
+    return array
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def alloy_256(shared_dir: Path) -> np.ndarray:
     """Alloy micrograph 256x256, uint8 labels: grains (1) and grain boundaries (0)."""
     return _li2018(shared_dir, "alloy_256")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def alloy_64(shared_dir: Path) -> np.ndarray:
     """Alloy micrograph downsized to 64x64, uint8 labels 0/1."""
     return _li2018(shared_dir, "alloy_64")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def carbonate_256(shared_dir: Path) -> np.ndarray:
     """Carbonate rock micrograph 256x256, uint8 labels 0/1."""
     return _li2018(shared_dir, "carbonate_256")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def carbonate_64(shared_dir: Path) -> np.ndarray:
     """Carbonate rock micrograph downsized to 64x64, uint8 labels 0/1."""
     return _li2018(shared_dir, "carbonate_64")

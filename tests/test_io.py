@@ -396,3 +396,8 @@ def test_io_and_sample_data_import_no_napari_or_qt() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_shared_fixtures_are_read_only(alloy_64: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="read-only"):
+        alloy_64[0, 0] = 5

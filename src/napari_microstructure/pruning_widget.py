@@ -1,0 +1,663 @@
+"""The pruning-study dock widget: which depth of the network a material needs, in napari.
+
+Pick one or more Image/Labels layers of one material (a 3D layer is a stack of micrographs),
+the depths and layer subsets to compare, and the budget; Run starts the core's
+:func:`~napari_microstructure.core.pruning.prune_steps` generator in a napari thread worker
+(:func:`pruning_job`), Stop sends ``"stop"`` into it (the configurations that finished are kept).
+As each configuration finishes, its row joins the docked table (Save as CSV), the docked plot of
+fidelity (e_S2 with its spread, the floor) and cost (seconds, GFLOP per iteration) against depth
+is redrawn with the recommendation marked, and its best reconstruction is added as a layer named
+after the input and the configuration, with the input's scale, so that the depths can be
+compared by eye in grid mode. Save profile writes the profile JSON.
+
+The widget holds no algorithm. The input layers and every parameter are captured when Run is
+pressed; layers are touched only on the main thread, in the slots of the worker's signals.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .core.errors import MicrostructureError
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["PruningPlot", "PruningRequest", "PruningTable", "PruningWidget", "pruning_job"]
+
+STOP = "stop"
+DOCK_TABLE = "Pruning table"
+DOCK_PLOT = "Pruning plot"
+#: Errors a user can act on: shown as a notification, without a traceback.
+_USER_ERRORS = (MicrostructureError, FloatingPointError, OSError, MemoryError)
+#: Columns shown in the docked table (the CSV has them all).
+SHOWN_COLUMNS = (
+    "name", "layers", "e_s2_mean", "e_s2_std", "e_lp_mean", "e_vf_mean", "e_conn_mean", "seconds",
+    "steps", "gflop_per_iteration", "peak_memory_mb", "recommended",
+)
+
+
+# ------------------------------------------------------------------------------------------
+# the request (captured on the main thread) and the job (worker thread): no Qt widgets here
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PruningRequest:
+    """Everything a study needs, captured when Run is pressed."""
+
+    images: tuple  # 2D copies, one per micrograph
+    names: tuple[str, ...]  # one per image
+    sources: tuple[int, ...]  # for each image, the index of its layer in ``layers``
+    layers: tuple[dict, ...]  # per input layer: name, kind ("labels"/"image"), scale, translate, units
+    material: str
+    options: dict  # keyword arguments of prune_steps
+    floor: float | None  # mean e_S2 floor of the images, for the live recommendation
+
+
+def _avoid_triton_llvm_crash() -> None:
+    """Keep torch from importing triton where Mesa's libLLVM is loaded (napari's canvas under
+    llvmpipe: Xvfb, VMs): triton's own LLVM then crashes the process. The same guard as in
+    ``widgets.reconstruction``; torch works without triton."""
+    if "triton" in sys.modules:
+        return
+    try:
+        with open("/proc/self/maps") as maps:
+            if any("libLLVM" in line for line in maps):
+                sys.modules["triton"] = None
+    except OSError:
+        pass
+
+
+def pruning_job(request: PruningRequest):
+    """The worker's generator: the study's progress messages out, ``"stop"`` in, and the
+    :class:`~napari_microstructure.core.pruning.PruningProfile` back (or the message of an error
+    the user can act on, as a string)."""
+    from .core.pruning import prune_steps
+
+    _avoid_triton_llvm_crash()
+    try:
+        steps = prune_steps(list(request.images), names=list(request.names), material=request.material, **request.options)
+    except _USER_ERRORS as error:
+        return str(error)
+    command = None
+    while True:
+        try:
+            message = steps.send(command)
+        except StopIteration as finished:
+            return finished.value
+        except _USER_ERRORS as error:
+            return str(error)
+        reply = yield message
+        command = STOP if reply == STOP else None
+
+
+# ------------------------------------------------------------------------------------------
+# the docked table and plot
+# ------------------------------------------------------------------------------------------
+
+
+def _format(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else ""
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.4g}"
+    return str(value)
+
+
+class PruningTable(QWidget):
+    """Docked table of the study: one row per finished configuration; "Save as CSV" writes every
+    column (the view shows the main ones)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        import pandas as pd
+
+        self.frame = pd.DataFrame()
+        self.table = QTableWidget(0, 0)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setMinimumHeight(120)
+        self.save_button = QPushButton("Save as CSV…")
+        self.save_button.setToolTip("Write the whole table (every column) to a CSV file")
+        self.save_button.clicked.connect(self._ask_and_save)
+        self.save_button.setEnabled(False)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.save_button)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.table)
+        layout.addLayout(buttons)
+
+    def set_frame(self, frame) -> None:
+        """Show a table (a DataFrame)."""
+        self.frame = frame.copy()
+        shown = [c for c in SHOWN_COLUMNS if c in frame.columns]
+        view = frame[shown]
+        self.table.clear()
+        self.table.setRowCount(len(view))
+        self.table.setColumnCount(len(shown))
+        self.table.setHorizontalHeaderLabels(shown)
+        for i, row in enumerate(view.itertuples(index=False)):
+            for j, value in enumerate(row):
+                item = QTableWidgetItem(_format(value))
+                if "recommended" in view.columns and bool(view["recommended"].iloc[i]):
+                    font = item.font()
+                    font.setBold(True)
+                    item.setFont(font)
+                self.table.setItem(i, j, item)
+        self.save_button.setEnabled(not frame.empty)
+
+    def save_csv(self, path: str | os.PathLike) -> Path:
+        """Write the whole table to ``path`` (CSV, full precision)."""
+        path = Path(path)
+        self.frame.to_csv(path, index=False)
+        return path
+
+    def _ask_and_save(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save the pruning table", "pruning.csv", "CSV (*.csv)")
+        if not path:
+            return
+        try:
+            show_info(f"Wrote {self.save_csv(path)}")
+        except OSError as error:
+            show_error(f"Could not write {path}: {error}")
+
+
+def _theme_colours(viewer) -> dict:
+    try:
+        from napari.utils.theme import get_theme
+
+        theme = get_theme(viewer.theme)
+        return {
+            "background": theme.background.as_hex(),
+            "axes": theme.canvas.as_hex() if theme.type == "dark" else theme.foreground.as_hex(),
+            "text": theme.text.as_hex(),
+            "accent": "#ffbf00" if theme.type == "dark" else "#d62728",
+        }
+    except Exception:  # noqa: BLE001 - an unknown theme falls back to napari's dark colours
+        return {"background": "#23242b", "axes": "#000000", "text": "#f0f1f2", "accent": "#ffbf00"}
+
+
+class PruningPlot(QWidget):
+    """Docked plot: fidelity (e_S2 with spread, floor, tolerance) and cost (seconds, GFLOP per
+    iteration) against depth, the recommendation marked (drawn by the core's
+    :func:`~napari_microstructure.core.pruning.plot_profile`, in napari's theme colours)."""
+
+    def __init__(self, napari_viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self._viewer = napari_viewer
+        self.profile = None
+        self.figure = Figure(figsize=(4.4, 4.4), dpi=90)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(300)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.canvas)
+        self._viewer.events.theme.connect(lambda *_: self.draw(self.profile))
+        self.draw(None)
+
+    def draw(self, profile) -> None:
+        """Draw a (possibly partial) profile; None clears the plot."""
+        from .core.pruning import PruningProfile, plot_profile
+
+        self.profile = profile
+        shown = profile if profile is not None else PruningProfile("", [], [], {}, {}, [])
+        plot_profile(shown, self.figure, _theme_colours(self._viewer))
+        self.canvas.draw_idle()
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        self.figure.savefig(path, dpi=150, facecolor=self.figure.get_facecolor())
+        return path
+
+
+# ------------------------------------------------------------------------------------------
+# the widget
+# ------------------------------------------------------------------------------------------
+
+
+def _spin(low, high, value, tip: str, double: bool = False, decimals: int = 1):
+    box = QDoubleSpinBox() if double else QSpinBox()
+    if double:
+        box.setDecimals(decimals)
+    box.setRange(low, high)
+    box.setValue(value)
+    box.setToolTip(tip)
+    return box
+
+
+class PruningWidget(QWidget):
+    """Dock widget: the pruning study of one material (one or several Image/Labels layers).
+
+    Public attributes used by tests and scripts: ``layer_list``, ``depth_checks`` (one check box
+    per depth), ``subsets_edit``, ``samples_spin``, ``budget_combo``, ``iterations_spin``,
+    ``seconds_spin``, ``levels_spin``, ``tolerance_spin``, ``device_combo``, ``grid_check``,
+    ``run_button``, ``stop_button``, ``progress``, ``status``, ``table`` (:class:`PruningTable`),
+    ``plot`` (:class:`PruningPlot`), ``profile`` (the last profile, or None), ``result_layers``;
+    methods :meth:`run`, :meth:`stop`, :meth:`save_profile`, :meth:`select_layers`; the signal
+    ``study_finished``, emitted on the main thread when a study has ended (finished, stopped or
+    failed) and the widget is ready for the next one.
+    """
+
+    study_finished = Signal()
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.worker = None
+        self.profile = None
+        self.result_layers: list = []
+        self._request: PruningRequest | None = None
+        self._rows: list[dict] = []
+        self._docked = False
+        self.table = PruningTable()
+        self.plot = PruningPlot(napari_viewer)
+        self._build()
+        layers = self.viewer.layers
+        layers.events.inserted.connect(self._refresh_layers)
+        layers.events.removed.connect(self._refresh_layers)
+        layers.events.moved.connect(self._refresh_layers)
+        self._refresh_layers()
+
+    # ------------------------------------------------------------------------------ building
+    def _build(self) -> None:
+        from .core.decoder import DEFAULT_ITERATIONS, DEFAULT_LEVELS
+        from .core.device import available_devices
+        from .core.pruning import DEFAULT_DEPTHS, DEFAULT_SAMPLES, DEFAULT_TOLERANCE
+
+        self.layer_list = QListWidget()
+        self.layer_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.layer_list.setToolTip(
+            "Micrographs of one material (phase labels): select one or several layers; a 3D layer "
+            "is a stack of micrographs. Metrics are averaged over all of them."
+        )
+        self.layer_list.setMaximumHeight(90)
+        self.material_edit = QLineEdit()
+        self.material_edit.setPlaceholderText("from the layer names")
+        self.material_edit.setToolTip("Name of the material, for the profile and the plot title")
+
+        depth_row = QHBoxLayout()
+        self.depth_checks: dict[int, QCheckBox] = {}
+        for depth in DEFAULT_DEPTHS:
+            box = QCheckBox(f"pool{depth}")
+            box.setChecked(True)
+            box.setToolTip(f"The network truncated after pool{depth}: conv1_1 and pool1 ... pool{depth}")
+            self.depth_checks[depth] = box
+            depth_row.addWidget(box)
+        self.subsets_edit = QLineEdit()
+        self.subsets_edit.setPlaceholderText("e.g. conv1_1,pool2; pool3")
+        self.subsets_edit.setToolTip("Extra configurations: layer subsets separated by ';', layers by ',' (a single layer shows its own influence)")
+
+        self.samples_spin = _spin(1, 64, DEFAULT_SAMPLES, "Reconstructions per image and configuration")
+        self.budget_combo = QComboBox()
+        self.budget_combo.addItems(["iterations", "seconds"])
+        self.budget_combo.setToolTip("The same budget for every configuration: optimizer steps, or wall seconds per image")
+        self.iterations_spin = _spin(1, 100_000, DEFAULT_ITERATIONS, "Optimizer steps per reconstruction (and the most a seconds budget does)")
+        self.seconds_spin = _spin(0.1, 86_400.0, 60.0, "Wall seconds per image and configuration", double=True)
+        self.seconds_spin.setVisible(False)
+        self.budget_combo.currentTextChanged.connect(self._on_budget)
+        budget_row = QHBoxLayout()
+        budget_row.addWidget(self.budget_combo)
+        budget_row.addWidget(self.iterations_spin, 1)
+        budget_row.addWidget(self.seconds_spin, 1)
+        self.levels_spin = _spin(1, 8, DEFAULT_LEVELS, "Coarse-to-fine levels (levels too small for a configuration are dropped)")
+        self.tolerance_spin = _spin(0.0, 100.0, 100 * DEFAULT_TOLERANCE, "Recommend the shallowest configuration within this many percent of the best mean e_S2 (or at the floor)", double=True)
+        self.tolerance_spin.setSuffix(" %")
+        self.seed_spin = _spin(0, 2**31 - 1, 0, "Seed; image i uses seed + i in every configuration")
+        self.device_combo = QComboBox()
+        self.device_combo.addItem("auto", "auto")
+        for device in available_devices():
+            self.device_combo.addItem(device, device)
+        self.weights_combo = QComboBox()
+        self.weights_combo.setEditable(True)
+        self.weights_combo.addItems(["normalized", "torchvision", "random"])
+        self.weights_combo.setToolTip("Network weights: a name, or the path of a weights file")
+        self.grid_check = QCheckBox("Show the results in grid mode")
+        self.grid_check.setChecked(True)
+
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(self.run)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop after the current optimizer step; the finished configurations are kept")
+        self.stop_button.clicked.connect(self.stop)
+        self.stop_button.setEnabled(False)
+        self.save_button = QPushButton("Save profile…")
+        self.save_button.setToolTip("Write the pruning profile (JSON)")
+        self.save_button.clicked.connect(self._ask_save_profile)
+        self.save_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.progress.setFormat("idle")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.recommendation_label = QLabel("")
+        self.recommendation_label.setWordWrap(True)
+        self.recommendation_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        form = QFormLayout()
+        form.addRow("Micrographs:", self.layer_list)
+        form.addRow("Material:", self.material_edit)
+        form.addRow("Depths:", depth_row)
+        form.addRow("Layer subsets:", self.subsets_edit)
+        form.addRow("Samples:", self.samples_spin)
+        form.addRow("Budget:", budget_row)
+        form.addRow("Levels:", self.levels_spin)
+        form.addRow("Tolerance:", self.tolerance_spin)
+        form.addRow("Seed:", self.seed_spin)
+        form.addRow("Device:", self.device_combo)
+        form.addRow("Weights:", self.weights_combo)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.save_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.grid_check)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.recommendation_label)
+        layout.addStretch(1)
+
+    def _on_budget(self, text: str) -> None:
+        self.seconds_spin.setVisible(text == "seconds")
+
+    # ------------------------------------------------------------------------------ layers
+    def _candidates(self) -> list:
+        from napari.layers import Image, Labels
+
+        return [layer for layer in self.viewer.layers if isinstance(layer, (Image, Labels)) and layer not in self.result_layers]
+
+    def _refresh_layers(self, *_args) -> None:
+        selected = {item.text() for item in self.layer_list.selectedItems()}
+        self.layer_list.clear()
+        candidates = self._candidates()
+        for layer in candidates:
+            item = QListWidgetItem(layer.name)
+            self.layer_list.addItem(item)
+            item.setSelected(layer.name in selected)
+        if not self.layer_list.selectedItems() and self.layer_list.count():
+            self.layer_list.item(0).setSelected(True)
+
+    def select_layers(self, names) -> None:
+        """Select the input layers by name."""
+        names = set(names)
+        for i in range(self.layer_list.count()):
+            item = self.layer_list.item(i)
+            item.setSelected(item.text() in names)
+
+    def selected_layers(self) -> list:
+        names = [item.text() for item in self.layer_list.selectedItems()]
+        by_name = {layer.name: layer for layer in self._candidates()}
+        return [by_name[n] for n in names if n in by_name]
+
+    # ------------------------------------------------------------------------------ running
+    def _configurations(self) -> list:
+        from .core.pruning import default_configurations
+
+        depths = [d for d, box in self.depth_checks.items() if box.isChecked()]
+        subsets = [part for part in re.split(r"[;\n]+", self.subsets_edit.text()) if part.strip()]
+        return default_configurations(depths, subsets)
+
+    def _capture(self) -> PruningRequest:
+        """Copy the input layers and read every parameter (raises MicrostructureError)."""
+        from napari.layers import Labels
+
+        from .core import metrics
+        from .core.errors import InputError
+        from .core.pruning import default_material
+
+        layers = self.selected_layers()
+        if not layers:
+            raise InputError("Choose the micrographs: one or several Image or Labels layers (File > Open Sample has some).")
+        images, names, sources, described = [], [], [], []
+        for index, layer in enumerate(layers):
+            if getattr(layer, "multiscale", False) or getattr(layer, "rgb", False):
+                raise InputError(f"Layer '{layer.name}' is multiscale or RGB; the study needs phase labels.")
+            data = np.array(layer.data, copy=True)
+            if data.ndim == 2:
+                planes = [data]
+            elif data.ndim == 3:
+                planes = list(data)
+            else:
+                raise InputError(f"Layer '{layer.name}' has {data.ndim} dimensions: give 2D micrographs or a 3D stack.")
+            for i, plane in enumerate(planes):
+                images.append(plane)
+                names.append(layer.name if len(planes) == 1 else f"{layer.name}[{i}]")
+                sources.append(index)
+            described.append({
+                "name": layer.name,
+                "kind": "labels" if isinstance(layer, Labels) else "image",
+                "scale": tuple(layer.scale[-2:]),
+                "translate": tuple(layer.translate[-2:]),
+                "units": tuple(layer.units[-2:]) if hasattr(layer, "units") else None,
+            })
+        seconds = self.budget_combo.currentText() == "seconds"
+        options = dict(
+            configurations=self._configurations(),
+            samples=self.samples_spin.value(),
+            iterations=self.iterations_spin.value(),
+            seconds=self.seconds_spin.value() if seconds else None,
+            levels=self.levels_spin.value(),
+            seed=self.seed_spin.value(),
+            device=self.device_combo.currentData(),
+            weights=self.weights_combo.currentText().strip() or "normalized",
+            tolerance=self.tolerance_spin.value() / 100,
+        )
+        floors = []
+        for image in images:
+            try:
+                floors.append(metrics.floor(image)["e_s2"])
+            except MicrostructureError:
+                pass
+        material = self.material_edit.text().strip() or default_material(names)
+        return PruningRequest(
+            images=tuple(images), names=tuple(names), sources=tuple(sources), layers=tuple(described),
+            material=material, options=options, floor=float(np.mean(floors)) if floors else None,
+        )
+
+    def run(self):
+        """Start a study of the selected layers with the current parameters; return the worker
+        (None if the input or the parameters were refused, with a notification)."""
+        from napari.qt.threading import create_worker
+
+        if self.worker is not None:
+            show_warning("A pruning study is running already: stop it first.")
+            return None
+        try:
+            request = self._capture()
+        except MicrostructureError as error:
+            show_error(str(error))
+            self.status.setText(f"Not started: {error}")
+            return None
+        worker = create_worker(pruning_job, request, _start_thread=False)
+        worker.yielded.connect(self._on_yielded)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self._request = request
+        self._rows = []
+        self.profile = None
+        self.result_layers = []
+        self.save_button.setEnabled(False)
+        self.recommendation_label.setText("")
+        self._set_running(True)
+        if not self._docked:
+            self._docked = True
+            self._dock(self.plot, DOCK_PLOT, "right")
+            self._dock(self.table, DOCK_TABLE, "bottom")
+        self._show_rows()
+        names = ", ".join(c.name for c in request.options["configurations"])
+        self.status.setText(f"Loading the network… {len(request.images)} image(s) of {request.material}; {names}")
+        worker.start()
+        return worker
+
+    def stop(self) -> None:
+        """Stop the study after the current optimizer step; the finished configurations stay."""
+        if self.worker is None:
+            return
+        self.worker.send(STOP)
+        self.stop_button.setEnabled(False)
+        self.status.setText("Stopping after the current step (the finished configurations are kept)…")
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+        if running:
+            self.progress.setValue(0)
+            self.progress.setFormat("loading…")
+
+    # ------------------------------------------------------------------------------ slots (main thread)
+    def _on_yielded(self, message) -> None:
+        self.progress.setValue(int(round(1000 * message.fraction_done)))
+        done = message.fraction_done
+        left = message.elapsed * (1 - done) / done if done > 0 else float("nan")
+        left_text = f" · ~{left:.0f} s left" if math.isfinite(left) else ""
+        self.progress.setFormat(f"{message.configuration} ({message.index + 1}/{message.n_configurations}) · {100 * done:.0f} %{left_text}")
+        if message.step is not None and not self.status.text().startswith("Stopping"):
+            step = message.step
+            self.status.setText(
+                f"{message.configuration}: image {message.image + 1}/{message.n_images}, "
+                f"step {step.iteration}/{step.total}, level {step.level + 1}/{step.n_levels}"
+            )
+        if message.finished:
+            self._rows.append(message.result)
+            self._show_rows()
+            if message.best is not None:
+                self._add_layer(message.configuration, message.best, message.best_source, message.result)
+
+    def _live_profile(self):
+        from dataclasses import asdict
+
+        from .core.pruning import PruningProfile, recommend
+
+        request = self._request
+        options = request.options
+        recommendation = asdict(recommend(self._rows, options["tolerance"], request.floor))
+        return PruningProfile(
+            material=request.material,
+            configurations=[{"name": c.name, "layers": list(c.layers), "kind": c.kind} for c in options["configurations"]],
+            rows=list(self._rows), recommendation=recommendation, weights={},
+            image_shapes=[list(im.shape) for im in request.images], floor={"e_s2_mean": request.floor},
+            partial=True,
+        )
+
+    def _show_rows(self) -> None:
+        profile = self.profile if self.profile is not None else self._live_profile()
+        self.table.set_frame(profile.table())
+        self.plot.draw(profile if profile.rows else None)
+        reason = profile.recommendation.get("reason") if profile.rows else ""
+        self.recommendation_label.setText(f"Recommendation: {reason}" if reason else "")
+
+    def _add_layer(self, configuration: str, image: np.ndarray, source: int | None, row: dict) -> None:
+        request = self._request
+        index = request.sources[source or 0]
+        info = request.layers[index]
+        name = f"{request.names[source or 0]} {configuration}"
+        metadata = {
+            "pruning_study": {
+                "material": request.material, "configuration": configuration, "layers": row.get("layers"),
+                "source": request.names[source or 0], "e_s2": float(row.get("e_s2_mean", math.nan)),
+                "note": "the configuration's reconstruction with the lowest e_S2",
+                "options": {k: v for k, v in request.options.items() if k != "configurations"},
+            }
+        }
+        kwargs = {"name": name, "scale": info["scale"], "translate": info["translate"], "metadata": metadata}
+        if info.get("units") is not None:
+            kwargs["units"] = info["units"]
+        if info["kind"] == "labels" and np.issubdtype(image.dtype, np.integer):
+            layer = self.viewer.add_labels(image, **kwargs)
+        else:
+            layer = self.viewer.add_image(image, colormap="gray", **kwargs)
+        self.result_layers.append(layer)
+        self._refresh_layers()  # results are not offered as inputs of this study
+
+    def _on_returned(self, result) -> None:
+        if isinstance(result, str):
+            show_error(result)
+            self.status.setText(f"Failed: {result}")
+            return
+        self.profile = result
+        self._show_rows()
+        self.save_button.setEnabled(True)
+        total = result.provenance.get("total_seconds", float("nan"))
+        state = f"stopped: {len(result.rows)} of {len(result.configurations)} configurations finished" if result.partial else "finished"
+        self.status.setText(f"Study {state} in {total:.0f} s.")
+        if self.grid_check.isChecked() and self.result_layers:
+            self.viewer.grid.enabled = True
+
+    def _on_errored(self, error) -> None:
+        show_error(f"The pruning study failed: {error}")
+        self.status.setText(f"Failed: {error}")
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self._set_running(False)
+        if self.profile is not None:
+            self.progress.setValue(1000 if not self.profile.partial else self.progress.value())
+            self.progress.setFormat("done" if not self.profile.partial else "stopped")
+        else:
+            self.progress.setFormat("idle")
+        self.study_finished.emit()
+
+    # ------------------------------------------------------------------------------ files
+    def _dock(self, widget: QWidget, name: str, area: str) -> None:
+        if name in self.viewer.window.dock_widgets:
+            return
+        self.viewer.window.add_dock_widget(widget, name=name, area=area)
+
+    def save_profile(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the last study's profile as JSON (raises if there is none)."""
+        if self.profile is None:
+            raise RuntimeError("No pruning study has finished yet.")
+        return self.profile.save(path, overwrite=overwrite)
+
+    def _ask_save_profile(self) -> None:
+        if self.profile is None:
+            return
+        default = re.sub(r"[^A-Za-z0-9._-]+", "_", self.profile.material) + "_pruning.json"
+        path, _ = QFileDialog.getSaveFileName(self, "Save the pruning profile", default, "JSON (*.json)")
+        if not path:
+            return
+        try:
+            show_info(f"Wrote {self.save_profile(path, overwrite=True)}")
+        except OSError as error:
+            show_error(f"Could not write {path}: {error}")

