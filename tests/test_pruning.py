@@ -138,6 +138,19 @@ def test_recommendation_when_the_best_is_the_shallowest_and_edge_cases():
         pruning.recommend(_rows({"pool1": 0.1}), tolerance=-1)
 
 
+def test_recommendation_warns_when_another_depth_keeps_connectivity_better():
+    # all below the floor by e_S2, but the shallow one breaks a connected phase into pieces
+    rows = _rows({"pool1": 0.0066, "pool2": 0.0056, "pool3": 0.0049})
+    for row, e_conn in zip(rows, (0.22, 0.063, 0.021)):
+        row["e_conn_mean"] = e_conn
+    rec = pruning.recommend(rows, floor=0.0196)
+    assert rec.configuration == "pool1"  # the rule looks at e_S2 only
+    assert "Mind the connectivity" in rec.reason and "0.021 for pool3" in rec.reason
+    assert rec.connectivity_note and rec.connectivity_note in rec.reason
+    rows[0]["e_conn_mean"] = 0.05  # within CONNECTIVITY_NOTE_GAP of the best: no note
+    assert pruning.recommend(rows, floor=0.0196).connectivity_note == ""
+
+
 # ------------------------------------------------------------------------------ profile file
 
 

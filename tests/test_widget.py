@@ -169,7 +169,7 @@ def test_run_emits_layers_table_and_plot(viewer, alloy, qtbot, tmp_path) -> None
 
     written = widget.save_report(tmp_path / "report")
     names = {p.name for p in written}
-    assert {"results.csv", "statistics.png", "loss.png", "provenance.json",
+    assert {"results.csv", "autocovariance.png", "lineal_path.png", "loss.png", "provenance.json",
             "run1_input_alloy.tif", "run1_alloy_reconstruction_1.tif"} <= names
     assert json.loads((tmp_path / "report" / "provenance.json").read_text())["runs"][0]["input_layer"] == INPUT
     assert widget.save_report(tmp_path / "report") == []  # never overwrites
@@ -244,7 +244,7 @@ def test_stop_mid_run_keeps_a_partial_result_and_the_widget_usable(viewer, alloy
     # and a full run still works
     widget.iterations_spin.setValue(10)
     _run(qtbot, widget)
-    assert f"{INPUT} reconstruction 3" in _names(viewer)
+    assert _names(viewer) == [INPUT, name, f"{INPUT} reconstruction 2"]  # the discarded run took no number
 
 
 @needs_weights
@@ -293,21 +293,23 @@ def test_two_runs_in_a_row(viewer, alloy, qtbot) -> None:
 
 @needs_weights
 @pytest.mark.gui
-def test_screenshot_in_grid_mode_shows_original_and_reconstruction(viewer, alloy, qtbot, tmp_path) -> None:
+def test_screenshot_in_grid_mode_shows_original_and_reconstruction(make_napari_viewer, qtbot, tmp_path) -> None:
     from PIL import Image as PILImage
 
+    viewer = make_napari_viewer(show=True)  # a hidden canvas does not render the grid
+    viewer.add_labels(load_sample("alloy_64"), name=INPUT)
     widget = _widget(viewer, iterations=15)
     _run(qtbot, widget)
     viewer.grid.enabled = True
+    viewer.grid.shape = (1, 2)  # side by side
     viewer.reset_view()
     shot = viewer.screenshot(canvas_only=True, flash=False)
     path = tmp_path / "grid.png"
     PILImage.fromarray(shot).save(path)
-    assert path.stat().st_size > 0
+    assert path.stat().st_size > 1000
     rgb = shot[..., :3].astype(float)
     assert rgb.std() > 10  # not a uniform picture
-    height, width = rgb.shape[:2]
-    left, right = rgb[:, : width // 2], rgb[:, width // 2 :]
-    for half in (left, right):
+    width = rgb.shape[1]
+    for half in (rgb[:, : width // 2], rgb[:, width // 2 :]):
         assert half.std() > 10  # each half shows a microstructure
         assert len(np.unique(half.reshape(-1, 3), axis=0)) >= 2

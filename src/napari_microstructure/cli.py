@@ -51,9 +51,11 @@ def _load_input(path: str | None):
 def _reconstruct(args) -> int:
     from . import io
     from .core import metrics
-    from .core.decoder import reconstruct_steps, run_to_end
+    from .core.decoder import DEFAULT_ITERATIONS, DEFAULT_LEVELS, reconstruct_steps, run_to_end
     from .core.phases import validate_image
 
+    if args.volume is not None or args.x or args.y or args.z:
+        return _reconstruct_volume(args)
     image, stem = _load_input(args.input)
     validate_image(image, 2, "input image")
     out = Path(args.out)
@@ -65,8 +67,10 @@ def _reconstruct(args) -> int:
             f"{existing[0]} exists already; choose another --out folder or pass --overwrite."
         )
     options = dict(
-        size=args.size, samples=args.samples, layers=args.layers, iterations=args.iterations,
-        levels=args.levels, optimizer=args.optimizer, periodic=args.periodic, kind=args.kind,
+        size=args.size, samples=args.samples, layers=args.layers,
+        iterations=DEFAULT_ITERATIONS if args.iterations is None else args.iterations,
+        levels=DEFAULT_LEVELS if args.levels is None else args.levels,
+        optimizer=args.optimizer or "lbfgs", periodic=args.periodic, kind=args.kind,
         seed=args.seed, device=args.device, weights=args.weights,
     )
     # Everything (image, layers, device, memory, weights) is checked here, before any output.
@@ -80,7 +84,7 @@ def _reconstruct(args) -> int:
     for name, reconstruction in zip(names, result.images):
         io.write_tif(out / name, reconstruction, metadata={"source": stem}, overwrite=args.overwrite)
     provenance = {**result.provenance, "input_file": args.input or f"sample:{stem}", "floor": floor, "package_version": __version__}
-    io.write_json(out / f"{stem}_provenance.json", provenance)
+    io.write_json(out / f"{stem}_provenance.json", provenance, overwrite=args.overwrite)
     table.to_csv(out / f"{stem}_metrics.csv", index=False)
 
     shown = [c for c in ("name", "e_vf", "e_s2", "e_lp") if c in table.columns]
@@ -88,6 +92,55 @@ def _reconstruct(args) -> int:
     if floor is not None:
         print(f"floor (two disjoint quadrants of the input): e_s2 {floor['e_s2']:.4f}, e_lp {floor['e_lp']:.4f}")
     print(f"{result.provenance['timings']['total_seconds']:.1f} s on {result.provenance['device']}; wrote {len(planned)} files to {out}")
+    return 0
+
+
+def _reconstruct_volume(args) -> int:
+    """``reconstruct --3d SIZE``: one volume from INPUT (all three axes) or from --x/--y/--z."""
+    from . import io
+    from .core.decoder import run_to_end
+    from .core.errors import InputError
+    from .core.volume import compare_volume, reconstruct_volume_steps
+
+    paths = {axis: path for axis, path in (("z", args.z), ("y", args.y), ("x", args.x)) if path}
+    if args.volume is None:
+        raise InputError("--x/--y/--z are the micrographs of a 3D reconstruction: add --3d SIZE.")
+    if paths and args.input:
+        raise InputError("Give either INPUT (one micrograph for all three axes) or --x/--y/--z (one per axis), not both.")
+    if args.size or args.samples != 1:
+        raise InputError("--size and --samples are for 2D; a 3D reconstruction makes one volume of --3d SIZE.")
+    if paths:
+        micrographs = {axis: io.read_image(path) for axis, path in paths.items()}
+        stem = Path(next(iter(paths.values()))).stem
+    else:
+        micrographs, stem = _load_input(args.input)
+        paths = dict.fromkeys("zyx", args.input or f"sample:{stem}")
+    out = Path(args.out)
+    planned = [out / f"{stem}_volume.tif", out / f"{stem}_volume_provenance.json", out / f"{stem}_volume_metrics.csv"]
+    existing = [str(p) for p in planned if p.exists()]
+    if existing and not args.overwrite:
+        raise FileExistsError(f"{existing[0]} exists already; choose another --out folder or pass --overwrite.")
+    options = dict(
+        layers=args.layers, periodic=args.periodic, kind=args.kind, seed=args.seed, device=args.device,
+        weights=args.weights, **{k: v for k, v in (("iterations", args.iterations), ("levels", args.levels),
+                                                   ("optimizer", args.optimizer), ("slices_per_axis", args.slices)) if v is not None},
+    )
+    # Everything (micrographs, size, layers, device, memory, weights) is checked here, before any output.
+    steps = reconstruct_volume_steps(micrographs, args.volume[0] if len(args.volume) == 1 else args.volume, **options)
+    print(f"Reconstructing a volume from {', '.join(f'{a}: {Path(p).name}' for a, p in paths.items())}", file=sys.stderr)
+    result = run_to_end(steps, None if args.quiet else _progress_printer(sys.stderr))
+    table = [compare_volume(micrographs, result.volume)] if result.model.kind == "labels" else []
+    out.mkdir(parents=True, exist_ok=True)
+    io.write_tif(planned[0], result.volume, metadata={"source": stem, "axes": "ZYX"}, overwrite=args.overwrite)
+    provenance = {**result.provenance, "input_files": paths, "package_version": __version__}
+    io.write_json(planned[1], provenance, overwrite=args.overwrite)
+    if table:
+        import pandas as pd
+
+        pd.DataFrame(table).to_csv(planned[2], index=False)
+        shown = {k: v for k, v in table[0].items() if k.startswith(("e_vf", "e_s2", "e_lp")) and "_axis" not in k or k.startswith(("e_s2_axis", "e_lp_axis"))}
+        print("  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+    print(f"{result.provenance['timings']['total_seconds']:.1f} s on {result.provenance['device']}; wrote {len(planned) - (not table)} files to {out}")
     return 0
 
 
@@ -170,6 +223,7 @@ def _prune(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .core import volume
     from .core.decoder import DEFAULT_ITERATIONS, DEFAULT_LAYERS, DEFAULT_LEVELS, OPTIMIZERS
     from .core.device import DEVICE_CHOICES
 
@@ -192,9 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="output size (default: the input's)")
     rec.add_argument("--samples", type=int, default=1, help="number of reconstructions (default: %(default)s)")
     rec.add_argument("--layers", nargs="+", default=list(DEFAULT_LAYERS), help="VGG19 layers whose Gram matrices are matched (default: %(default)s)")
-    rec.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help="optimizer steps (default: %(default)s)")
-    rec.add_argument("--levels", type=int, default=DEFAULT_LEVELS, help="coarse-to-fine resolution levels (default: %(default)s)")
-    rec.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs")
+    # None: the 2D defaults, or the 3D ones (core.volume) with --3d
+    rec.add_argument("--iterations", type=int, help=f"optimizer steps (default: {DEFAULT_ITERATIONS})")
+    rec.add_argument("--levels", type=int, help=f"coarse-to-fine resolution levels (default: {DEFAULT_LEVELS}; 3D: {volume.DEFAULT_LEVELS})")
+    rec.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: lbfgs; 3D: {volume.DEFAULT_OPTIMIZER})")
     rec.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N (default: auto)")
     rec.add_argument("--weights", default="normalized", help="normalized, torchvision, random, or a weights file (default: %(default)s)")
     rec.add_argument("--seed", type=int, default=0)
@@ -202,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--kind", choices=("auto", "labels", "grey"), default="auto", help="phase labels or grey levels (default: detect)")
     rec.add_argument("--overwrite", action="store_true", help="replace existing output files")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
+    rec.add_argument("--3d", dest="volume", nargs="+", type=int, metavar="SIZE", help="reconstruct one SIZE^3 volume (or D H W) whose slices match INPUT along all three axes, or --x/--y/--z")
+    for axis, plane in (("x", "the yz plane, rows z"), ("y", "the xz plane, rows z"), ("z", "the xy plane, rows y")):
+        rec.add_argument(f"--{axis}", metavar="MICROGRAPH", help=f"with --3d: the micrograph normal to {axis} ({plane})")
+    rec.add_argument("--slices", type=int, help=f"with --3d: slices per axis in each step (default: {volume.DEFAULT_SLICES_PER_AXIS})")
     rec.set_defaults(run=_reconstruct)
 
     prune = commands.add_parser(

@@ -371,7 +371,13 @@ class Recommendation:
     e_s2: float | None = None
     floor: float | None = None
     rule: str = ""
+    connectivity_note: str = ""
 
+
+#: The reason warns when the recommended configuration's e_conn exceeds the lowest e_conn of the
+#: study by more than this (a fraction of a phase moved out of its largest cluster): the rule
+#: looks at e_S2 only, and two-point statistics do not see connectivity (METHOD.md section 7).
+CONNECTIVITY_NOTE_GAP = 0.05
 
 RULE = (
     "the shallowest configuration (deepest layer earliest in the network; ties: fewer layers, "
@@ -470,9 +476,34 @@ def recommend(rows, tolerance: float = DEFAULT_TOLERANCE, floor: float | None = 
             if chosen.get(key) is not None and best.get(key) is not None and math.isfinite(float(chosen[key])) and math.isfinite(float(best[key])):
                 costs.append(f"{float(chosen[key]):.3g} {unit} against {float(best[key]):.3g}")
         reason += "." + (f" It costs {' and '.join(costs)}." if costs else "")
+    note = _connectivity_note(chosen, scored)
+    if note:
+        reason += " " + note
     return Recommendation(
         configuration=str(chosen["name"]), layers=layers, reason=reason, tolerance=tolerance,
         best=str(best["name"]), best_e_s2=best_value, e_s2=value, floor=floor, rule=RULE,
+        connectivity_note=note,
+    )
+
+
+def _connectivity_note(chosen: dict, rows: list[dict]) -> str:
+    """A warning when another configuration keeps the phases' connectivity clearly better."""
+    def e_conn(row):
+        value = row.get("e_conn_mean")
+        return float(value) if value is not None and math.isfinite(float(value)) else None
+
+    mine = e_conn(chosen)
+    others = [r for r in rows if e_conn(r) is not None]
+    if mine is None or not others:
+        return ""
+    best = min(others, key=lambda r: (e_conn(r), _shallowness(r)))
+    if mine - e_conn(best) <= CONNECTIVITY_NOTE_GAP:
+        return ""
+    return (
+        f"Mind the connectivity: its e_conn (change in the fraction of a phase held by its largest "
+        f"cluster) is {mine:.3f}, against {e_conn(best):.3f} for {best['name']}; e_S2 does not see "
+        "connectivity (METHOD.md section 7), so choose "
+        f"{best['name']} where connected phases matter."
     )
 
 

@@ -3,8 +3,9 @@ reconstructions, and the loss curve, on matplotlib canvases in napari's theme co
 
 :func:`statistics_curves` (no Qt) computes the curves from the core's metrics; the widget runs it
 in its worker thread and hands the result to :class:`ResultsPlot`, which only draws (on the main
-thread). The statistics and the loss are two figures, so that the live loss curve redraws one
-small axes (about 15 ms) and not the whole figure.
+thread). Each plot is a figure of its own, so that the live loss curve redraws one small axes
+(about 15 ms) and the end of a run draws the two statistics plots in two turns of the event
+loop, not one long freeze.
 """
 
 from __future__ import annotations
@@ -114,23 +115,19 @@ class ResultsPlot(QWidget):
         top.addWidget(QLabel("Phase:"))
         top.addWidget(self.phase_box, 1)
 
-        self.statistics_figure = Figure(figsize=(4.0, 4.6), dpi=90)
-        self.loss_figure = Figure(figsize=(4.0, 2.2), dpi=90)
-        self.statistics_canvas = FigureCanvasQTAgg(self.statistics_figure)
-        self.loss_canvas = FigureCanvasQTAgg(self.loss_figure)
-        self.statistics_canvas.setMinimumHeight(300)
-        self.loss_canvas.setMinimumHeight(150)
-        self.ax_c, self.ax_lp = self.statistics_figure.subplots(2, 1)
-        self.ax_loss = self.loss_figure.add_subplot()
-        self.statistics_figure.subplots_adjust(left=0.17, right=0.97, top=0.95, bottom=0.1, hspace=0.42)
-        self.loss_figure.subplots_adjust(left=0.17, right=0.97, top=0.88, bottom=0.22)
+        self.figures = {name: Figure(figsize=(4.0, 2.3), dpi=90) for name in ("autocovariance", "lineal_path", "loss")}
+        self.canvases = {name: FigureCanvasQTAgg(figure) for name, figure in self.figures.items()}
+        self.ax_c, self.ax_lp, self.ax_loss = (self.figures[n].add_subplot() for n in self.figures)
+        for figure in self.figures.values():
+            figure.subplots_adjust(left=0.15, right=0.97, top=0.86, bottom=0.14)
         (self._loss_line,) = self.ax_loss.plot([], [], lw=1.2)
 
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(self.note)
-        layout.addWidget(self.statistics_canvas, 3)
-        layout.addWidget(self.loss_canvas, 2)
+        for canvas in self.canvases.values():
+            canvas.setMinimumHeight(130)
+            layout.addWidget(canvas, 1)
 
         self._viewer.events.theme.connect(self._on_theme)
         self._apply_theme()
@@ -146,7 +143,7 @@ class ResultsPlot(QWidget):
     def _apply_theme(self) -> None:
         colours = _theme_colours(self._viewer)
         self._colours = colours
-        for figure in (self.statistics_figure, self.loss_figure):
+        for figure in self.figures.values():
             figure.set_facecolor(colours["background"])
         for ax in (self.ax_c, self.ax_lp, self.ax_loss):
             self._style_axes(ax)
@@ -185,10 +182,8 @@ class ResultsPlot(QWidget):
         for ax in (self.ax_c, self.ax_lp):
             ax.clear()
             self._style_axes(ax)
-        self.ax_c.set_title("normalized autocovariance C(r)", fontsize=9)
-        self.ax_c.set_xlabel("r (pixels)", fontsize=8)
-        self.ax_lp.set_title("lineal path L(l), mean of x and y", fontsize=9)
-        self.ax_lp.set_xlabel("l (pixels)", fontsize=8)
+        self.ax_c.set_title("normalized autocovariance C(r), r in pixels", fontsize=9)
+        self.ax_lp.set_title("lineal path L(l), l in pixels (mean of x and y)", fontsize=9)
         curves = self._curves
         index = self.phase_box.currentIndex()
         if curves is not None and 0 <= index < len(curves.phases):
@@ -202,7 +197,8 @@ class ResultsPlot(QWidget):
             legend = self.ax_c.legend(fontsize=7, frameon=False)
             for text in legend.get_texts():
                 text.set_color(self._colours["text"])
-        self.statistics_canvas.draw_idle()
+        self.canvases["autocovariance"].draw_idle()  # each draws in its own event-loop turn
+        self.canvases["lineal_path"].draw_idle()
 
     # ----------------------------------------------------------------------------- loss
     def start_loss(self, title: str) -> None:
@@ -236,18 +232,22 @@ class ResultsPlot(QWidget):
         positive = values[np.isfinite(values) & (values > 0)]
         ax.set_yscale("log" if positive.size else "linear")
         ax.set_title(self._loss_title, fontsize=9)
-        ax.set_xlabel("optimizer step", fontsize=8)
         if positive.size:
             ax.set_xlim(0, max(steps[-1], 2))
             low, high = positive.min(), positive.max()
             ax.set_ylim(low / 1.5, high * 1.5)
-        self.loss_canvas.draw_idle()
+        self.canvases["loss"].draw_idle()
 
     # ----------------------------------------------------------------------------- files
+    #: File names that :meth:`save` writes.
+    FILES = ("autocovariance.png", "lineal_path.png", "loss.png")
+
     def save(self, folder: Path) -> list[Path]:
-        """Write the two figures as PNG files into ``folder``; return their paths."""
+        """Write the three plots as PNG files into ``folder``; return their paths."""
         folder = Path(folder)
-        paths = [folder / "statistics.png", folder / "loss.png"]
-        for figure, path in zip((self.statistics_figure, self.loss_figure), paths):
+        paths = []
+        for (name, figure), file_name in zip(self.figures.items(), self.FILES):
+            path = folder / file_name
             figure.savefig(path, dpi=150, facecolor=figure.get_facecolor())
+            paths.append(path)
         return paths

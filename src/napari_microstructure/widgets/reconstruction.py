@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QTimer, Signal
+from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -125,6 +125,7 @@ class RunRequest:
     input_name: str
     kind: str  # "labels" or "grey", as detected or chosen
     output_names: tuple[str, ...]  # one per sample
+    numbers: tuple[int, ...]  # their numbers, reserved until the run ends without layers
     partial_suffix: str
     layer_kwargs: dict  # scale, translate, units, axis_labels (last two axes of the input)
     image_kwargs: dict  # colormap / contrast of a grey input
@@ -427,10 +428,10 @@ class ReconstructionWidget(QWidget):
         self.input_combo = _LayerComboBox(self._refresh_layers)
         self.input_combo.setToolTip("The micrograph: a 2D Image or Labels layer (of a 3D layer, the slice shown now)")
         self.input_combo.currentIndexChanged.connect(self._schedule_detection)
-        form.addRow("Input", self.input_combo)
+        top = QFormLayout()
+        top.addRow("Input", self.input_combo)
         self.input_info = QLabel("No Image or Labels layer")
-        self.input_info.setWordWrap(True)
-        form.addRow("", self.input_info)
+        self.input_info.setWordWrap(True)  # in the box layout, outside the form: it wraps fully
 
         self.kind_combo = QComboBox()
         for text, data in (("auto-detect", "auto"), ("phase labels", "labels"), ("grey levels", "grey")):
@@ -446,9 +447,12 @@ class ReconstructionWidget(QWidget):
         tip = "Output {} in pixels; 'input' = the input's. Any size the layers allow."
         self.height_spin = _spin(0, 16384, 0, tip.format("height"), "input")
         self.width_spin = _spin(0, 16384, 0, tip.format("width"), "input")
-        size.addWidget(self.height_spin)
+        for spin in (self.height_spin, self.width_spin):
+            spin.setButtonSymbols(QSpinBox.ButtonSymbols.NoButtons)  # room for "input"
+            spin.setAlignment(Qt.AlignmentFlag.AlignRight)
+        size.addWidget(self.height_spin, 1)
         size.addWidget(QLabel("x"))
-        size.addWidget(self.width_spin)
+        size.addWidget(self.width_spin, 1)
         form.addRow("Output size", size)
 
         self.samples_spin = _spin(1, 64, 1, "Number of reconstructions (each a new layer)")
@@ -566,6 +570,8 @@ class ReconstructionWidget(QWidget):
             results.addWidget(button)
 
         layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.input_info)
         layout.addLayout(form)
         layout.addWidget(self.advanced)
         layout.addWidget(self.keep_partial)
@@ -706,6 +712,7 @@ class ReconstructionWidget(QWidget):
         return RunRequest(
             image=image, input_name=layer.name, kind=model.kind,
             output_names=tuple(f"{layer.name} reconstruction {n}" for n in numbers),
+            numbers=tuple(numbers),
             partial_suffix=" (partial)", layer_kwargs=layer_kwargs, image_kwargs=image_kwargs,
             note=note, options=options, run=self._run_counter,
             torch_threads=self.threads_spin.value(),
@@ -740,7 +747,7 @@ class ReconstructionWidget(QWidget):
         self._set_running(True)
         self._dock_results()
         self.status.setText(f"Loading the network for {request.input_name}… {request.note}".strip())
-        self.plot.start_loss(f"loss, {request.output_names[0]}")
+        self.plot.start_loss(f"loss per optimizer step, run {request.run}")
         worker.start()
         return worker
 
@@ -845,6 +852,8 @@ class ReconstructionWidget(QWidget):
         request = self._request
         if job is None or request is None:
             return
+        if job.error is not None or job.discarded:
+            self._release(request)
         if job.error is not None:
             self._remove_preview()
             show_error(job.error)
@@ -876,7 +885,8 @@ class ReconstructionWidget(QWidget):
         ]
         if job.table is not None:
             stages.append(partial(self.table.add_rows, job.table))
-        stages.append(partial(self.plot.set_loss, result.loss_history, f"loss, {names[0]}"))
+        title = f"loss per optimizer step, run {request.run}" + (" (stopped)" if result.partial else "")
+        stages.append(partial(self.plot.set_loss, result.loss_history, title))
         stages.append(partial(self.plot.set_curves, job.curves))
         what = "Stopped early: kept" if result.partial else "Done:"
         seconds = provenance["timings"]["total_seconds"]
@@ -909,8 +919,14 @@ class ReconstructionWidget(QWidget):
                 layer = self.viewer.add_image(data, **kwargs, **request.image_kwargs)
         record["layers"].append(layer)
 
+    def _release(self, request: RunRequest) -> None:
+        """Free the output numbers of a run that added no layer."""
+        self._reserved.get(request.input_name, set()).difference_update(request.numbers)
+
     def _on_errored(self, error: Exception) -> None:
         # napari shows the error with its traceback; the widget only resets.
+        if self._request is not None:
+            self._release(self._request)
         self._remove_preview()
         self.status.setText(f"Failed: {type(error).__name__}: {error}")
 
@@ -975,7 +991,7 @@ class ReconstructionWidget(QWidget):
                             {"layer": request.input_name, "note": request.note}))
             for name, image in zip(record["provenance"]["output_layers"], record["images"]):
                 planned.append((folder / f"{prefix}{_safe_name(name)}.tif", image, {"layer": name, "provenance": record["provenance"]}))
-        others = [folder / "results.csv", folder / "statistics.png", folder / "loss.png", folder / "provenance.json"]
+        others = [folder / "results.csv", folder / "provenance.json", *(folder / f for f in ResultsPlot.FILES)]
         existing = [str(p) for p in [p for p, _, _ in planned] + others if p.exists()]
         if existing:
             show_error(f"{existing[0]} exists already: choose an empty folder (nothing was written).")

