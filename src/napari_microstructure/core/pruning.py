@@ -27,7 +27,9 @@ sample of every image)
     phase held by its largest cluster, and per phase ``p`` ``largest_cluster[p]`` and
     ``clusters[p]`` (number of face-connected clusters; the micrograph's own values are in
     :attr:`PruningProfile.reference`).
-    ``seconds``: wall time of the reconstructions (all images), not counting the metrics.
+    ``seconds``: wall time of the reconstructions (all images), not counting the metrics;
+    ``cpu_seconds``: the CPU time the process used meanwhile (all its threads), which, unlike wall
+    time, hardly grows when other programs share the machine's cores.
     ``gflop_per_iteration``: see :func:`flops_per_iteration` (one loss-and-gradient evaluation of
     one sample at the output size; ``evaluations_per_iteration`` is what the L-BFGS line search
     actually used). ``peak_memory_mb``: see :class:`PeakMemory` (``memory_method`` in the
@@ -519,7 +521,7 @@ TABLE_COLUMNS = (
     "e_conn_mean", "e_conn_std",
 )
 TAIL_COLUMNS = (
-    "seconds", "iterations", "steps", "evaluations_per_iteration", "gflop_per_iteration",
+    "seconds", "cpu_seconds", "iterations", "steps", "evaluations_per_iteration", "gflop_per_iteration",
     "peak_memory_mb", "memory_estimate_mb", "final_loss_mean", "n_reconstructions", "budget_stopped",
 )
 
@@ -866,6 +868,7 @@ def _summarize(config: Configuration, scores: list[dict], runs: list[dict], labe
     steps = sum(r["steps"] for r in runs)
     evaluations = sum(r["evaluations"] for r in runs)
     row["seconds"] = float(sum(r["seconds"] for r in runs))
+    row["cpu_seconds"] = float(sum(r["cpu_seconds"] for r in runs))
     row["iterations"] = int(iterations)
     row["steps"] = float(np.mean([r["steps"] for r in runs]))
     row["evaluations_per_iteration"] = evaluations / steps if steps else float("nan")
@@ -921,7 +924,7 @@ def _study(
             )
             budget_stopped = False
             with PeakMemory(torch_device) as meter:
-                run_started = time.perf_counter()
+                run_started, cpu_started = time.perf_counter(), time.process_time()
                 command = None
                 try:
                     while True:
@@ -947,6 +950,7 @@ def _study(
                 finally:
                     steps.close()
                 run_seconds = time.perf_counter() - run_started
+                cpu_seconds = time.process_time() - cpu_started
             memory_method = meter.method
             if stopped:
                 break
@@ -958,6 +962,7 @@ def _study(
             provenance = result.provenance
             runs.append({
                 "image": names[image_index], "seed": seed + image_index, "seconds": run_seconds,
+                "cpu_seconds": cpu_seconds,
                 "steps": provenance["steps"], "evaluations": provenance["evaluations"],
                 "final_loss": provenance["final_loss"], "budget_stopped": budget_stopped,
                 "levels": provenance["timings"]["levels"], "peak_memory": meter.peak,

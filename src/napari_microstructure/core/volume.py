@@ -74,14 +74,15 @@ AXIS_NAMES: tuple[str, ...] = ("z", "y", "x")
 #: 0.010-0.013 on both micrographs; 8 was as good per step but noisier at the end (e_S2 up to
 #: 0.02), 32 cost twice the time per step for no better result; all 64 slices per axis with
 #: L-BFGS reached the same e_S2 in 2.3x the time.
-DEFAULT_SLICES_PER_AXIS = 16
+DEFAULT_SLICES_PER_AXIS = 8
 #: Optimizer steps over all levels. Adam's loss flattens after about 200 steps at 64^3.
-DEFAULT_ITERATIONS = 300
+DEFAULT_ITERATIONS = 600
 #: Coarse-to-fine levels, as in 2D.
 DEFAULT_LEVELS = 3
-#: Adam suits the stochastic objective (another sample of slices every step); L-BFGS with a
-#: line search needs a fixed objective and so evaluates every slice (slices_per_axis=None).
 DEFAULT_OPTIMIZER = "adam"
+#: Share of the finest level's steps relative to each coarser level (2D: 0.4). With Adam at
+#: the finest level, its steps decide the fidelity.
+FINEST_LEVEL_WEIGHT = 1.0
 #: Adam's step on the logits.
 DEFAULT_LEARNING_RATE = 0.1
 #: Adam's step decays within each level along a half cosine, from the learning rate to this
@@ -215,24 +216,27 @@ def _slice_counts(shape: Sequence[int], slices_per_axis: int | None, axes) -> di
 
 def estimate_volume_memory(
     size: Sequence[int], slices_per_axis: int | None, layers: Sequence[str], n_channels: int,
-    optimizer: str = DEFAULT_OPTIMIZER, axes: Sequence[int] = (0, 1, 2),
+    optimizer: str = DEFAULT_OPTIMIZER, axes: Sequence[int] = (0, 1, 2), levels: int = DEFAULT_LEVELS,
 ) -> int:
-    """Bytes that a 3D reconstruction needs (an upper estimate): the network's activations for
-    the largest per-axis batch of slices (axes are back-propagated one after another), plus the
-    volume's logits with their gradient and optimizer state, plus the final phase assignment."""
+    """Bytes that a 3D reconstruction needs (an upper estimate): at the most demanding level,
+    the network's activations for the largest per-axis batch of slices (axes are
+    back-propagated one after another) plus the volume's logits with their gradient and
+    optimizer state; or the final phase assignment, if that needs more."""
     size = _volume_size(size)
-    counts = _slice_counts(size, slices_per_axis, axes)
-    # the 2D estimate for a batch of slices; its own optimizer term (Adam: 4 copies of the
-    # slices' logits) stands for the slices cut out of the volume and their colours
-    batch = max(estimate_memory(_plane_shape(size, a), counts[a], layers, n_channels, "adam") for a in axes)
-    voxels = int(np.prod(size))
-    state = 2 * _decoder.LBFGS_HISTORY + 6 if optimizer == "lbfgs" else 4
-    finish = 8 * (3 * n_channels + 4) * voxels  # float64 scores, probabilities, ranks, labels
-    return int(batch + 4 * n_channels * voxels * state + finish)
+    needed = 8 * (3 * n_channels + 4) * int(np.prod(size))  # float64 scores, probabilities, ranks, labels
+    for level in range(max(int(levels), 1)):
+        shape = tuple(math.ceil(s / 2**level) for s in size)
+        counts = _slice_counts(shape, slices_per_axis, axes)
+        # the 2D estimate for a batch of slices; its own optimizer term (Adam: 4 copies of the
+        # slices' logits) stands for the slices cut out of the volume and their colours
+        batch = max(estimate_memory(_plane_shape(shape, a), counts[a], layers, n_channels, "adam") for a in axes)
+        state = 2 * _decoder.LBFGS_HISTORY + 6 if optimizer == "lbfgs" else 4
+        needed = max(needed, batch + 4 * n_channels * int(np.prod(shape)) * state)
+    return int(needed)
 
 
-def _check_volume_memory(size, slices_per_axis, layers, n_channels, optimizer, axes, device) -> int:
-    needed = estimate_volume_memory(size, slices_per_axis, layers, n_channels, optimizer, axes)
+def _check_volume_memory(size, slices_per_axis, layers, n_channels, optimizer, axes, levels, device) -> int:
+    needed = estimate_volume_memory(size, slices_per_axis, layers, n_channels, optimizer, axes, levels)
     # looked up in the decoder module at call time, so that one monkeypatch covers 2D and 3D
     free = _decoder.free_memory_bytes(device)
     if free is None or needed <= 0.8 * free:
@@ -240,9 +244,9 @@ def _check_volume_memory(size, slices_per_axis, layers, n_channels, optimizer, a
     budget = 0.8 * free
     fewer = [n for n in (64, 32, 16, 8, 4, 2, 1)
              if n < min(_slice_counts(size, slices_per_axis, axes).values())
-             and estimate_volume_memory(size, n, layers, n_channels, optimizer, axes) <= budget]
+             and estimate_volume_memory(size, n, layers, n_channels, optimizer, axes, levels) <= budget]
     side = max(size)
-    while side > 8 and estimate_volume_memory((side,) * 3, slices_per_axis, layers, n_channels, optimizer, axes) > budget:
+    while side > 8 and estimate_volume_memory((side,) * 3, slices_per_axis, layers, n_channels, optimizer, axes, levels) > budget:
         side = side * 3 // 4
     hints = []
     if fewer:
@@ -297,8 +301,9 @@ def reconstruct_volume_steps(
     layers, iterations, levels, learning_rate, layer_weights, periodic, kind, seed, device,
     weights, max_island : as in :func:`~napari_microstructure.core.decoder.reconstruct_steps`;
         ``periodic`` makes a volume that tiles seamlessly along all three axes.
-    optimizer : ``"adam"`` or ``"lbfgs"`` (strong-Wolfe line search; with sampled slices the
-        sample is fixed within a step and redrawn for the next).
+    optimizer : ``"adam"`` or ``"lbfgs"`` (strong-Wolfe line search; meant for
+        ``slices_per_axis=None``: with sampled slices the sample is fixed within a step and
+        redrawn for the next, which upsets its curvature estimates).
     symmetric : match every slice to the mean Gram matrices of the micrograph's eight rotations
         and reflections, as an isotropic material's slices have no preferred in-plane direction.
         Default: True when one micrograph serves all three axes, False for per-axis micrographs.
@@ -349,12 +354,12 @@ def reconstruct_volume_steps(
     if symmetric is None:
         symmetric = len(axes) == 3 and all(images[a] is images[axes[0]] for a in axes)
     torch_device = resolve_device(device)
-    _check_volume_memory(size, slices_per_axis, layers, model.n_channels, optimizer, axes, torch_device)
+    _check_volume_memory(size, slices_per_axis, layers, model.n_channels, optimizer, axes, int(levels), torch_device)
     vgg_weights = load_weights(weights)
     encoder = get_encoder(layers, weights, torch_device)
     colours = torch.from_numpy(phase_colours(max(len(model.labels), 2))).to(torch_device)
     target_side = tuple([min(min(m.shape) for m in images.values())] * 2)
-    schedule = _schedule(size, target_side, int(levels), int(iterations), smallest)
+    schedule = _volume_schedule(size, target_side, int(levels), int(iterations), smallest)
     total = sum(steps for _, steps in schedule)
 
     generator = torch.Generator().manual_seed(int(seed))
@@ -383,6 +388,16 @@ def reconstruct_volume_steps(
         vgg_weights=vgg_weights, seed=int(seed), iterations=int(iterations), levels=int(levels),
         islands=islands, reference=reference,
     )
+
+
+def _volume_schedule(size, target_shape, levels: int, iterations: int, smallest: int):
+    """Resolution levels ``[(factor, steps)]``, coarsest first, as in 2D (``decoder._schedule``)
+    with this module's FINEST_LEVEL_WEIGHT."""
+    schedule = _schedule(size, target_shape, levels, iterations, smallest)
+    weights = np.array([1.0] * (len(schedule) - 1) + [FINEST_LEVEL_WEIGHT])
+    shares = np.floor(iterations * weights / weights.sum()).astype(int)
+    shares[0] += iterations - shares.sum()
+    return [(factor, int(steps)) for (factor, _), steps in zip(schedule, shares)]
 
 
 def _volume_targets(encoder, colour: np.ndarray, factor: int, device, symmetric: bool) -> dict:
@@ -540,7 +555,10 @@ def _optimize_volume(
             }
             for a in axes
         }
-        timings.append({"level": level, "factor": factor, "size": list(shape), "steps": steps, "seconds": time.perf_counter() - level_started})
+        timings.append({
+            "level": level, "factor": factor, "size": list(shape), "steps": steps,
+            "slices_per_axis": {AXIS_NAMES[a]: counts[a] for a in axes}, "seconds": time.perf_counter() - level_started,
+        })
         if partial:
             break
     if tuple(parameters.shape[-3:]) != size:
@@ -554,6 +572,7 @@ def _optimize_volume(
         "parameters": {
             "size": list(size), "slices_per_axis": slices_per_axis, "layers": list(layers),
             "iterations": iterations, "levels": levels, "optimizer": optimizer,
+            "finest_level_weight": FINEST_LEVEL_WEIGHT,
             "learning_rate": learning_rate if optimizer == "adam" else None,
             "learning_rate_floor": LEARNING_RATE_FLOOR if optimizer == "adam" else None,
             "symmetric": symmetric, "layer_weights": layer_weights, "periodic": periodic, "kind": model.kind,
