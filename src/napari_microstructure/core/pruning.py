@@ -92,6 +92,7 @@ __all__ = [
     "prune_steps",
     "recommend",
     "save_plots",
+    "subset_configuration",
 ]
 
 #: Depths of the default study: the network truncated after pool1 ... pool5.
