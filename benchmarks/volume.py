@@ -70,7 +70,7 @@ def run_once(args) -> dict:
         torch.set_num_threads(args.threads)
     micrographs, original = load_micrographs(args.micrograph)
     options = dict(device=args.device, seed=args.seed)
-    for key in ("iterations", "levels", "optimizer", "learning_rate"):
+    for key in ("iterations", "levels", "optimizer", "learning_rate", "layers"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     if args.symmetric is not None:
@@ -97,6 +97,7 @@ def run_once(args) -> dict:
         "slices_per_axis": result.provenance["parameters"]["slices_per_axis"],
         "iterations": result.provenance["parameters"]["iterations"],
         "levels": result.provenance["parameters"]["levels"],
+        "layers": result.provenance["parameters"]["layers"],
         "learning_rate": result.provenance["parameters"]["learning_rate"],
         "lr_floor": result.provenance["parameters"]["learning_rate_floor"],
         "symmetric": result.provenance["parameters"]["symmetric"],
@@ -164,6 +165,7 @@ def main() -> None:
     parser.add_argument("--symmetric", choices=("yes", "no"), help="override the default target symmetrization")
     parser.add_argument("--lr-floor", dest="lr_floor", type=float, help="study: Adam's final fraction of the learning rate")
     parser.add_argument("--finest", type=float, help="study: the finest level's share of steps relative to a coarser level's")
+    parser.add_argument("--layers", nargs="+", help="VGG19 layers (default: the core's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
@@ -184,6 +186,8 @@ def main() -> None:
             value = override.get(key, getattr(args, key))
             if value is not None:
                 options += [f"--{key.replace('_', '-')}", str(value)]
+        if args.layers:
+            options += ["--layers", *args.layers]
         slices = override.get("slices", args.slices[0] if args.slices else None)
         if slices is not None:
             options += ["--slices", str(slices)]
