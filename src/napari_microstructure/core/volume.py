@@ -373,12 +373,12 @@ def reconstruct_volume_steps(
     parameters = (torch.randn((1, model.n_channels, *coarse), generator=generator) + bias).to(torch_device)
     if model.kind == "labels":
         islands = {}
-        for image in images.values():
+        for image in {id(m): m for m in images.values()}.values():
             for label, limit in island_limits(image, model, int(max_island)).items():
                 islands[label] = min(limit, islands.get(label, limit))
     else:
         islands = {}
-    reference = np.concatenate([m.ravel() for m in images.values()])
+    reference = np.concatenate([m.ravel() for m in {id(m): m for m in images.values()}.values()])
     return _optimize_volume(
         images=images, model=model, layers=layers, size=size, schedule=schedule, total=total,
         parameters=parameters, generator=generator, encoder=encoder, colours=colours,
