@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from ..core import metrics
@@ -24,6 +25,8 @@ __all__ = ["Curves", "ResultsPlot", "statistics_curves"]
 
 #: Seconds between redraws of the live loss curve.
 LOSS_REDRAW_INTERVAL = 1.0
+#: Milliseconds between the draws of the two statistics canvases.
+SECOND_DRAW_DELAY_MS = 30
 
 
 @dataclass
@@ -197,8 +200,10 @@ class ResultsPlot(QWidget):
             legend = self.ax_c.legend(fontsize=7, frameon=False)
             for text in legend.get_texts():
                 text.set_color(self._colours["text"])
-        self.canvases["autocovariance"].draw_idle()  # each draws in its own event-loop turn
-        self.canvases["lineal_path"].draw_idle()
+        # Qt fires timers that are due together in one turn of the event loop: the second
+        # canvas waits a little, so that the interface gets a turn between the two draws.
+        self.canvases["autocovariance"].draw_idle()
+        QTimer.singleShot(SECOND_DRAW_DELAY_MS, self.canvases["lineal_path"].draw_idle)
 
     # ----------------------------------------------------------------------------- loss
     def start_loss(self, title: str) -> None:

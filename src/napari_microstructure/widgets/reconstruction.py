@@ -17,6 +17,7 @@ import math
 import os
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -81,6 +82,10 @@ _DETECTION_PIXELS = 4_000_000
 WORKER_NICENESS = 10
 #: Seconds between updates of the progress bar and the status line.
 BAR_INTERVAL = 0.25
+#: Milliseconds between a progress message and the creation of the preview layer it brings.
+NEW_LAYER_DELAY_MS = 25
+#: Longest wait (s) of the worker for the main thread to create the preview layer.
+PREVIEW_LAYER_WAIT = 2.0
 DOCK_TABLE = "Reconstruction results"
 DOCK_PLOT = "Reconstruction plots"
 
@@ -133,6 +138,8 @@ class RunRequest:
     options: dict  # keyword arguments of reconstruct_steps
     run: int
     torch_threads: int  # intra-op threads of torch during the run (0: auto_threads())
+    # set by the main thread once the preview layer exists (see reconstruction_job)
+    preview_layer_ready: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -287,6 +294,11 @@ def reconstruction_job(request: RunRequest):
             except _USER_ERRORS as error:
                 return JobResult(error=str(error))
             reply = yield message
+            if message.preview is not None and not request.preview_layer_ready.is_set():
+                # The first preview makes napari create a layer (about 0.1 s of Python on the
+                # main thread): the worker waits for it rather than contend for the GIL, which
+                # would double the time the interface is frozen.
+                request.preview_layer_ready.wait(PREVIEW_LAYER_WAIT)
             if reply == DISCARD:
                 steps.close()
                 return JobResult(discarded=True)
@@ -779,6 +791,12 @@ class ReconstructionWidget(QWidget):
         self._last_progress = message
         self.plot.add_loss(message.loss)
         if message.preview is not None:
+            if self._preview_layer is None:
+                # napari needs about 0.1 s to add a layer and paint it: that waits until the
+                # event loop has had a turn after this message's repaints (Qt runs the slots,
+                # zero timers and repaints that are due together in one turn).
+                QTimer.singleShot(NEW_LAYER_DELAY_MS, partial(self._show_first_preview, self._request, message.preview))
+                return
             self._show_preview(message.preview)
         # QProgressBar.setValue repaints at once (a window repaint, costly with software
         # OpenGL): update the bar and the labels a few times a second only.
@@ -799,6 +817,10 @@ class ReconstructionWidget(QWidget):
         level_text = f"Resolution level {message.level + 1} of {message.n_levels}"
         if self.status.text() != level_text and not self.status.text().startswith("Stopping"):
             self.status.setText(level_text)
+
+    def _show_first_preview(self, request: RunRequest, preview: np.ndarray) -> None:
+        if request is self._request and not request.preview_layer_ready.is_set():  # still running
+            self._show_preview(preview)
 
     def _show_preview(self, preview: np.ndarray) -> None:
         request = self._request
@@ -822,6 +844,7 @@ class ReconstructionWidget(QWidget):
             else:
                 layer = self.viewer.add_image(data, **kwargs, **request.image_kwargs)
             self._preview_layer = layer
+            QTimer.singleShot(0, request.preview_layer_ready.set)  # after the layer's first paint
         else:
             layer.data = data  # one refresh; the extent changes only with the level
             if not np.allclose(layer.scale, scale * factor):
@@ -852,6 +875,7 @@ class ReconstructionWidget(QWidget):
         request = self._request
         if job is None or request is None:
             return
+        request.preview_layer_ready.set()  # no preview layer from now on
         if job.error is not None or job.discarded:
             self._release(request)
         if job.error is not None:
@@ -926,6 +950,7 @@ class ReconstructionWidget(QWidget):
     def _on_errored(self, error: Exception) -> None:
         # napari shows the error with its traceback; the widget only resets.
         if self._request is not None:
+            self._request.preview_layer_ready.set()
             self._release(self._request)
         self._remove_preview()
         self.status.setText(f"Failed: {type(error).__name__}: {error}")
