@@ -313,3 +313,52 @@ def test_screenshot_in_grid_mode_shows_original_and_reconstruction(make_napari_v
     for half in (rgb[:, : width // 2], rgb[:, width // 2 :]):
         assert half.std() > 10  # each half shows a microstructure
         assert len(np.unique(half.reshape(-1, 3), axis=0)) >= 2
+
+
+@needs_weights
+@pytest.mark.gui
+def test_3d_output_is_a_labels_volume_with_the_input_pixel_size_and_per_axis_statistics(viewer, alloy, qtbot) -> None:
+    from napari.layers import Labels
+
+    widget = _widget(viewer)
+    widget.iterations_spin.setValue(300)  # the 2D default
+    widget.volume_check.setChecked(True)
+    assert widget.optimizer_combo.currentText() == "adam" and widget.iterations_spin.value() == 600
+    widget.iterations_spin.setValue(8)
+    widget.levels_spin.setValue(1)
+    widget.slices_spin.setValue(4)
+    widget.height_spin.setValue(32)
+    widget.width_spin.setValue(40)
+    widget.depth_spin.setValue(36)
+    before = np.array(alloy.data, copy=True)
+    _run(qtbot, widget)
+
+    assert _names(viewer) == [INPUT, f"{INPUT} reconstruction 1"]  # the 2D preview is gone
+    out = viewer.layers[f"{INPUT} reconstruction 1"]
+    assert isinstance(out, Labels) and out.data.shape == (36, 32, 40)
+    # the input's pixel size on all three axes (depth takes the first axis's), and its units
+    np.testing.assert_allclose(out.scale, (0.5, 0.5, 0.25))
+    np.testing.assert_allclose(out.translate, (0.0, 3.0, -2.0))
+    assert tuple(str(u) for u in out.units) == ("micrometer",) * 3
+    # phase fractions of the micrograph, within one voxel
+    fraction = (alloy.data == 0).mean()
+    assert abs((out.data == 0).sum() - fraction * out.data.size) <= 1
+    assert out.metadata["provenance"]["parameters"]["size"] == [36, 32, 40]
+    # per-axis statistics in the table and the plot
+    frame = widget.table.frame
+    assert list(frame["name"]) == ["micrograph (2D)", "floor (two quadrants of the micrograph)", f"{INPUT} reconstruction 1"]
+    volume_row = frame.iloc[-1]
+    for column in ("e_S2 ⊥z", "e_S2 ⊥y", "e_S2 ⊥x", "e_LP ⊥z", "e_LP ⊥y", "e_LP ⊥x"):
+        assert 0.0 <= volume_row[column] <= volume_row[column.split()[0]]  # the worst axis
+    assert set(volume_row["spans[1]"].split()) <= {"z", "y", "x"}
+    labels = [line.get_label() for line in widget.plot.ax_c.lines]
+    assert labels == ["original (micrograph)", *(f"{INPUT} reconstruction 1, slices ⊥{a}" for a in "zyx")]
+    assert len(widget.plot.ax_lp.lines) == 4
+    assert "3D" in widget.status.text()
+    np.testing.assert_array_equal(alloy.data, before)
+    viewer.dims.ndisplay = 3  # the viewer shows it in 3D
+    qtbot.wait(50)
+    assert viewer.dims.ndisplay == 3
+    # back to 2D: the 2D defaults come back
+    widget.volume_check.setChecked(False)
+    assert widget.samples_spin.isEnabled() and not widget.depth_spin.isEnabled()

@@ -21,7 +21,7 @@ from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 from ..core import metrics
 from ..core.errors import InputError
 
-__all__ = ["Curves", "ResultsPlot", "statistics_curves"]
+__all__ = ["Curves", "ResultsPlot", "statistics_curves", "volume_curves"]
 
 #: Seconds between redraws of the live loss curve.
 LOSS_REDRAW_INTERVAL = 1.0
@@ -39,6 +39,8 @@ class Curves:
     length: np.ndarray | None = None
     lineal_path: dict = field(default_factory=dict)
     note: str = ""
+    #: What the lineal path of an image averages over, for the plot's title.
+    lineal_path_axes: str = "mean of x and y"
 
 
 def _autocovariance(image: np.ndarray, phase, max_radius: int) -> np.ndarray:
@@ -67,6 +69,32 @@ def statistics_curves(original: np.ndarray, images: dict[str, np.ndarray], note:
     for phase in phases:
         curves.autocovariance[phase] = {n: _autocovariance(im, phase, max_length) for n, im in named.items()}
         curves.lineal_path[phase] = {n: _lineal_path(im, phase, max_length) for n, im in named.items()}
+    return curves
+
+
+def volume_curves(micrograph: np.ndarray, volume: np.ndarray, name: str, note: str = "") -> Curves:
+    """The micrograph's ``C(r)`` and ``L(l)`` (mean of its two axes) next to the volume's, per
+    axis: ``C(r)`` of the slices normal to each axis (pooled over the slices) and ``L(l)`` along
+    each axis. ``micrograph`` and ``volume`` are integer phase labels."""
+    from ..core.volume import AXIS_NAMES, slice_two_point
+
+    max_length = metrics.default_max_length(micrograph.shape)
+    phases = [p.item() if isinstance(p, np.generic) else p for p in metrics.phases_of(micrograph)]
+    curves = Curves(phases, np.arange(max_length + 1), length=np.arange(1, max_length + 1), note=note,
+                    lineal_path_axes="micrograph: mean of its axes; volume: along each axis")
+    for phase in phases:
+        autocovariance = {"original (micrograph)": _autocovariance(micrograph, phase, max_length)}
+        lineal_path = {"original (micrograph)": _lineal_path(micrograph, phase, max_length)}
+        present = bool((volume == phase).any())
+        for axis, label in enumerate(AXIS_NAMES):
+            autocovariance[f"{name}, slices ⊥{label}"] = (
+                slice_two_point(volume, phase, axis, max_length).autocovariance if present else np.full(max_length + 1, np.nan)
+            )
+            lineal_path[f"{name}, along {label}"] = (
+                metrics.lineal_path(volume, phase, axis, max_length).probability if present else np.full(max_length, np.nan)
+            )
+        curves.autocovariance[phase] = autocovariance
+        curves.lineal_path[phase] = lineal_path
     return curves
 
 
@@ -173,7 +201,7 @@ class ResultsPlot(QWidget):
             # the rarest phase is usually the interesting one (grain boundaries, pores)
             rarest = min(
                 range(len(curves.phases)),
-                key=lambda i: np.nan_to_num(curves.lineal_path[curves.phases[i]]["original"][0], nan=1.0),
+                key=lambda i: np.nan_to_num(next(iter(curves.lineal_path[curves.phases[i]].values()))[0], nan=1.0),
             )
             self.phase_box.setCurrentIndex(rarest)
         self.phase_box.blockSignals(False)
@@ -181,25 +209,32 @@ class ResultsPlot(QWidget):
         self.note.setVisible(bool(curves is not None and curves.note))
         self._draw_statistics()
 
+    def _lineal_path_axes(self) -> str:
+        return self._curves.lineal_path_axes if self._curves is not None else "mean of x and y"
+
     def _draw_statistics(self, *_args) -> None:
         for ax in (self.ax_c, self.ax_lp):
             ax.clear()
             self._style_axes(ax)
         self.ax_c.set_title("normalized autocovariance C(r), r in pixels", fontsize=9)
-        self.ax_lp.set_title("lineal path L(l), l in pixels (mean of x and y)", fontsize=9)
+        self.ax_lp.set_title(f"lineal path L(l), l in pixels ({self._lineal_path_axes()})", fontsize=9)
         curves = self._curves
         index = self.phase_box.currentIndex()
         if curves is not None and 0 <= index < len(curves.phases):
             phase = curves.phases[index]
-            names = list(curves.autocovariance[phase])
-            colours = [self._colours["text"], *_series_colours(len(names) - 1)]
-            for name, colour in zip(names, colours):
-                width, style = (2.0, "-") if name == "original" else (1.2, "--")
-                self.ax_c.plot(curves.radius, curves.autocovariance[phase][name], style, color=colour, lw=width, label=name)
-                self.ax_lp.plot(curves.length, curves.lineal_path[phase][name], style, color=colour, lw=width, label=name)
-            legend = self.ax_c.legend(fontsize=7, frameon=False)
-            for text in legend.get_texts():
-                text.set_color(self._colours["text"])
+            plots = ((self.ax_c, curves.radius, curves.autocovariance[phase]),
+                     (self.ax_lp, curves.length, curves.lineal_path[phase]))
+            for ax, x, series in plots:
+                colours = [self._colours["text"], *_series_colours(len(series) - 1)]
+                for position, ((name, y), colour) in enumerate(zip(series.items(), colours)):
+                    width, style = (2.0, "-") if position == 0 else (1.2, "--")  # the reference first
+                    ax.plot(x, y, style, color=colour, lw=width, label=name)
+            legends = [self.ax_c.legend(fontsize=7, frameon=False)]
+            if list(curves.lineal_path[phase]) != list(curves.autocovariance[phase]):
+                legends.append(self.ax_lp.legend(fontsize=7, frameon=False))
+            for legend in legends:
+                for text in legend.get_texts():
+                    text.set_color(self._colours["text"])
         # Qt fires timers that are due together in one turn of the event loop: the second
         # canvas waits a little, so that the interface gets a turn between the two draws.
         self.canvases["autocovariance"].draw_idle()

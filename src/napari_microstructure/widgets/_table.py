@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
 from ..core import metrics
 from ..core.errors import InputError
 
-__all__ = ["ResultsTable", "run_table"]
+__all__ = ["ResultsTable", "run_table", "volume_run_table"]
 
 
 def run_table(
@@ -77,6 +77,59 @@ def run_table(
         pass
     frame = pd.DataFrame(rows)
     return frame[[c for c in rows[0] if c in frame.columns] + [c for c in frame.columns if c not in rows[0]]]
+
+
+
+def volume_run_table(
+    micrograph: np.ndarray,
+    volume: np.ndarray,
+    name: str,
+    *,
+    run: int,
+    seconds: float,
+    final_loss: list[float],
+    partial: bool,
+):
+    """Rows of one 3D run: the micrograph, its floor and the volume, per axis.
+
+    ``micrograph`` (2D) and ``volume`` (3D) are integer phase labels. The volume's ``e_S2`` and
+    ``e_LP`` are the worst of the three slice families; ``e_S2 ⊥z`` (and ``⊥y``, ``⊥x``) compare
+    the slices normal to each axis with the micrograph
+    (:func:`napari_microstructure.core.volume.compare_volume`). ``spans[p]`` lists the axes
+    along which one cluster of phase ``p`` connects opposite faces.
+    """
+    import pandas as pd
+
+    from ..core.volume import AXIS_NAMES, compare_volume
+
+    phases = [p.item() if isinstance(p, np.generic) else p for p in metrics.phases_of(micrograph)]
+    scores = compare_volume(micrograph, volume)
+    row = {"run": run, "name": name, "e_VF": scores["e_vf"], "e_S2": scores["e_s2"], "e_LP": scores["e_lp"]}
+    for axis, label in enumerate(AXIS_NAMES):
+        row[f"e_S2 ⊥{label}"] = scores[f"e_s2_axis{axis}"]
+    for axis, label in enumerate(AXIS_NAMES):
+        row[f"e_LP ⊥{label}"] = scores[f"e_lp_axis{axis}"]
+    original = {"run": run, "name": "micrograph (2D)", "e_VF": 0.0, "e_S2": 0.0, "e_LP": 0.0}
+    for phase in phases:
+        conn = metrics.connectivity(micrograph, phase)
+        original[f"clusters[{phase}]"] = conn.n_clusters
+        original[f"largest cluster[{phase}]"] = conn.largest_cluster_fraction
+        original[f"spans[{phase}]"] = " ".join(AXIS_NAMES[1:][a] for a, spans in enumerate(conn.spans) if spans)
+        row[f"clusters[{phase}]"] = scores.get(f"n_clusters[phase {phase}]", 0)
+        row[f"largest cluster[{phase}]"] = scores.get(f"largest_cluster_fraction[phase {phase}]", np.nan)
+        row[f"spans[{phase}]"] = " ".join(AXIS_NAMES[a] for a in range(3) if scores.get(f"spans_{a}[phase {phase}]"))
+    row["final loss"] = final_loss[0] if final_loss else np.nan
+    row["run time (s)"] = seconds
+    row["partial"] = partial
+    rows = [original, row]
+    try:
+        ref = metrics.floor(micrograph)
+        rows.insert(1, {"run": run, "name": "floor (two quadrants of the micrograph)",
+                        "e_VF": ref["e_vf"], "e_S2": ref["e_s2"], "e_LP": ref["e_lp"]})
+    except InputError:
+        pass
+    frame = pd.DataFrame(rows)
+    return frame[list(row)]
 
 
 def _format(value) -> str:

@@ -2,7 +2,8 @@
 
 The widget holds no algorithm: it captures the input layer and the parameters when Run is
 pressed, runs the core's :func:`~napari_microstructure.core.decoder.reconstruct_steps`
-generator in a napari thread worker (:func:`reconstruction_job`, which also computes the
+generator (or, for a 3D output, :func:`~napari_microstructure.core.volume.reconstruct_volume_steps`)
+in a napari thread worker (:func:`reconstruction_job`, which also computes the
 statistics, so that the main thread only draws), and turns the worker's messages into a
 progress bar, a live preview layer and, at the end, new layers, table rows and plots. Layers are
 touched only on the main thread, in the slots connected to the worker's signals.
@@ -46,8 +47,12 @@ from qtpy.QtWidgets import (
 
 from ..core.decoder import DEFAULT_ITERATIONS, DEFAULT_LAYERS, DEFAULT_LEVELS, MAX_ISLAND, OPTIMIZERS, STOP
 from ..core.errors import InputError, MicrostructureError
-from ._plot import Curves, ResultsPlot, statistics_curves
-from ._table import ResultsTable, run_table
+from ..core.volume import DEFAULT_ITERATIONS as VOLUME_ITERATIONS
+from ..core.volume import DEFAULT_LEARNING_RATE as VOLUME_LEARNING_RATE
+from ..core.volume import DEFAULT_OPTIMIZER as VOLUME_OPTIMIZER
+from ..core.volume import DEFAULT_SLICES_PER_AXIS
+from ._plot import Curves, ResultsPlot, statistics_curves, volume_curves
+from ._table import ResultsTable, run_table, volume_run_table
 
 if TYPE_CHECKING:
     import napari
@@ -133,6 +138,8 @@ class RunRequest:
     numbers: tuple[int, ...]  # their numbers, reserved until the run ends without layers
     partial_suffix: str
     layer_kwargs: dict  # scale, translate, units, axis_labels (last two axes of the input)
+    volume: bool  # a 3D volume from the input plane (one output)
+    output_kwargs: dict  # the outputs' scale, translate, units, axis_labels (3D for a volume)
     image_kwargs: dict  # colormap / contrast of a grey input
     note: str  # what was taken from the input layer
     options: dict  # keyword arguments of reconstruct_steps
@@ -185,6 +192,8 @@ def analyse(request: RunRequest, reconstruction) -> JobResult:
         names = [f"{n}{request.partial_suffix}" for n in names]
     original, images, note = _as_phase_labels(list(reconstruction.images), request.image, reconstruction.model.kind)
     job = JobResult(reconstruction=reconstruction)
+    if request.volume:
+        return _analyse_volume(request, job, names[0], original, images[0], note, started)
     try:
         job.table = run_table(
             original, images, names, run=request.run,
@@ -193,6 +202,21 @@ def analyse(request: RunRequest, reconstruction) -> JobResult:
         )
         job.curves = statistics_curves(original, dict(zip(names, images)), note)
     except InputError as error:  # e.g. an output much smaller than the input
+        job.warnings.append(f"No statistics for this run: {error}")
+    job.analysis_seconds = time.perf_counter() - started
+    return job
+
+
+def _analyse_volume(request: RunRequest, job: JobResult, name: str, micrograph, volume, note: str, started: float) -> JobResult:
+    reconstruction = job.reconstruction
+    try:
+        job.table = volume_run_table(
+            micrograph, volume, name, run=request.run,
+            seconds=float(reconstruction.provenance["timings"]["total_seconds"]),
+            final_loss=list(reconstruction.final_loss), partial=reconstruction.partial,
+        )
+        job.curves = volume_curves(micrograph, volume, name, note)
+    except InputError as error:  # e.g. a volume too thin for the micrograph's correlation lengths
         job.warnings.append(f"No statistics for this run: {error}")
     job.analysis_seconds = time.perf_counter() - started
     return job
@@ -274,6 +298,7 @@ def reconstruction_job(request: RunRequest):
     import torch
 
     from ..core.decoder import reconstruct_steps
+    from ..core.volume import reconstruct_volume_steps
 
     avoid_triton_llvm_crash()
     niceness = set_thread_niceness()
@@ -281,7 +306,10 @@ def reconstruction_job(request: RunRequest):
     torch.set_num_threads(request.torch_threads or auto_threads())
     try:
         try:
-            steps = reconstruct_steps(request.image, **request.options)
+            if request.volume:
+                steps = reconstruct_volume_steps(request.image, **request.options)
+            else:
+                steps = reconstruct_steps(request.image, **request.options)
         except _USER_ERRORS as error:
             return JobResult(error=str(error))
         command = None
@@ -355,6 +383,23 @@ def _is_type(layer, layer_type: str) -> bool:
     from napari.layers import Image, Labels
 
     return isinstance(layer, Labels if layer_type == "labels" else Image)
+
+
+def _volume_kwargs(plane_kwargs: dict) -> dict:
+    """Scale, translate, units and axis labels of a volume made from a plane: the depth axis
+    takes the pixel size and unit of the plane's first axis."""
+    (scale_y, scale_x), (shift_y, shift_x) = plane_kwargs["scale"], plane_kwargs["translate"]
+    unit_y, unit_x = plane_kwargs["units"]
+    labels = plane_kwargs["axis_labels"]
+    depth_label = "axis -3" if all(str(label).startswith("axis ") for label in labels) else "z"
+    if depth_label in labels:
+        depth_label = "depth"
+    return {
+        "scale": (scale_y, scale_y, scale_x),
+        "translate": (0.0, shift_y, shift_x),
+        "units": (unit_y, unit_y, unit_x),
+        "axis_labels": (depth_label, *labels),
+    }
 
 
 def _safe_name(name: str) -> str:
@@ -467,7 +512,24 @@ class ReconstructionWidget(QWidget):
         size.addWidget(self.width_spin, 1)
         form.addRow("Output size", size)
 
-        self.samples_spin = _spin(1, 64, 1, "Number of reconstructions (each a new layer)")
+        self.volume_check = QCheckBox("3D volume")
+        self.volume_check.setToolTip(
+            "Reconstruct a 3D volume whose slices along all three axes are statistically "
+            "equivalent to the micrograph (an isotropic material); it becomes a 3D layer with "
+            "the input's pixel size on every axis. Minutes on a CPU for 64x64x64."
+        )
+        self.depth_spin = _spin(0, 4096, 0, "Depth of the volume in voxels; 'as height' makes it as deep as it is high", "as height")
+        self.depth_spin.setButtonSymbols(QSpinBox.ButtonSymbols.NoButtons)
+        self.depth_spin.setAlignment(Qt.AlignmentFlag.AlignRight)
+        self.depth_spin.setEnabled(False)
+        volume = QHBoxLayout()
+        volume.addWidget(self.volume_check)
+        volume.addWidget(QLabel("depth"))
+        volume.addWidget(self.depth_spin, 1)
+        form.addRow("Output", volume)
+        self.volume_check.toggled.connect(self._on_volume_toggled)
+
+        self.samples_spin = _spin(1, 64, 1, "Number of reconstructions (each a new layer; one for a 3D volume)")
         form.addRow("Samples", self.samples_spin)
 
         self.preset_combo = QComboBox()
@@ -531,6 +593,9 @@ class ReconstructionWidget(QWidget):
         self.lr_spin.setValue(0.1)
         self.lr_spin.setToolTip("Learning rate of adam (lbfgs ignores it)")
         advanced.addRow("Learning rate", self.lr_spin)
+        self.slices_spin = _spin(1, 4096, DEFAULT_SLICES_PER_AXIS, "3D: slices of each axis matched per optimizer step (memory and time grow with it)")
+        self.slices_spin.setEnabled(False)
+        advanced.addRow("Slices per step (3D)", self.slices_spin)
         self.island_spin = _spin(0, 10_000, MAX_ISLAND, "Islands of a phase smaller than this (and than the input's own clusters) join the surrounding phase; 0 keeps all")
         advanced.addRow("Max island (px)", self.island_spin)
         self.preview_spin = QDoubleSpinBox()
@@ -680,11 +745,28 @@ class ReconstructionWidget(QWidget):
         self._reserved[base].update(numbers)
         return numbers
 
+    def _on_volume_toggled(self, volume: bool) -> None:
+        """Enable the 3D options; parameters left at one mode's defaults take the other's."""
+        self.depth_spin.setEnabled(volume)
+        self.slices_spin.setEnabled(volume)
+        self.samples_spin.setEnabled(not volume)
+        defaults = [(DEFAULT_ITERATIONS, VOLUME_ITERATIONS), ("lbfgs", VOLUME_OPTIMIZER), (0.1, VOLUME_LEARNING_RATE)]
+        widgets = [(self.iterations_spin.value, self.iterations_spin.setValue),
+                   (self.optimizer_combo.currentText, self.optimizer_combo.setCurrentText),
+                   (self.lr_spin.value, self.lr_spin.setValue)]
+        for (get, set_), pair in zip(widgets, defaults):
+            old, new = pair if volume else pair[::-1]
+            if get() == old:
+                set_(new)
+
     def _options(self) -> dict:
         size = (self.height_spin.value(), self.width_spin.value())
         layers = [n for n in re.split(r"[\s,;]+", self.layers_edit.text().strip()) if n]
         return dict(
-            size=None if 0 in size else size,
+            size=size,  # 0: the input's
+            volume=self.volume_check.isChecked(),
+            depth=self.depth_spin.value(),
+            slices_per_axis=self.slices_spin.value(),
             samples=self.samples_spin.value(),
             layers=layers,
             iterations=self.iterations_spin.value(),
@@ -708,15 +790,24 @@ class ReconstructionWidget(QWidget):
         image = validate_image(plane, 2, f"layer '{layer.name}'")
         options = self._options()
         model = describe_image(image, options["kind"])
-        if options["size"] is not None and 0 in options["size"]:
+        height, width = options.pop("size")
+        if (height == 0) != (width == 0):
             raise InputError("Give both output height and width, or leave both at 'input'.")
-        numbers = self._next_numbers(layer.name, options["samples"])
+        volume, depth, slices = options.pop("volume"), options.pop("depth"), options.pop("slices_per_axis")
+        if volume:
+            options.pop("samples")
+            plane = (height, width) if height else image.shape
+            options.update(size=(depth or plane[0], *plane), slices_per_axis=slices)
+        else:
+            options["size"] = (height, width) if height else None
+        numbers = self._next_numbers(layer.name, 1 if volume else options["samples"])
         layer_kwargs = {
             "scale": tuple(layer.scale[-2:]),
             "translate": tuple(layer.translate[-2:]),
             "units": tuple(layer.units[-2:]),
             "axis_labels": tuple(layer.axis_labels[-2:]),
         }
+        output_kwargs = _volume_kwargs(layer_kwargs) if volume else layer_kwargs
         image_kwargs = {}
         if model.kind == "grey" and hasattr(layer, "contrast_limits") and not getattr(layer, "rgb", False):
             image_kwargs = {"colormap": layer.colormap.name, "contrast_limits": tuple(layer.contrast_limits)}
@@ -725,7 +816,8 @@ class ReconstructionWidget(QWidget):
             image=image, input_name=layer.name, kind=model.kind,
             output_names=tuple(f"{layer.name} reconstruction {n}" for n in numbers),
             numbers=tuple(numbers),
-            partial_suffix=" (partial)", layer_kwargs=layer_kwargs, image_kwargs=image_kwargs,
+            partial_suffix=" (partial)", layer_kwargs=layer_kwargs, volume=volume,
+            output_kwargs=output_kwargs, image_kwargs=image_kwargs,
             note=note, options=options, run=self._run_counter,
             torch_threads=self.threads_spin.value(),
         )
@@ -826,7 +918,7 @@ class ReconstructionWidget(QWidget):
         request = self._request
         if request is None:
             return
-        size = request.options["size"] or request.image.shape
+        size = (request.options["size"] or request.image.shape)[-2:]  # a volume shows a plane
         factor = np.asarray(size, dtype=float) / np.asarray(preview.shape, dtype=float)
         scale = np.asarray(request.layer_kwargs["scale"], dtype=float)
         translate = np.asarray(request.layer_kwargs["translate"], dtype=float) + (factor - 1) / 2 * scale
@@ -914,7 +1006,9 @@ class ReconstructionWidget(QWidget):
         stages.append(partial(self.plot.set_curves, job.curves))
         what = "Stopped early: kept" if result.partial else "Done:"
         seconds = provenance["timings"]["total_seconds"]
-        self.status.setText(f"{what} {', '.join(names)} ({seconds:.1f} s, {provenance['steps']} steps).")
+        shape = "x".join(map(str, result.images[0].shape))
+        hint = " The viewer's 2D/3D button shows it in 3D." if request.volume else ""
+        self.status.setText(f"{what} {', '.join(names)} ({shape}; {seconds:.1f} s, {provenance['steps']} steps).{hint}")
         self.report_button.setEnabled(True)
         self._queue(*stages)
 
@@ -927,16 +1021,16 @@ class ReconstructionWidget(QWidget):
         metadata = {"provenance": record["provenance"], "source_layer": request.input_name,
                     "sample_index": index, "partial": record["partial"]}
         layer, self._preview_layer = (self._preview_layer, None) if index == 0 else (None, self._preview_layer)
-        if layer is not None and layer in self.viewer.layers and _is_type(layer, layer_type):
+        if layer is not None and layer in self.viewer.layers and _is_type(layer, layer_type) and layer.ndim == data.ndim:
             layer.metadata = metadata
             layer.name = name
             layer.data = data
-            layer.scale = request.layer_kwargs["scale"]
-            layer.translate = request.layer_kwargs["translate"]
+            layer.scale = request.output_kwargs["scale"]
+            layer.translate = request.output_kwargs["translate"]
         else:
             if layer is not None and layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
-            kwargs = dict(name=name, metadata=metadata, **request.layer_kwargs)
+            kwargs = dict(name=name, metadata=metadata, **request.output_kwargs)
             if layer_type == "labels":
                 layer = self.viewer.add_labels(data, **kwargs)
             else:
