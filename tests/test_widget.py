@@ -215,7 +215,7 @@ def test_grey_image_in_image_out_and_input_unchanged(viewer, qtbot) -> None:
 @needs_weights
 @pytest.mark.gui
 def test_stop_mid_run_keeps_a_partial_result_and_the_widget_usable(viewer, alloy, qtbot) -> None:
-    from qtpy.QtCore import QThreadPool, Qt
+    from qtpy.QtCore import Qt, QThreadPool
 
     widget = _widget(viewer, iterations=5000)
     with qtbot.waitSignal(widget.run_finished, timeout=RUN_TIMEOUT_MS):

@@ -5,6 +5,11 @@ The Python API (torch is imported only when one of these is first used)::
     from napari_microstructure import reconstruct, compare
     result = reconstruct(micrograph, samples=2, seed=1)
     table = compare(micrograph, list(result.images))
+
+    from napari_microstructure import build_dataset, train_property_model, predict_property
+    dataset = build_dataset(generated=300, size=128)  # labelled with D_eff_x by TauFactor
+    model = train_property_model(dataset.images, dataset.table["D_eff_x"])
+    d_eff = predict_property(model, micrograph, phase=0)
 """
 
 from importlib import import_module
@@ -28,6 +33,16 @@ _API = {
     "prune_steps": "napari_microstructure.core.pruning",
     "PruningProfile": "napari_microstructure.core.pruning",
     "load_profile": "napari_microstructure.core.pruning",
+    "build_dataset": "napari_microstructure.core.datasets",
+    "build_dataset_steps": "napari_microstructure.core.datasets",
+    "transport_labels": "napari_microstructure.core.datasets",
+    "LabelCache": "napari_microstructure.core.datasets",
+    # (module, name there) where the package-level name says more than the module's own
+    "train_property_model": ("napari_microstructure.core.properties", "train"),
+    "train_property_model_steps": ("napari_microstructure.core.properties", "train_steps"),
+    "predict_property": ("napari_microstructure.core.properties", "predict"),
+    "load_property_model": ("napari_microstructure.core.properties", "load_model"),
+    "PropertyModel": "napari_microstructure.core.properties",
     "load_sample": "napari_microstructure._sample_data",
     "read_image": "napari_microstructure.io",
     "MicrostructureError": "napari_microstructure.core.errors",
@@ -38,5 +53,6 @@ __all__ = ["__version__", *_API]
 
 def __getattr__(name):
     if name in _API:
-        return getattr(import_module(_API[name]), name)
+        module, attribute = _API[name] if isinstance(_API[name], tuple) else (_API[name], name)
+        return getattr(import_module(module), attribute)
     raise AttributeError(f"module 'napari_microstructure' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The command line: ``napari-microstructure reconstruct [INPUT] ...``."""
+"""The command line: ``napari-microstructure reconstruct|prune|properties ...``."""
 
 from __future__ import annotations
 
@@ -230,6 +230,271 @@ def _prune(args) -> int:
     return 0
 
 
+def _image_files(inputs: list[str]) -> list[Path]:
+    """The image files named by ``inputs``: files, and the image files inside folders (sorted)."""
+    from .core.errors import InputError
+    from .io import IMAGE_SUFFIXES
+
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise InputError(f"The folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)}).")
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
+
+
+def _refuse_existing(paths, overwrite: bool) -> None:
+    existing = [str(p) for p in paths if Path(p).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists already; choose another output or pass --overwrite.")
+
+
+def _counter(stream, what: str):
+    """Print ``what done/total`` on one line that rewrites itself."""
+    state = {"last": 0.0}
+
+    def show(message):
+        now = time.perf_counter()
+        if now - state["last"] < 0.2 and message.done < message.total:
+            return
+        state["last"] = now
+        stream.write(f"\r{what} {message.done}/{message.total} {message.elapsed:6.1f} s ")
+        if message.done >= message.total:
+            stream.write("\n")
+        stream.flush()
+
+    return show
+
+
+def _training_printer(stream):
+    """Print the training's progress: features, then one line per fold or epoch."""
+    features = _counter(stream, "features")
+
+    def show(message):
+        if message.stage == "features":
+            features(message)
+        elif message.stage == "fold":
+            stream.write(f"fold {message.fold}/{message.n_folds}: R2 {message.r2:.3f} ({message.elapsed:.1f} s)\n")
+        elif message.stage == "epoch":
+            stream.write(f"\r{'fold ' + str(message.fold) if message.fold else 'final fit'} epoch {message.epoch}: "
+                         f"train {message.train_loss:.4f} validation {message.val_loss:.4f} ")
+        stream.flush()
+
+    return show
+
+
+def _properties_label(args) -> int:
+    import pandas as pd
+
+    from . import io
+    from .core.datasets import LabelCache, transport_labels
+
+    files = _image_files(args.inputs)
+    out = Path(args.out)
+    _refuse_existing([out], args.overwrite)
+    cache = LabelCache(args.cache) if args.cache else None
+    rows = []
+    started = time.perf_counter()
+    for index, path in enumerate(files, start=1):
+        image = io.read_image(path)
+        rows.append({"file": str(path), **transport_labels(image, args.phase, args.axes, cache=cache, device=args.device)})
+        if not args.quiet:
+            print(f"\r[{index}/{len(files)}] {path.name}", end="", file=sys.stderr, flush=True)
+    if not args.quiet:
+        print(file=sys.stderr)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out, index=False)
+    print(f"labelled {len(rows)} image(s) in {time.perf_counter() - started:.1f} s; wrote {out}")
+    return 0
+
+
+def _properties_build(args) -> int:
+    from . import io
+    from .core.datasets import LABELS_FILE, LabelCache, build_dataset_steps, write_dataset
+    from .core.decoder import run_to_end
+
+    micrographs = {path.stem: io.read_image(path) for path in _image_files(args.micrographs or [])}
+    out = Path(args.out)
+    if (out / LABELS_FILE).exists() and not args.overwrite:
+        raise FileExistsError(f"{out / LABELS_FILE} exists already; choose another --out folder or pass --overwrite.")
+    steps = build_dataset_steps(
+        generated=args.generated, families=args.families, size=args.size, volume_fraction=tuple(args.volume_fraction),
+        micrographs=micrographs, crops=args.crops, reconstructions=args.reconstructions,
+        reconstruction_options={"iterations": args.iterations} if args.iterations else None, phase=args.phase,
+        axes=args.axes, label=not args.no_labels, cache=LabelCache(args.cache or out), seed=args.seed, device=args.device,
+    )
+    dataset = run_to_end(steps, None if args.quiet else _counter(sys.stderr, "samples"))
+    write_dataset(dataset, out, overwrite=args.overwrite)
+    timings = dataset.provenance["timings"]
+    print(f"{len(dataset.images)} samples in {timings['total_seconds']:.1f} s (labels {timings['label_seconds']:.1f} s); "
+          f"wrote {out / LABELS_FILE} and the images to {out}")
+    return 0
+
+
+def _dataset_images(folder: Path, names) -> list:
+    """Read the images a label table names: ``folder/name``, else a file of that stem in ``folder``."""
+    from . import io
+    from .core.errors import InputError
+
+    images = []
+    for name in names:
+        path = folder / name
+        if not path.is_file():
+            matches = sorted(p for p in folder.glob(f"{Path(name).stem}.*") if p.suffix.lower() in io.IMAGE_SUFFIXES)
+            if not matches:
+                raise InputError(f"The label table names {name!r}, but {folder} holds no such image.")
+            path = matches[0]
+        images.append(io.read_image(path))
+    return images
+
+
+def _properties_train(args) -> int:
+    import pandas as pd
+
+    from . import io
+    from .core import properties
+    from .core.datasets import LABELS_FILE, read_labels
+    from .core.decoder import run_to_end
+
+    folder = Path(args.dataset)
+    table_path = Path(args.labels) if args.labels else folder / LABELS_FILE
+    table = read_labels(table_path, [args.column])
+    raw = pd.read_csv(table_path)
+    phase = args.phase if args.phase is not None else (list(raw["phase"]) if "phase" in raw.columns else 1)
+    images = _dataset_images(folder, table["name"])
+    out = Path(args.out)
+    stem = args.name or f"{args.column}_{args.mode}"
+    planned = [out / f"{stem}.npz", out / f"{stem}_metrics.json", out / f"{stem}_parity.png", out / f"{stem}_predictions.csv"]
+    _refuse_existing(planned, args.overwrite)
+    steps = properties.train_steps(
+        images, table[args.column].to_numpy(), property=args.column, units=args.units, mode=args.mode, depth=args.depth,
+        profile=args.profile, weights=args.weights, phase=phase, axis=args.axis, input=args.input, folds=args.folds,
+        seed=args.seed, device=args.device, names=list(table["name"]), epochs=args.epochs,
+    )
+    print(f"Training a {args.mode} model of {args.column} on {len(images)} images", file=sys.stderr)
+    model = run_to_end(steps, None if args.quiet else _training_printer(sys.stderr))
+    model.save(planned[0], overwrite=args.overwrite)
+    header = model.header
+    io.write_json(planned[1], {k: header[k] for k in header if k not in ("training",)} | {"training": {
+        k: v for k, v in header["training"].items() if k not in ("names", "targets")}}, overwrite=args.overwrite)
+    cv = header.get("cross_validation")
+    if cv:
+        figure = properties.plot_parity(header["training"]["targets"], cv["predictions"], title=f"{args.column}, {cv['folds']}-fold CV",
+                                        units=args.units)
+        figure.savefig(planned[2], dpi=150)
+        pd.DataFrame({"file": header["training"]["names"], args.column: header["training"]["targets"],
+                      "predicted": cv["predictions"]}).to_csv(planned[3], index=False)
+        print(f"cross-validated R2 {cv['r2']:.3f}, MAE {cv['mae']:.4g}, RMSE {cv['rmse']:.4g} ({cv['folds']} folds)")
+    print(f"{header['provenance']['timings']['total_seconds']:.1f} s; wrote {planned[0]}")
+    return 0
+
+
+def _properties_predict(args) -> int:
+    import pandas as pd
+
+    from . import io
+    from .core.properties import load_model
+
+    model = load_model(args.model)
+    files = _image_files(args.inputs)
+    out = Path(args.out)
+    _refuse_existing([out], args.overwrite)
+    images = [io.read_image(path) for path in files]
+    started = time.perf_counter()
+    values = model.predict(images, phase=args.phase, axis=args.axis, device=args.device)
+    column = model.header["property"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"file": [str(p) for p in files], f"{column}_predicted": values}).to_csv(out, index=False)
+    print(f"predicted {column} of {len(files)} image(s) in {time.perf_counter() - started:.2f} s; wrote {out}")
+    return 0
+
+
+def _add_properties(commands, device_choices) -> None:
+    from .core.datasets import FAMILIES
+    from .core.properties import INPUTS, MODES
+
+    def axis_or_index(text):
+        return int(text) if text.lstrip("-").isdigit() else text
+
+    properties = commands.add_parser(
+        "properties",
+        help="structure-property models: labels, datasets, training, prediction",
+        description="Predict a property of a phase (e.g. D_eff along x) from microstructures with a model built on the "
+        "pretrained VGG19 (transfer learning, Li et al. 2018). Subcommands: label, build, train, predict.",
+    )
+    tasks = properties.add_subparsers(dest="task", required=True)
+    device = {"default": "cpu", "help": f"one of {', '.join(device_choices)} or cuda:N (default: %(default)s)"}
+
+    label = tasks.add_parser("label", help="compute D_eff and tau (TauFactor) of a folder of images into a CSV")
+    label.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (.tif, .npy, .png; 2D or 3D) or folders of them")
+    label.add_argument("--out", default="labels.csv", help="CSV to write (default: %(default)s)")
+    label.add_argument("--phase", type=int, default=1, help="label of the conducting phase (default: %(default)s)")
+    label.add_argument("--axes", nargs="+", type=axis_or_index, default=["x"], help="transport axes: x y z (x: the last array axis) or indices (default: x)")
+    label.add_argument("--cache", help="folder of a label cache (results kept between runs)")
+    label.add_argument("--device", **device)
+    label.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
+    label.add_argument("--quiet", action="store_true", help="no progress")
+    label.set_defaults(run=_properties_label)
+
+    build = tasks.add_parser("build", help="build a labelled dataset of generated microstructures, crops and reconstructions")
+    build.add_argument("--out", required=True, help="dataset folder: .tif images, labels.csv, provenance.json")
+    build.add_argument("--generated", type=int, default=300, help="generated microstructures (default: %(default)s)")
+    build.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES, help="generated families (default: all)")
+    build.add_argument("--size", type=int, default=128, help="side of every sample in pixels (default: %(default)s)")
+    build.add_argument("--volume-fraction", nargs=2, type=float, default=[0.2, 0.8], metavar=("LOW", "HIGH"), help="range of phase 1's volume fraction (default: 0.2 0.8)")
+    build.add_argument("--micrographs", nargs="+", metavar="FILE", help="micrographs (or folders) to take crops and reconstructions of")
+    build.add_argument("--crops", type=int, default=0, help="random crops per micrograph (default: %(default)s)")
+    build.add_argument("--reconstructions", type=int, default=0, help="reconstructions per 2D micrograph (default: %(default)s)")
+    build.add_argument("--iterations", type=int, help="optimizer steps per reconstruction (default: the decoder's)")
+    build.add_argument("--phase", type=int, default=1, help="conducting phase of the micrographs (generated samples: 1) (default: %(default)s)")
+    build.add_argument("--axes", nargs="+", type=axis_or_index, default=["x"], help="transport axes to label (default: x)")
+    build.add_argument("--no-labels", action="store_true", help="write the samples without computing D_eff and tau")
+    build.add_argument("--cache", help="folder of the label cache (default: the --out folder)")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--device", **device)
+    build.add_argument("--overwrite", action="store_true", help="replace existing files")
+    build.add_argument("--quiet", action="store_true", help="no progress")
+    build.set_defaults(run=_properties_build)
+
+    train = tasks.add_parser("train", help="train a model on a dataset folder and a label column; cross-validate")
+    train.add_argument("dataset", help="folder of the images")
+    train.add_argument("--labels", help="CSV with a file (or name) column and the label column (default: DATASET/labels.csv)")
+    train.add_argument("--column", default="D_eff_x", help="the property to learn (default: %(default)s)")
+    train.add_argument("--units", default="", help="units of the property, for the record and the plot")
+    train.add_argument("--mode", choices=MODES, default="frozen", help="frozen pretrained features + ridge, or fine-tuning (default: %(default)s)")
+    trunk = train.add_mutually_exclusive_group()
+    trunk.add_argument("--depth", help="trunk depth pool1 ... pool5 (default: pool2)")
+    trunk.add_argument("--profile", help="pruning profile (JSON) whose recommended configuration sets the trunk")
+    train.add_argument("--weights", default="normalized", help="normalized (pretrained), random (the control), or a weights file (default: %(default)s)")
+    train.add_argument("--phase", type=int, help="phase of interest (default: the table's phase column, else 1)")
+    train.add_argument("--axis", type=axis_or_index, default="x", help="transport axis of the property (default: %(default)s)")
+    train.add_argument("--input", choices=INPUTS, default="spanning", help="what the trunk sees: the phase's spanning clusters or the whole phase (default: %(default)s)")
+    train.add_argument("--folds", type=int, default=5, help="k-fold cross-validation, 0 for none (default: %(default)s)")
+    train.add_argument("--epochs", type=int, default=40, help="fine-tuning: most epochs (default: %(default)s)")
+    train.add_argument("--out", default="property_model", help="output folder (default: %(default)s)")
+    train.add_argument("--name", help="file name stem of the outputs (default: COLUMN_MODE)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", **device)
+    train.add_argument("--overwrite", action="store_true", help="replace existing files")
+    train.add_argument("--quiet", action="store_true", help="no progress")
+    train.set_defaults(run=_properties_train)
+
+    pred = tasks.add_parser("predict", help="predict a property of images with a trained model")
+    pred.add_argument("model", help="model file (.npz) written by train")
+    pred.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (2D or 3D) or folders of them")
+    pred.add_argument("--out", default="predictions.csv", help="CSV to write (default: %(default)s)")
+    pred.add_argument("--phase", type=int, help="phase of interest (default: the model's)")
+    pred.add_argument("--axis", type=axis_or_index, help="transport axis (default: the model's)")
+    pred.add_argument("--device", **device)
+    pred.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
+    pred.set_defaults(run=_properties_predict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .core import volume
     from .core.decoder import DEFAULT_ITERATIONS, DEFAULT_LAYERS, DEFAULT_LEVELS, OPTIMIZERS
@@ -297,6 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--overwrite", action="store_true", help="replace existing output files")
     prune.add_argument("--quiet", action="store_true", help="no progress")
     prune.set_defaults(run=_prune)
+
+    _add_properties(commands, DEVICE_CHOICES)
     return parser
 
 

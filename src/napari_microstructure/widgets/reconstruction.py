@@ -45,7 +45,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.decoder import DEFAULT_ITERATIONS, DEFAULT_LAYERS, DEFAULT_LEVELS, MAX_ISLAND, OPTIMIZERS, STOP
+from ..core.decoder import (
+    DEFAULT_ITERATIONS,
+    DEFAULT_LAYERS,
+    DEFAULT_LEVELS,
+    MAX_ISLAND,
+    OPTIMIZERS,
+    STOP,
+)
 from ..core.errors import InputError, MicrostructureError
 from ..core.volume import DEFAULT_ITERATIONS as VOLUME_ITERATIONS
 from ..core.volume import DEFAULT_LEARNING_RATE as VOLUME_LEARNING_RATE
@@ -179,7 +186,7 @@ def _as_phase_labels(images: list[np.ndarray], original: np.ndarray, kind: str) 
     threshold = float(np.median(original))
     if not (original > threshold).any():
         threshold = float(original.mean())
-    binarize = lambda im: (im > threshold).astype(np.uint8)  # noqa: E731
+    binarize = lambda im: (im > threshold).astype(np.uint8)
     note = f"Grey input: statistics of the images thresholded at the original's median grey level ({threshold:.4g}); phase 1 is brighter."
     return binarize(original), [binarize(im) for im in images], note
 
@@ -351,7 +358,7 @@ class _LayerComboBox(QComboBox):
         super().__init__(parent)
         self._refresh = refresh
 
-    def showPopup(self) -> None:  # noqa: N802 - Qt's name
+    def showPopup(self) -> None:
         self._refresh()
         super().showPopup()
 
@@ -1130,7 +1137,7 @@ class ReconstructionWidget(QWidget):
         return written
 
     # ------------------------------------------------------------------------------ cleanup
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+    def closeEvent(self, event) -> None:
         if self.worker is not None:
             self.worker.send(DISCARD)
             self.worker.quit()

