@@ -34,7 +34,6 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QListWidget,
@@ -42,14 +41,14 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from .core.errors import MicrostructureError
-from .widgets.reconstruction import avoid_triton_llvm_crash
+from .widgets._plot import theme_colours
+from .widgets._table import ResultsTable
+from .widgets.reconstruction import avoid_triton_llvm_crash, job_worker
 
 if TYPE_CHECKING:
     import napari
@@ -114,88 +113,17 @@ def pruning_job(request: PruningRequest):
 # ------------------------------------------------------------------------------------------
 
 
-def _format(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else ""
-    if isinstance(value, (float, np.floating)):
-        return f"{value:.4g}"
-    return str(value)
+class PruningTable(ResultsTable):
+    """Docked table of the study: one row per finished configuration, the recommended one in
+    bold; "Save as CSV" writes every column (the view shows the main ones)."""
 
-
-class PruningTable(QWidget):
-    """Docked table of the study: one row per finished configuration; "Save as CSV" writes every
-    column (the view shows the main ones)."""
+    shown_columns = SHOWN_COLUMNS
+    highlight_column = "recommended"
+    false_text = ""
+    default_file = "pruning.csv"
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        import pandas as pd
-
-        self.frame = pd.DataFrame()
-        self.table = QTableWidget(0, 0)
-        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setMinimumHeight(120)
-        self.save_button = QPushButton("Save as CSV…")
-        self.save_button.setToolTip("Write the whole table (every column) to a CSV file")
-        self.save_button.clicked.connect(self._ask_and_save)
-        self.save_button.setEnabled(False)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.save_button)
-        buttons.addStretch(1)
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.table)
-        layout.addLayout(buttons)
-
-    def set_frame(self, frame) -> None:
-        """Show a table (a DataFrame)."""
-        self.frame = frame.copy()
-        shown = [c for c in SHOWN_COLUMNS if c in frame.columns]
-        view = frame[shown]
-        self.table.clear()
-        self.table.setRowCount(len(view))
-        self.table.setColumnCount(len(shown))
-        self.table.setHorizontalHeaderLabels(shown)
-        for i, row in enumerate(view.itertuples(index=False)):
-            for j, value in enumerate(row):
-                item = QTableWidgetItem(_format(value))
-                if "recommended" in view.columns and bool(view["recommended"].iloc[i]):
-                    font = item.font()
-                    font.setBold(True)
-                    item.setFont(font)
-                self.table.setItem(i, j, item)
-        self.save_button.setEnabled(not frame.empty)
-
-    def save_csv(self, path: str | os.PathLike) -> Path:
-        """Write the whole table to ``path`` (CSV, full precision)."""
-        path = Path(path)
-        self.frame.to_csv(path, index=False)
-        return path
-
-    def _ask_and_save(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save the pruning table", "pruning.csv", "CSV (*.csv)")
-        if not path:
-            return
-        try:
-            show_info(f"Wrote {self.save_csv(path)}")
-        except OSError as error:
-            show_error(f"Could not write {path}: {error}")
-
-
-def _theme_colours(viewer) -> dict:
-    try:
-        from napari.utils.theme import get_theme
-
-        theme = get_theme(viewer.theme)
-        return {
-            "background": theme.background.as_hex(),
-            "axes": theme.canvas.as_hex() if theme.type == "dark" else theme.foreground.as_hex(),
-            "text": theme.text.as_hex(),
-            "accent": "#ffbf00" if theme.type == "dark" else "#d62728",
-        }
-    except Exception:  # noqa: BLE001 - an unknown theme falls back to napari's dark colours
-        return {"background": "#23242b", "axes": "#000000", "text": "#f0f1f2", "accent": "#ffbf00"}
+        super().__init__(parent, clearable=False)
 
 
 class PruningPlot(QWidget):
@@ -224,7 +152,7 @@ class PruningPlot(QWidget):
 
         self.profile = profile
         shown = profile if profile is not None else PruningProfile("", [], [], {}, {}, [])
-        plot_profile(shown, self.figure, _theme_colours(self._viewer))
+        plot_profile(shown, self.figure, theme_colours(self._viewer))
         self.canvas.draw_idle()
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -482,7 +410,6 @@ class PruningWidget(QWidget):
     def run(self):
         """Start a study of the selected layers with the current parameters; return the worker
         (None if the input or the parameters were refused, with a notification)."""
-        from napari.qt.threading import create_worker
 
         if self.worker is not None:
             show_warning("A pruning study is running already: stop it first.")
@@ -493,11 +420,7 @@ class PruningWidget(QWidget):
             show_error(str(error))
             self.status.setText(f"Not started: {error}")
             return None
-        worker = create_worker(pruning_job, request, _start_thread=False)
-        worker.yielded.connect(self._on_yielded)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
+        worker = job_worker(self, pruning_job, request, ignore_errors=False)
         self.worker = worker
         self._request = request
         self._rows = []

@@ -570,14 +570,9 @@ def _build(generated, families, shape2d, fractions, micrographs, crops, reconstr
 def build_dataset(callback: Callable[[BuildProgress], object] | None = None, **options) -> Dataset:
     """Run :func:`build_dataset_steps` to the end; ``callback`` gets every message and may
     return ``"stop"``."""
-    steps = build_dataset_steps(**options)
-    message = None
-    try:
-        while True:
-            progress = steps.send(message)
-            message = callback(progress) if callback is not None else None
-    except StopIteration as finished:
-        return finished.value
+    from .decoder import run_to_end
+
+    return run_to_end(build_dataset_steps(**options), callback)
 
 
 def write_dataset(dataset: Dataset, folder: str | os.PathLike, overwrite: bool = False) -> Path:

@@ -251,17 +251,10 @@ def _feature_batches(sample_maps, convs, mean_bgr, layers, device):
     return np.stack([sums[i] / counts[i] for i in range(len(sample_maps))])
 
 
-def _run(steps):
-    """Run a generator to the end and return its value."""
-    try:
-        while True:
-            next(steps)
-    except StopIteration as end:
-        return end.value
-
-
 def _features_of(sample_maps, convs, mean_bgr, layers, device) -> np.ndarray:
-    return _run(_feature_batches(sample_maps, convs, mean_bgr, layers, device))
+    from .decoder import run_to_end
+
+    return run_to_end(_feature_batches(sample_maps, convs, mean_bgr, layers, device))
 
 
 def _as_list(images) -> list:
@@ -794,14 +787,9 @@ def _versions() -> dict:
 def train(images, targets, callback: Callable[[TrainProgress], object] | None = None, **options) -> PropertyModel | None:
     """Run :func:`train_steps` to the end; ``callback`` gets every message and may return
     ``"stop"``."""
-    steps = train_steps(images, targets, **options)
-    message = None
-    try:
-        while True:
-            progress = steps.send(message)
-            message = callback(progress) if callback is not None else None
-    except StopIteration as finished:
-        return finished.value
+    from .decoder import run_to_end
+
+    return run_to_end(train_steps(images, targets, **options), callback)
 
 
 # --------------------------------------------------------------------------------------------

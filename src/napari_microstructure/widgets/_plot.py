@@ -98,20 +98,22 @@ def volume_curves(micrograph: np.ndarray, volume: np.ndarray, name: str, note: s
     return curves
 
 
-def _theme_colours(viewer) -> dict:
-    """Background, panel and text colours of the viewer's napari theme, as hex strings."""
+def theme_colours(viewer) -> dict:
+    """Background, panel, text, grid and accent colours of the viewer's napari theme (hex)."""
     try:
         from napari.utils.theme import get_theme
 
         theme = get_theme(viewer.theme)
+        dark = theme.type == "dark"
         return {
             "background": theme.background.as_hex(),
-            "axes": theme.canvas.as_hex() if theme.type == "dark" else theme.foreground.as_hex(),
+            "axes": theme.canvas.as_hex() if dark else theme.foreground.as_hex(),
             "text": theme.text.as_hex(),
             "grid": theme.highlight.as_hex(),
+            "accent": "#ffbf00" if dark else "#d62728",
         }
     except Exception:  # noqa: BLE001 - an unknown theme falls back to napari's dark colours
-        return {"background": "#23242b", "axes": "#000000", "text": "#f0f1f2", "grid": "#61696e"}
+        return {"background": "#23242b", "axes": "#000000", "text": "#f0f1f2", "grid": "#61696e", "accent": "#ffbf00"}
 
 
 def _series_colours(n: int) -> list:
@@ -172,7 +174,7 @@ class ResultsPlot(QWidget):
         self._draw_loss()
 
     def _apply_theme(self) -> None:
-        colours = _theme_colours(self._viewer)
+        colours = theme_colours(self._viewer)
         self._colours = colours
         for figure in self.figures.values():
             figure.set_facecolor(colours["background"])

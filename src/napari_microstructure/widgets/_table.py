@@ -132,20 +132,23 @@ def volume_run_table(
     return frame[list(row)]
 
 
-def _format(value) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (float, np.floating)):
-        return f"{value:.4g}"
-    return str(value)
-
-
 class ResultsTable(QWidget):
-    """Docked table of the session's runs, with "Save as CSV" and "Clear"."""
+    """Docked table of result rows (a DataFrame), with "Save as CSV" and, optionally, "Clear".
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    Subclasses choose the columns the view shows (:attr:`shown_columns`; the CSV always has them
+    all), a boolean column whose true rows are bold (:attr:`highlight_column`) and the default
+    file name.
+    """
+
+    #: Columns the view shows (None: every column).
+    shown_columns: tuple[str, ...] | None = None
+    #: A boolean column whose true rows are shown in bold.
+    highlight_column: str | None = None
+    #: How a false boolean is shown.
+    false_text = "no"
+    default_file = "reconstruction_results.csv"
+
+    def __init__(self, parent: QWidget | None = None, clearable: bool = True) -> None:
         super().__init__(parent)
         import pandas as pd
 
@@ -155,45 +158,66 @@ class ResultsTable(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.setMinimumHeight(120)
         self.save_button = QPushButton("Save as CSV…")
-        self.save_button.setToolTip("Write the whole table to a CSV file")
+        self.save_button.setToolTip("Write the whole table (every column) to a CSV file")
         self.save_button.clicked.connect(self._ask_and_save)
-        self.clear_button = QPushButton("Clear")
-        self.clear_button.setToolTip("Remove every row (the layers stay)")
-        self.clear_button.clicked.connect(self.clear)
         buttons = QHBoxLayout()
         buttons.addWidget(self.save_button)
-        buttons.addWidget(self.clear_button)
+        if clearable:
+            self.clear_button = QPushButton("Clear")
+            self.clear_button.setToolTip("Remove every row (the layers stay)")
+            self.clear_button.clicked.connect(self.clear)
+            buttons.addWidget(self.clear_button)
         buttons.addStretch(1)
         layout = QVBoxLayout(self)
         layout.addWidget(self.table)
         layout.addLayout(buttons)
+        self._refresh()
 
     def add_rows(self, rows) -> None:
-        """Append a run's rows (a DataFrame) and refresh the view."""
+        """Append rows (a DataFrame) and refresh the view."""
         import pandas as pd
 
-        self.frame = rows.copy() if self.frame.empty else pd.concat([self.frame, rows], ignore_index=True)
+        self.set_frame(rows if self.frame.empty else pd.concat([self.frame, rows], ignore_index=True))
+
+    def set_frame(self, frame) -> None:
+        """Show a whole table (a DataFrame)."""
+        self.frame = frame.copy()
         self._refresh()
 
     def clear(self) -> None:
         import pandas as pd
 
-        self.frame = pd.DataFrame()
-        self._refresh()
+        self.set_frame(pd.DataFrame())
+
+    def _format(self, value) -> str:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return ""
+        if isinstance(value, (bool, np.bool_)):
+            return "yes" if value else self.false_text
+        if isinstance(value, (float, np.floating)):
+            return f"{value:.4g}"
+        return str(value)
 
     def _refresh(self) -> None:
         frame = self.frame
+        shown = list(frame.columns) if self.shown_columns is None else [c for c in self.shown_columns if c in frame.columns]
+        highlight = frame[self.highlight_column].astype(bool).tolist() if self.highlight_column in frame.columns else [False] * len(frame)
         self.table.clear()
         self.table.setRowCount(len(frame))
-        self.table.setColumnCount(len(frame.columns))
-        self.table.setHorizontalHeaderLabels([str(c) for c in frame.columns])
-        for i, row in enumerate(frame.itertuples(index=False)):
+        self.table.setColumnCount(len(shown))
+        self.table.setHorizontalHeaderLabels([str(c) for c in shown])
+        for i, (row, bold) in enumerate(zip(frame[shown].itertuples(index=False), highlight)):
             for j, value in enumerate(row):
-                self.table.setItem(i, j, QTableWidgetItem(_format(value)))
+                item = QTableWidgetItem(self._format(value))
+                if bold:
+                    font = item.font()
+                    font.setBold(True)
+                    item.setFont(font)
+                self.table.setItem(i, j, item)
         self.save_button.setEnabled(not frame.empty)
 
     def save_csv(self, path: str | Path) -> Path:
-        """Write the table to ``path`` (CSV, full precision) and return the path."""
+        """Write the whole table to ``path`` (CSV, full precision) and return the path."""
         path = Path(path)
         self.frame.to_csv(path, index=False)
         return path
@@ -201,7 +225,7 @@ class ResultsTable(QWidget):
     def _ask_and_save(self) -> None:
         from napari.utils.notifications import show_error, show_info
 
-        path, _ = QFileDialog.getSaveFileName(self, "Save the results table", "reconstruction_results.csv", "CSV (*.csv)")
+        path, _ = QFileDialog.getSaveFileName(self, "Save the table", self.default_file, "CSV (*.csv)")
         if not path:
             return
         try:

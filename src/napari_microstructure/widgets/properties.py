@@ -42,7 +42,7 @@ from qtpy.QtWidgets import (
 from ..core.datasets import BuildProgress
 from ..core.errors import InputError, MicrostructureError
 from ._table import ResultsTable
-from .reconstruction import auto_threads, avoid_triton_llvm_crash, set_thread_niceness
+from .reconstruction import job_worker, worker_settings
 
 if TYPE_CHECKING:
     import napari
@@ -112,17 +112,11 @@ def _folder_data(folder: str, column: str, phase):
 def training_job(request: TrainingRequest):
     """The worker's generator: label and read the data, then relay the core's training messages
     (Stop commands go in); returns a :class:`TrainingResult`."""
-    import torch
-
     from ..core.datasets import build_dataset_steps, transport_labels
     from ..core.properties import train_steps
 
-    avoid_triton_llvm_crash()
-    niceness = set_thread_niceness()
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(request.torch_threads or auto_threads())
     options = dict(request.options)
-    try:
+    with worker_settings(request.torch_threads):
         try:
             images, names, targets = list(request.images), list(request.names), request.targets
             dataset = None
@@ -162,25 +156,15 @@ def training_job(request: TrainingRequest):
             except _USER_ERRORS as error:
                 return TrainingResult(error=str(error))
             command = STOP if (yield message) == STOP else None
-    finally:
-        torch.set_num_threads(previous_threads)
-        if niceness is not None:
-            set_thread_niceness(niceness)
 
 
-def prediction_job(model, images: list, names: list, threads: int = 0):
+def prediction_job(model, images: list, threads: int = 0):
     """Predict every image (worker thread); returns ``(values, error)``."""
-    import torch
-
-    avoid_triton_llvm_crash()
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads or auto_threads())
-    try:
-        return [float(v) for v in model.predict(images)], None
-    except _USER_ERRORS as error:
-        return None, str(error)
-    finally:
-        torch.set_num_threads(previous_threads)
+    with worker_settings(threads, lower_priority=False):
+        try:
+            return [float(v) for v in model.predict(images)], None
+        except _USER_ERRORS as error:
+            return None, str(error)
 
 
 # ------------------------------------------------------------------------------------------
@@ -626,7 +610,6 @@ class PropertyWidget(QWidget):
 
     def train(self):
         """Start training with the current choices; return the worker (None if refused)."""
-        from napari.qt.threading import create_worker
 
         if self.worker is not None:
             show_warning("Training is running already: stop it first.")
@@ -637,11 +620,7 @@ class PropertyWidget(QWidget):
             show_error(str(error))
             self.status.setText(f"Not started: {error}")
             return None
-        worker = create_worker(training_job, request, _start_thread=False, _ignore_errors=True)
-        worker.yielded.connect(self._on_yielded)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
+        worker = job_worker(self, training_job, request)
         self.worker = worker
         self.train_button.setText("Stop")
         self.progress.setRange(0, 0)
@@ -724,7 +703,7 @@ class PropertyWidget(QWidget):
         images = [np.array(layer.data[0] if layer.multiscale else layer.data, copy=True) for layer in layers]
         names = [layer.name for layer in layers]
         model = self.model
-        worker = create_worker(prediction_job, model, images, names, _start_thread=False, _ignore_errors=True)
+        worker = create_worker(prediction_job, model, images, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(lambda result: self._on_predicted(result, model, names))
         worker.finished.connect(self._on_predict_finished)
         self.predict_worker = worker

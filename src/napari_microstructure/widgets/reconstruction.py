@@ -20,6 +20,7 @@ import re
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -279,6 +280,39 @@ def auto_threads() -> int:
     return max(1, min(torch.get_num_threads(), (os.cpu_count() or 2)) - 1)
 
 
+@contextmanager
+def worker_settings(torch_threads: int = 0, lower_priority: bool = True):
+    """Settings of a worker thread for the span of a job, put back at its end: triton kept away
+    from Mesa's LLVM (:func:`avoid_triton_llvm_crash`), a lower priority than the interface
+    (:func:`set_thread_niceness`), and ``torch_threads`` intra-op threads (0: :func:`auto_threads`)."""
+    import torch
+
+    avoid_triton_llvm_crash()
+    niceness = set_thread_niceness() if lower_priority else None
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(torch_threads or auto_threads())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous_threads)
+        if niceness is not None:
+            set_thread_niceness(niceness)
+
+
+def job_worker(widget, job, *args, ignore_errors: bool = True):
+    """A napari thread worker (not started) running ``job(*args)``, its signals connected to the
+    widget's ``_on_yielded``, ``_on_returned``, ``_on_errored`` and ``_on_finished`` slots.
+    ``ignore_errors=False`` lets napari also show an unexpected error with its traceback."""
+    from napari.qt.threading import create_worker
+
+    worker = create_worker(job, *args, _start_thread=False, _ignore_errors=ignore_errors)
+    worker.yielded.connect(widget._on_yielded)
+    worker.returned.connect(widget._on_returned)
+    worker.errored.connect(widget._on_errored)
+    worker.finished.connect(widget._on_finished)
+    return worker
+
+
 def warm_up(weights: str = "normalized") -> str:
     """Do the slow one-time work of a first run ahead of it, in a worker thread: import
     ``torch._dynamo`` (torch's optimizers import it on first use; 1-2 s, during which the C
@@ -302,16 +336,10 @@ def reconstruction_job(request: RunRequest):
     Runs in a worker thread. Errors a user can act on come back as ``JobResult(error=...)``;
     anything else is raised (napari shows it with its traceback).
     """
-    import torch
-
     from ..core.decoder import reconstruct_steps
     from ..core.volume import reconstruct_volume_steps
 
-    avoid_triton_llvm_crash()
-    niceness = set_thread_niceness()
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(request.torch_threads or auto_threads())
-    try:
+    with worker_settings(request.torch_threads):
         try:
             if request.volume:
                 steps = reconstruct_volume_steps(request.image, **request.options)
@@ -340,10 +368,6 @@ def reconstruction_job(request: RunRequest):
             command = STOP if reply == STOP else None
         yield ANALYSING
         return analyse(request, reconstruction)
-    finally:
-        torch.set_num_threads(previous_threads)
-        if niceness is not None:
-            set_thread_niceness(niceness)
 
 
 # ------------------------------------------------------------------------------------------
@@ -832,7 +856,6 @@ class ReconstructionWidget(QWidget):
     def run(self):
         """Start a reconstruction of the chosen layer with the current parameters; return the
         worker (None if the input or the parameters were refused, with a notification)."""
-        from napari.qt.threading import create_worker
 
         if self.worker is not None:
             show_warning("A reconstruction is running already: stop it first.")
@@ -847,11 +870,7 @@ class ReconstructionWidget(QWidget):
             show_error(str(error))
             self.status.setText(f"Not started: {error}")
             return None
-        worker = create_worker(reconstruction_job, request, _start_thread=False, _ignore_errors=True)
-        worker.yielded.connect(self._on_yielded)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
+        worker = job_worker(self, reconstruction_job, request)
         self.worker = worker
         self._request = request
         self._last_progress = None
