@@ -1,7 +1,8 @@
-"""Shared fixtures: the ``../shared`` folder beside the repository and the Li et al. micrographs.
+"""Shared fixtures: the Li et al. micrographs and the ``../shared`` folder beside the repository.
 
-``../shared`` exists on the developers' machines and in CI, not in a user's clone: every
-fixture that needs it skips the test, with the reason, where it is absent.
+The micrographs are the package's own samples, so the tests that use them run in a user's clone
+too. ``../shared`` (the 3D volumes) exists on the developers' machines and in CI, not in a
+user's clone: every fixture that needs it skips the test, with the reason, where it is absent.
 
 The micrograph fixtures are session-scoped (module- and session-scoped fixtures may use them)
 and read-only, so that no test can change what the others see: take a ``.copy()`` to modify.
@@ -18,7 +19,6 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
-LI2018_DIR = SHARED_DIR / "data" / "li2018"
 
 
 @pytest.fixture(scope="session")
@@ -31,37 +31,36 @@ def shared_dir() -> Path:
     return SHARED_DIR
 
 
-def _li2018(shared: Path, name: str) -> np.ndarray:
-    path = shared / "data" / "li2018" / f"{name}.npy"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent from the shared data")
-    array = np.load(path, allow_pickle=False)
+def _li2018(name: str) -> np.ndarray:
+    from napari_microstructure._sample_data import load_sample
+
+    array = load_sample(name)
     array.setflags(write=False)
     return array
 
 
 @pytest.fixture(scope="session")
-def alloy_256(shared_dir: Path) -> np.ndarray:
+def alloy_256() -> np.ndarray:
     """Alloy micrograph 256x256, uint8 labels: grains (1) and grain boundaries (0)."""
-    return _li2018(shared_dir, "alloy_256")
+    return _li2018("alloy_256")
 
 
 @pytest.fixture(scope="session")
-def alloy_64(shared_dir: Path) -> np.ndarray:
+def alloy_64() -> np.ndarray:
     """Alloy micrograph downsized to 64x64, uint8 labels 0/1."""
-    return _li2018(shared_dir, "alloy_64")
+    return _li2018("alloy_64")
 
 
 @pytest.fixture(scope="session")
-def carbonate_256(shared_dir: Path) -> np.ndarray:
+def carbonate_256() -> np.ndarray:
     """Carbonate rock micrograph 256x256, uint8 labels 0/1."""
-    return _li2018(shared_dir, "carbonate_256")
+    return _li2018("carbonate_256")
 
 
 @pytest.fixture(scope="session")
-def carbonate_64(shared_dir: Path) -> np.ndarray:
+def carbonate_64() -> np.ndarray:
     """Carbonate rock micrograph downsized to 64x64, uint8 labels 0/1."""
-    return _li2018(shared_dir, "carbonate_64")
+    return _li2018("carbonate_64")
 
 
 def _has_display() -> bool:

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -39,9 +40,14 @@ def test_reconstruct_writes_tifs_provenance_and_metrics(tmp_path, capsys):
     assert provenance["parameters"]["iterations"] == 20 and provenance["torch"]
     assert provenance["timings"]["total_seconds"] > 0 and len(provenance["final_loss"]) == 2
     table = pd.read_csv(out / "alloy_metrics.csv")
-    assert list(table["name"]) == ["original", "alloy_reconstruction_1", "alloy_reconstruction_2"]
-    assert (table["e_vf"] < 1 / 4096).all() and table["e_s2"].iloc[1] < 0.2
-    assert "e_s2" in capsys.readouterr().out
+    floor = "floor (two quadrants of the original)"
+    names = ["original", floor, "alloy_reconstruction_1", "alloy_reconstruction_2"]
+    assert list(table["name"]) == names
+    reconstructions = table.iloc[2:]
+    assert (reconstructions["e_VF"] < 1 / 4096).all() and (reconstructions["e_S2"] < 0.2).all()
+    assert {"clusters[0]", "largest cluster[1]", "final loss", "run time (s)"} <= {*table.columns}
+    assert provenance["floor"]["e_s2"] == pytest.approx(table["e_S2"].iloc[1])
+    assert "e_S2" in capsys.readouterr().out
     np.testing.assert_array_equal(np.load(source), image)
 
 
@@ -84,5 +90,64 @@ def test_unknown_device_and_weights_are_refused(tmp_path, capsys):
 
 
 def test_console_script_is_installed():
-    completed = subprocess.run([sys.executable, "-m", "napari_microstructure.cli", "reconstruct", "--help"], capture_output=True, text=True)
+    script = Path(sys.executable).with_name("napari-microstructure")
+    completed = subprocess.run(
+        [str(script), "reconstruct", "--help"], capture_output=True, text=True
+    )
     assert completed.returncode == 0 and "--periodic" in completed.stdout
+
+
+# plumbing runs: random weights, few steps
+FAST = ["--iterations", "2", "--levels", "1", "--weights", "random", "--device", "cpu", "--quiet"]
+
+
+def test_a_small_output_gets_metrics_on_the_radii_it_allows(tmp_path):
+    # 16x16 from 64x64: the original's radii go to 16, the output allows 8; this used to stop
+    # after the optimization with "too small to compare" and write nothing
+    source = tmp_path / "alloy.npy"
+    np.save(source, load_sample("alloy_64"))
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(source), "--out", str(out), "--size", "16", "16", *FAST]) == 0
+    table = pd.read_csv(out / "alloy_metrics.csv")
+    assert np.isfinite(table.iloc[-1][["e_VF", "e_S2", "e_LP"]].astype(float)).all()
+    assert tifffile.imread(out / "alloy_reconstruction_1.tif").shape == (16, 16)
+
+
+def test_overwrite_with_fewer_samples_leaves_no_earlier_sample(tmp_path):
+    source = tmp_path / "alloy.npy"
+    np.save(source, load_sample("alloy_64"))
+    out = tmp_path / "out"
+    command = ["reconstruct", str(source), "--out", str(out), *FAST]
+    assert main([*command, "--samples", "3"]) == 0
+    assert main([*command, "--samples", "1", "--overwrite"]) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["alloy_metrics.csv", "alloy_provenance.json", "alloy_reconstruction_1.tif"]
+    assert json.loads((out / "alloy_provenance.json").read_text())["parameters"]["samples"] == 1
+
+
+def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["reconstruct", "--samples", "2"],
+        ["reconstruct", "--3d", "16", "--layers", "conv1_1"],
+        ["prune", "--depths", "1", "--samples", "1"],
+    ],
+    ids=["reconstruct", "reconstruct-3d", "prune"],
+)
+def test_ctrl_c_while_writing_leaves_nothing(tmp_path, monkeypatch, capsys, command):
+    source = tmp_path / "alloy.npy"
+    np.save(source, load_sample("alloy_64"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "alloy_reconstruction_1.tif").write_text("an earlier run's output")
+    # Ctrl-C while the CSV is written: after the images and the JSON (or the profile)
+    monkeypatch.setattr(pd.DataFrame, "to_csv", interrupt)
+    name, *options = command
+    code = main([name, *FAST, *options, "--out", str(out), "--overwrite", str(source)])
+    assert code == 130 and "nothing was written" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["alloy_reconstruction_1.tif"]
+    assert (out / "alloy_reconstruction_1.tif").read_text() == "an earlier run's output"

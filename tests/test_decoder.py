@@ -96,6 +96,21 @@ def test_bad_options_are_refused_before_anything_runs():
         reconstruct_steps(image, optimizer="sgd", **FAST)
 
 
+def test_levels_are_bounded_and_the_provenance_records_the_levels_used():
+    with pytest.raises(InputError, match=f"from 1 to {decoder_module.MAX_LEVELS}"):
+        reconstruct_steps(blobs(), **{**FAST, "levels": 10**6})
+    # pool2 needs 8 pixels: a 32x32 micrograph has room for 32, 16 and 8 (3 of the 6 levels)
+    result = reconstruct(blobs(), **{**FAST, "levels": 6, "iterations": 3})
+    assert result.provenance["parameters"]["levels_requested"] == 6
+    assert result.provenance["parameters"]["levels"] == 3
+    assert len(result.provenance["timings"]["levels"]) == 3
+
+
+def test_a_single_layer_may_be_named_by_a_string():
+    result = reconstruct(blobs(), **{**FAST, "layers": "pool1", "iterations": 1})
+    assert result.provenance["parameters"]["layers"] == ["pool1"]
+
+
 def test_unavailable_cuda_is_refused(monkeypatch):
     import torch
 

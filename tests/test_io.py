@@ -16,6 +16,8 @@ from napari_microstructure.core.errors import InputError
 from napari_microstructure.io import (
     IMAGE_SUFFIXES,
     ImageNotFoundError,
+    atomic_outputs,
+    check_outputs,
     read_image,
     read_tif_metadata,
     write_json,
@@ -358,22 +360,15 @@ def test_shipped_samples_are_binary_labels(name: str) -> None:
     assert _sample_data.load_sample(name)[0, 0] != 7
 
 
-def test_shipped_samples_equal_the_shared_ones(
-    alloy_256: np.ndarray,
-    alloy_64: np.ndarray,
-    carbonate_256: np.ndarray,
-    carbonate_64: np.ndarray,
-) -> None:
-    shared = {
-        "alloy_256": alloy_256,
-        "alloy_64": alloy_64,
-        "carbonate_256": carbonate_256,
-        "carbonate_64": carbonate_64,
-    }
-    for name, expected in shared.items():
-        shipped = _sample_data.load_sample(name)
-        assert shipped.dtype == expected.dtype, name
-        np.testing.assert_array_equal(shipped, expected, err_msg=name)
+@pytest.mark.parametrize("name", _sample_data.SAMPLES)
+def test_shipped_samples_equal_the_shared_ones(shared_dir: Path, name: str) -> None:
+    path = shared_dir / "data" / "li2018" / f"{name}.npy"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent from the shared data")
+    expected = np.load(path, allow_pickle=False)
+    shipped = _sample_data.load_sample(name)
+    assert shipped.dtype == expected.dtype
+    np.testing.assert_array_equal(shipped, expected)
 
 
 def test_volume_fractions_match_the_shared_readme() -> None:
@@ -401,3 +396,116 @@ def test_io_and_sample_data_import_no_napari_or_qt() -> None:
 def test_shared_fixtures_are_read_only(alloy_64: np.ndarray) -> None:
     with pytest.raises(ValueError, match="read-only"):
         alloy_64[0, 0] = 5
+
+
+# ------------------------------------------------------------------ all-or-nothing outputs
+
+
+def _folder_state(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_atomic_outputs_write_every_file_and_no_temporary(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "folder"
+    paths = [out / "a.tif", out / "b.json"]
+    with atomic_outputs(paths) as staged:
+        write_tif(staged[paths[0]], LABELS)
+        write_json(staged[paths[1]], {"x": 1})
+        assert not paths[0].exists()  # nothing is in place before the end
+    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "b.json"]
+    np.testing.assert_array_equal(read_image(paths[0]), LABELS)
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, RuntimeError])
+def test_an_interrupted_write_leaves_the_folder_as_it_was(tmp_path: Path, interruption) -> None:
+    (tmp_path / "b.json").write_text("earlier run")
+    before = _folder_state(tmp_path)
+    paths = [tmp_path / "a.tif", tmp_path / "b.json"]
+    with pytest.raises(interruption):
+        with atomic_outputs(paths, overwrite=True) as staged:
+            write_tif(staged[paths[0]], LABELS)
+            raise interruption()
+    assert _folder_state(tmp_path) == before
+
+
+def test_an_interrupted_write_removes_the_folders_it_made(tmp_path: Path) -> None:
+    out = tmp_path / "x" / "y"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_outputs([out / "a.json"]) as staged:
+            write_json(staged[out / "a.json"], {})
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failure_while_renaming_puts_back_the_replaced_files(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    for name in ("a.json", "b.json"):
+        (tmp_path / name).write_text(f"old {name}")
+    before = _folder_state(tmp_path)
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    real_replace = os.replace
+
+    def failing_replace(source, target):
+        if ".partial-" in str(source) and Path(target).name == "b.json":
+            raise OSError(28, "No space left on device")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space"):
+        with atomic_outputs(paths, overwrite=True) as staged:
+            for path in paths:
+                write_json(staged[path], {"new": path.name})
+    assert _folder_state(tmp_path) == before
+
+
+def test_stale_files_of_an_earlier_run_are_refused_or_removed(tmp_path: Path) -> None:
+    stale = tmp_path / "x_reconstruction_3.tif"
+    stale.write_bytes(b"earlier")
+    with pytest.raises(FileExistsError, match="x_reconstruction_3"):
+        check_outputs([tmp_path / "x_reconstruction_1.tif"], stale=[stale])
+    with atomic_outputs([tmp_path / "x_reconstruction_1.tif"], overwrite=True, stale=[stale]) as staged:
+        write_tif(staged[tmp_path / "x_reconstruction_1.tif"], LABELS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x_reconstruction_1.tif"]
+
+
+def test_an_output_may_never_be_an_input(tmp_path: Path) -> None:
+    source = tmp_path / "image.npy"
+    np.save(source, LABELS)
+    before = source.read_bytes()
+    for overwrite in (False, True):
+        with pytest.raises(InputError, match="input of this run"):
+            check_outputs([tmp_path / "." / "image.npy"], overwrite=overwrite, inputs=[source])
+    assert source.read_bytes() == before
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_work(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        check_outputs([a_file / "out.csv"], overwrite=True)
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        check_outputs([a_file / "deeper" / "out.csv"], overwrite=True)
+    with pytest.raises(InputError, match="is a folder"):
+        check_outputs([tmp_path], overwrite=True)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(InputError, match="permission denied"):
+        check_outputs([tmp_path / "new" / "out.csv"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_a_read_only_folder_is_refused(tmp_path: Path) -> None:
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders: the refusal is tested with os.access patched")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(InputError, match="permission denied"):
+            check_outputs([folder / "out.csv"])
+    finally:
+        folder.chmod(0o700)

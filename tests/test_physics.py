@@ -47,3 +47,20 @@ def test_bad_axis_and_dimensions_are_refused():
 def test_alloy_boundary_network_diffusivity(alloy_256):
     along = [transport(alloy_256, 0, axis).d_eff for axis in (0, 1)]
     assert along == pytest.approx([0.036, 0.049], abs=0.001)
+
+
+def test_a_device_this_machine_lacks_is_refused_not_replaced_by_the_cpu():
+    from napari_microstructure.core.errors import DeviceError
+
+    image = np.zeros((16, 16), np.uint8)
+    image[:, 4:8] = 1
+    with pytest.raises(DeviceError, match="cuda:99"):  # TauFactor alone would fall back to the CPU
+        transport(image, 1, axis=0, device="cuda:99")
+
+
+@pytest.mark.parametrize("settings, message", [({"iter_limit": 0}, "iter_limit"),
+                                               ({"conv_crit": float("nan")}, "conv_crit"),
+                                               ({"conv_crit": -1.0}, "conv_crit")])
+def test_solver_settings_are_checked(settings, message):
+    with pytest.raises(InputError, match=message):
+        transport(np.eye(8, dtype=np.uint8), 1, axis=0, **settings)

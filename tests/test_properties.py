@@ -266,8 +266,60 @@ def test_files_that_are_not_models_are_refused(tmp_path):
     text.write_text("hello")
     other = tmp_path / "other.npz"
     np.savez(other, header=np.array('{"format": "something else"}'))
-    for path, message in ((not_a_model, "no header"), (pickled, "not a readable"), (text, "not a readable"), (other, "not a property model")):
+    refused = ((not_a_model, "no header"), (pickled, "pickled Python objects"),
+               (text, "not a numpy .npz"), (other, "not a property model"))
+    for path, message in refused:
         with pytest.raises(MicrostructureError, match=message):
             load_model(path)
     with pytest.raises(InputError, match="does not exist"):
         load_model(tmp_path / "missing.npz")
+
+
+# --------------------------------------------------------------------------------------------
+# reliability
+
+
+@needs_normalized
+def test_constant_images_and_fractions_outside_the_training_range_are_flagged(small_dataset,
+                                                                              frozen_model):
+    inside = small_dataset.images[0]
+    all_phase_1 = np.ones((48, 48), np.uint8)  # TauFactor: D_eff 1; the model says about 0.3
+    sparse = np.zeros((48, 48), np.uint8)
+    sparse[:, :2] = 1  # a phase fraction of 0.04, below every training image's
+    low, high = frozen_model.header["training"]["volume_fraction_range"]
+    assert low <= (inside == 1).mean() <= high < 1.0 and low > 0.04
+    flags = frozen_model.out_of_range([all_phase_1, inside, sparse])
+    np.testing.assert_array_equal(flags, [True, False, True])
+
+
+def test_the_folder_cache_can_wait_to_be_written_with_its_dataset(tmp_path):
+    image = datasets.generate("gaussian_field", (32, 32), seed=3, volume_fraction=0.6)
+    held = LabelCache(tmp_path, write_through=False)
+    row = transport_labels(image, 1, ("x",), cache=held)
+    assert len(held) == 1 and not (tmp_path / datasets.CACHE_FILE).exists()
+    held.save(tmp_path / datasets.CACHE_FILE)
+    assert len(LabelCache(tmp_path)) == 1
+    assert transport_labels(image, 1, ("x",), cache=LabelCache(tmp_path)) == row
+
+
+def test_training_never_returns_a_model_with_non_finite_metrics(small_dataset, monkeypatch):
+    real = properties.scores
+    monkeypatch.setattr(properties, "scores", lambda y, p: {**real(y, p), "mae": float("nan")})
+    with pytest.raises(InputError, match="no model was made"):
+        train(small_dataset.images[:12], small_dataset.table["D_eff_x"][:12], folds=3,
+              weights="random")
+
+
+def test_an_interrupted_save_keeps_the_earlier_model(tmp_path, small_dataset, monkeypatch):
+    images, labels = small_dataset.images[:12], small_dataset.table["D_eff_x"][:12]
+    model = train(images, labels, folds=0, weights="random")
+    path = model.save(tmp_path / "model.npz")
+    before = path.read_bytes()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(path, overwrite=True)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["model.npz"]

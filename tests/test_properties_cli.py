@@ -38,7 +38,8 @@ def test_build_label_train_predict(tmp_path, capsys):
     files = [str(data / f) for f in table["file"][:3]]
     assert main(["properties", "predict", str(models / "D_eff_x_frozen.npz"), *files, "--out", str(out)]) == 0
     predicted = pd.read_csv(out)
-    assert list(predicted.columns) == ["file", "D_eff_x_predicted"] and len(predicted) == 3
+    assert list(predicted.columns) == ["file", "D_eff_x_predicted", "out_of_range"]
+    assert len(predicted) == 3
 
     # nothing is overwritten without --overwrite
     assert main(["properties", "predict", str(models / "D_eff_x_frozen.npz"), *files, "--out", str(out)]) == 2
@@ -52,7 +53,123 @@ def test_bad_input_ends_with_a_message(tmp_path, capsys):
     image = tmp_path / "image.npy"
     np.save(image, np.eye(40, dtype=np.uint8))
     assert main(["properties", "predict", str(tmp_path / "model.npz"), str(image), "--out", str(tmp_path / "p.csv")]) == 2
-    assert "not a readable property model" in capsys.readouterr().err
+    assert "not a property model written by `properties train`" in capsys.readouterr().err
     assert main(["properties", "label", str(tmp_path / "missing"), "--out", str(tmp_path / "l.csv")]) == 2
     assert main(["properties", "train", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
     assert "labels.csv does not exist" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# all or nothing
+
+
+def _build(out, samples: int = 6, *options: str) -> int:
+    """``properties build`` of ``samples`` generated 32x32 microstructures into ``out``."""
+    argv = ["properties", "build", "--out", str(out), "--generated", str(samples), "--size", "32"]
+    return main([*argv, "--quiet", *options])
+
+
+def _train(data, models, *options: str) -> int:
+    """``properties train`` on random weights (the numbers do not matter here)."""
+    argv = ["properties", "train", str(data), "--weights", "random", "--out", str(models)]
+    return main([*argv, "--quiet", *options])
+
+
+def _interrupt_on_call(count: int, real):
+    """A stand-in for ``real`` that raises KeyboardInterrupt (Ctrl-C) on call number ``count``."""
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == count:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    return interrupted
+
+
+def test_an_interrupted_build_leaves_nothing_in_its_folder(tmp_path, monkeypatch):
+    from napari_microstructure.core import datasets
+
+    monkeypatch.setattr(datasets, "generate", _interrupt_on_call(3, datasets.generate))
+    out = tmp_path / "data"
+    assert _build(out) == 130
+    # not even the label cache of the two samples finished before the Ctrl-C
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_an_interrupted_build_keeps_what_an_explicit_cache_computed(tmp_path, monkeypatch):
+    from napari_microstructure.core import datasets
+
+    monkeypatch.setattr(datasets, "generate", _interrupt_on_call(3, datasets.generate))
+    out, cache = tmp_path / "data", tmp_path / "cache"
+    assert _build(out, 6, "--cache", str(cache)) == 130
+    assert not out.exists() and len(datasets.LabelCache(cache)) == 2
+
+
+def test_an_interrupt_while_the_dataset_is_written_leaves_nothing(tmp_path, monkeypatch):
+    from napari_microstructure import io
+
+    monkeypatch.setattr(io, "write_tif", _interrupt_on_call(3, io.write_tif))
+    out = tmp_path / "data"
+    assert _build(out) == 130
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_overwriting_a_dataset_with_fewer_samples_removes_the_earlier_extra_images(tmp_path):
+    out = tmp_path / "data"
+    assert _build(out, 6) == 0
+    assert _build(out, 3, "--overwrite") == 0
+    table = pd.read_csv(out / "labels.csv")
+    assert sorted(p.name for p in out.glob("*.tif")) == sorted(table["file"]) and len(table) == 3
+    assert json.loads((out / "provenance.json").read_text())["generated"] == 3
+
+
+def test_training_without_cross_validation_removes_an_earlier_parity_plot(tmp_path):
+    data, models = tmp_path / "data", tmp_path / "models"
+    assert _build(data) == 0
+    assert _train(data, models, "--folds", "2") == 0 and len(list(models.iterdir())) == 4
+    assert _train(data, models, "--folds", "0") == 2  # the earlier plot would be left stale
+    assert _train(data, models, "--folds", "0", "--overwrite") == 0
+    written = sorted(p.name for p in models.iterdir())
+    assert written == ["D_eff_x_frozen.npz", "D_eff_x_frozen_metrics.json"]
+
+
+def test_a_model_whose_metrics_are_not_finite_is_never_written(tmp_path, monkeypatch, capsys):
+    from napari_microstructure.core import properties
+
+    data, models = tmp_path / "data", tmp_path / "models"
+    assert _build(data) == 0
+    real = properties.scores
+    overflowed = {"r2": float("nan"), "rmse": float("inf")}
+    monkeypatch.setattr(properties, "scores", lambda y, p: {**real(y, p), **overflowed})
+    assert _train(data, models, "--folds", "2") == 2
+    assert "no model was made" in capsys.readouterr().err and not models.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# predictions outside the training data, devices
+
+
+def test_predictions_outside_the_training_data_are_flagged(tmp_path, capsys):
+    data, models = tmp_path / "data", tmp_path / "models"
+    assert _build(data) == 0 and _train(data, models, "--folds", "0") == 0
+    constant = tmp_path / "all_phase_1.npy"
+    np.save(constant, np.ones((32, 32), np.uint8))
+    inside = data / pd.read_csv(data / "labels.csv")["file"][0]
+    out = tmp_path / "predictions.csv"
+    model = str(models / "D_eff_x_frozen.npz")
+    predict = ["properties", "predict", model, str(constant), str(inside)]
+    assert main([*predict, "--out", str(out)]) == 0
+    assert list(pd.read_csv(out)["out_of_range"]) == [True, False]
+    err = capsys.readouterr().err
+    assert "warning: 1 image(s) lie outside what the model was trained on" in err
+    assert "all_phase_1.npy" in err
+
+
+@pytest.mark.parametrize("task, arguments", [("label", ["x.npy"]), ("build", ["--out", "d"]),
+                                             ("train", ["d"]), ("predict", ["m.npz", "x.npy"])])
+def test_the_property_commands_use_the_best_device_by_default(task, arguments):
+    from napari_microstructure.cli import build_parser
+
+    assert build_parser().parse_args(["properties", task, *arguments]).device == "auto"

@@ -3,16 +3,19 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from napari_microstructure.core import decoder as decoder_module
 from napari_microstructure.core import volume as volume_module
 from napari_microstructure.core.decoder import STOP
 from napari_microstructure.core.errors import DeviceError, InputError, MemoryBudgetError
+from napari_microstructure.core.metrics import two_point
 from napari_microstructure.core.phases import target_counts
 from napari_microstructure.core.volume import (
     VolumeProgress,
     compare_volume,
+    compare_volume_grey,
     mid_planes,
     reconstruct_volume,
     reconstruct_volume_steps,
@@ -197,6 +200,48 @@ def test_compare_volume_is_zero_for_a_volume_of_copies_and_for_itself():
     assert planes[1].shape == (32, 32) and np.array_equal(planes[2], volume[:, :, 16])
 
 
+def test_a_volume_smaller_than_the_micrograph_radii_is_compared_on_the_radii_it_allows():
+    # a 256x256 micrograph has radii up to 64; the slices of a 64^3 volume allow 32
+    micrograph = blobs((256, 256), seed=5)
+    volume = np.stack([blobs((64, 64), seed=s) for s in range(64)])
+    scores = compare_volume(micrograph, volume)
+    assert all(np.isfinite(scores[f"e_s2_axis{a}"]) for a in range(3))
+    errors = [
+        np.sqrt(np.mean((slice_two_point(volume, p, 0, 32).autocovariance
+                         - two_point(micrograph, p, 32).autocovariance) ** 2))
+        for p in (0, 1)
+    ]
+    assert scores["e_s2_axis0"] == pytest.approx(max(errors))
+
+
+def test_grey_volume_metrics_are_zero_for_copies_and_match_the_2d_definitions():
+    from napari_microstructure._generated_samples import grey_field
+    from napari_microstructure.core.metrics import grey_autocovariance
+
+    grey = grey_field((32, 32)).astype(float)
+    stack = np.broadcast_to(grey, (32, 32, 32)).copy()
+    scores = compare_volume_grey({0: grey}, stack)
+    assert scores["e_hist"] == 0 and scores["e_ac_axis0"] == pytest.approx(0, abs=1e-12)
+    # a 0/1 volume: the grey autocovariance of its slices is that of phase 1
+    labels = (grey > 128).astype(np.uint8)
+    volume = np.stack([np.roll(labels, s, axis=1) for s in range(32)])
+    grey_scores = compare_volume_grey(labels, volume)
+    phase_scores = compare_volume({0: labels}, volume)
+    assert grey_scores["e_ac_axis0"] == pytest.approx(phase_scores["e_s2_axis0"])
+    assert grey_autocovariance(labels).autocovariance[0] == pytest.approx(1)
+    with pytest.raises(InputError, match="3D"):
+        compare_volume_grey(grey, grey)
+
+
+def test_provenance_records_the_levels_used():
+    # levels whose micrograph would be smaller than COARSEST_TARGET_SIDE (16) are dropped: from
+    # a 32x32 micrograph, 2 of the 6 asked for
+    result = reconstruct_volume(blobs((32, 32)), 16, **{**FAST, "levels": 6})
+    assert result.provenance["parameters"]["levels_requested"] == 6
+    assert result.provenance["parameters"]["levels"] == 2
+    assert len(result.provenance["timings"]["levels"]) == 2
+
+
 # --- quality with the real network --------------------------------------------------------------
 
 
@@ -232,8 +277,29 @@ def test_cli_reconstructs_a_volume(tmp_path, capsys):
     assert (volume == 0).sum() == round((image == 0).mean() * 16**3)
     provenance = json.loads((out / "blobs_volume_provenance.json").read_text())
     assert provenance["parameters"]["size"] == [16, 16, 16] and provenance["input_files"]["z"].endswith("blobs.npy")
-    assert "e_s2_axis2" in (out / "blobs_volume_metrics.csv").read_text()
-    assert "e_s2_axis0" in capsys.readouterr().out
+    table = pd.read_csv(out / "blobs_volume_metrics.csv")
+    floor = "floor (two quadrants of the micrograph)"
+    assert list(table["name"]) == ["micrograph (2D)", floor, "blobs_volume"]
+    assert {"e_S2 ⊥z", "e_S2 ⊥y", "e_S2 ⊥x", "clusters[1]", "spans[1]"} <= set(table.columns)
+    assert "e_S2 ⊥z" in capsys.readouterr().out
+
+
+def test_cli_volume_smaller_than_the_micrograph_radii_still_gets_its_metrics(tmp_path, capsys):
+    # a 16^3 volume from a 64x64 micrograph: its radii go to 16, the slices allow 8; this used
+    # to write "no metrics" and no CSV
+    from napari_microstructure import load_sample
+    from napari_microstructure.cli import main
+
+    source = tmp_path / "alloy.npy"
+    np.save(source, load_sample("alloy_64"))
+    out = tmp_path / "out"
+    code = main(["reconstruct", str(source), "--3d", "16", "--out", str(out), "--iterations", "2",
+                 "--levels", "1", "--weights", "random", "--device", "cpu", "--layers", "conv1_1",
+                 "--quiet"])
+    assert code == 0 and "no metrics" not in capsys.readouterr().err
+    table = pd.read_csv(out / "alloy_volume_metrics.csv")
+    scores = table.iloc[-1][["e_VF", "e_S2", "e_LP", "e_S2 ⊥z", "e_LP ⊥x"]].astype(float)
+    assert np.isfinite(scores).all()
 
 
 def test_cli_anisotropic_volume_and_refusals(tmp_path, capsys):

@@ -51,6 +51,14 @@ def test_missing_weights_file(tmp_path):
         load_weights(str(tmp_path / "nowhere.pkl"))
 
 
+def test_a_weights_path_that_is_no_file_says_what_it_is(tmp_path):
+    with pytest.raises(WeightsError, match="is a folder"):
+        load_weights(str(tmp_path))
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(WeightsError, match="not a regular file"):
+            load_weights("/dev/zero")
+
+
 def test_unknown_weights_name():
     with pytest.raises(WeightsError, match="Unknown weights"):
         load_weights("imagenet")

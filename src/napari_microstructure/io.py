@@ -6,16 +6,19 @@
   ImageDescription tag; it never overwrites an existing file unless ``overwrite=True``.
 - :func:`write_json` writes provenance and other records, turning numpy scalars and arrays,
   paths and the like into plain JSON.
+- :func:`check_outputs` refuses, before any work, outputs that cannot or may not be written;
+  :func:`atomic_outputs` writes a set of outputs all or nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import secrets
 import enum
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -26,6 +29,8 @@ from .core.errors import InputError
 __all__ = [
     "IMAGE_SUFFIXES",
     "ImageNotFoundError",
+    "atomic_outputs",
+    "check_outputs",
     "json_default",
     "read_image",
     "read_tif_metadata",
@@ -375,3 +380,146 @@ def write_json(
     with _open_for_writing(p, overwrite=overwrite) as fh:
         fh.write(text.encode("utf-8") + b"\n")
     return p
+
+
+# --------------------------------------------------------------------------------------------
+# all-or-nothing outputs
+
+
+def check_outputs(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    stale: Iterable[str | os.PathLike[str]] = (),
+) -> list[Path]:
+    """Refuse, before any work, outputs that could not or may not be written.
+
+    Each path's folder must be a folder (or not exist yet, under a folder) that can be written
+    to; a path may not be a folder, may not be one of ``inputs`` (not even with ``overwrite``),
+    and may not exist unless ``overwrite``. ``stale`` are files of an earlier run that the new
+    outputs would leave behind out of date (say a fourth sample when three are written): they
+    are refused like existing outputs, and :func:`atomic_outputs` removes them with
+    ``overwrite``. Returns the paths.
+
+    Raises ``FileExistsError`` for an existing output, :class:`InputError` for the rest.
+    """
+    planned = [Path(p) for p in paths]
+    protected = {_identity(Path(p)) for p in inputs}
+    for path in planned:
+        if _identity(path) in protected:
+            raise InputError(
+                f"{path} is an input of this run: an output may never replace an input. "
+                "Choose another output name or folder."
+            )
+        if path.is_dir():
+            raise InputError(f"{path} is a folder: give a file name to write to.")
+        _check_folder(path.parent)
+    for path in [*planned, *(Path(p) for p in stale)]:
+        if path.exists() and not overwrite:
+            raise FileExistsError(
+                f"{path} exists already; choose another output folder or name, or pass --overwrite "
+                "(overwrite=True) to replace it."
+            )
+    return planned
+
+
+def _identity(path: Path) -> tuple:
+    """What makes two paths the same file: device and inode when it exists, else the path."""
+    try:
+        status = path.stat()
+    except OSError:
+        return ("path", os.path.abspath(path))
+    return ("file", status.st_dev, status.st_ino)
+
+
+def _check_folder(folder: Path) -> None:
+    existing = folder
+    while not existing.exists():
+        if existing.is_symlink() or existing.parent == existing:
+            raise InputError(f"{folder} cannot be created: choose another output folder.")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(
+            f"{existing} is a file, not a folder: choose another output folder than {folder}."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(
+            f"{existing} cannot be written to (permission denied): choose another output "
+            "folder, or make it writable."
+        )
+
+
+@contextlib.contextmanager
+def atomic_outputs(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    stale: Iterable[str | os.PathLike[str]] = (),
+) -> Iterator[dict[Path, Path]]:
+    """Write a set of outputs all or nothing.
+
+    Yields a dict from each output path to a temporary path beside it (a hidden name with the
+    same suffix): write each output there. When the block ends normally, every output is
+    renamed into place (files it replaces are kept aside until all are in place) and the
+    ``stale`` files are removed; when it raises, Ctrl-C included, the temporary files are
+    removed and the folder holds what it held before. The paths are checked first, as by
+    :func:`check_outputs`.
+    """
+    planned = check_outputs(paths, overwrite=overwrite, inputs=inputs, stale=stale)
+    stale_files = [Path(p) for p in stale if Path(p).exists()]
+    created = _make_folders({path.parent for path in planned})
+    token = secrets.token_hex(4)
+    staged = {path: path.with_name(f".{path.stem}.partial-{token}{path.suffix}") for path in planned}
+    try:
+        yield staged
+        missing = [str(path) for path, temporary in staged.items() if not temporary.exists()]
+        if missing:
+            raise RuntimeError(f"outputs were not written: {', '.join(missing)}")
+        _commit(staged, stale_files, token)
+    except BaseException:
+        for temporary in staged.values():
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _make_folders(folders: Iterable[Path]) -> list[Path]:
+    """Create the missing folders, and return those created, parents first."""
+    created: list[Path] = []
+    for folder in sorted(folders, key=lambda p: len(p.parts)):
+        missing = [folder, *folder.parents]
+        for part in reversed([p for p in missing if not p.exists()]):
+            part.mkdir()
+            created.append(part)
+    return created
+
+
+def _commit(staged: dict[Path, Path], stale: list[Path], token: str) -> None:
+    """Move the staged files into place; on failure put back what was there."""
+    aside: dict[Path, Path] = {}
+    placed: list[Path] = []
+    try:
+        for path in [*staged, *stale]:
+            if path.exists():
+                backup = path.with_name(f".{path.name}.replaced-{token}")
+                os.replace(path, backup)
+                aside[path] = backup
+        for path, temporary in staged.items():
+            os.replace(temporary, path)
+            placed.append(path)
+    except BaseException:
+        for path in placed:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        for path, backup in aside.items():
+            with contextlib.suppress(OSError):
+                os.replace(backup, path)
+        raise
+    for backup in aside.values():
+        with contextlib.suppress(OSError):
+            backup.unlink()

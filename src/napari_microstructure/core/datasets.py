@@ -18,8 +18,8 @@ Datasets
     :class:`Dataset` (images, a table of parameters and labels, provenance): generated families,
     random crops of given micrographs, and reconstructions made by
     :func:`~.decoder.reconstruct`. Send ``"stop"`` to end it early with the samples finished so
-    far. :func:`write_dataset` writes it as a folder of ``.tif`` files and ``labels.csv``;
-    :func:`read_dataset` reads such a folder back.
+    far. :func:`write_dataset` writes it, all or nothing, as a folder of ``.tif`` files and
+    ``labels.csv``; :func:`read_dataset` reads such a folder back.
 
 Axes are named by the image's array axes: ``x`` is the last one, then ``y``, then ``z``.
 No napari or Qt here.
@@ -32,6 +32,7 @@ import json
 import math
 import os
 import platform
+import re
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
@@ -52,13 +53,17 @@ __all__ = [
     "axis_index",
     "build_dataset",
     "build_dataset_steps",
+    "check_label_image",
+    "dataset_outputs",
     "generate",
     "image_key",
     "labels_for",
+    "planned_files",
     "random_crops",
     "random_parameters",
     "read_dataset",
     "read_labels",
+    "stale_files",
     "transport_labels",
     "write_dataset",
 ]
@@ -70,6 +75,8 @@ FAMILIES: tuple[str, ...] = ("gaussian_field", "anisotropic_field", "overlapping
 CACHE_FILE = "transport_labels.json"
 #: The table :func:`write_dataset` writes beside the images.
 LABELS_FILE = "labels.csv"
+#: The record of how a dataset was built, beside its table.
+PROVENANCE_FILE = "provenance.json"
 #: Solver settings of the labels (TauFactor's defaults in :func:`~.physics.transport`).
 ITER_LIMIT = 20000
 CONV_CRIT = 1e-2
@@ -84,6 +91,8 @@ def axis_index(axis: int | str, ndim: int) -> int:
         if axis not in AXIS_NAMES[ndim]:
             raise InputError(f"Axis {axis!r} does not exist in {ndim}D: choose one of {', '.join(AXIS_NAMES[ndim])}.")
         return AXIS_NAMES[ndim].index(axis)
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise InputError(f"Axis {axis!r} is neither a name (x, y, z) nor an array index.")
     if not -ndim <= axis < ndim:
         raise InputError(f"Axis {axis} does not exist in an image of {ndim} dimensions.")
     return axis % ndim
@@ -106,22 +115,46 @@ class LabelCache:
     """Transport results by :func:`image_key`, in memory and, with a ``folder``, on disk.
 
     The file ``folder/transport_labels.json`` maps keys to ``{"d_eff", "tau", "volume_fraction",
-    "percolates"}``; it is read when the cache is made and rewritten after every new entry
-    (:meth:`put`). Safe to share between threads.
+    "percolates"}``; it is read when the cache is made and, with ``write_through`` (the
+    default), rewritten after every new entry (:meth:`put`), so that an interrupted run keeps
+    what it computed. ``write_through=False`` keeps new entries in memory until :meth:`save`
+    writes them (what a dataset folder's own cache does: it is written with the dataset, all or
+    nothing). A ``folder`` that is a file, or that cannot be written to, is refused at once.
+    Safe to share between threads.
     """
 
-    def __init__(self, folder: str | os.PathLike | None = None):
+    def __init__(self, folder: str | os.PathLike | None = None, *, write_through: bool = True):
         self.path = None if folder is None else Path(folder) / CACHE_FILE
+        self.write_through = write_through and self.path is not None
         self._entries: dict[str, dict] = {}
         self._lock = threading.Lock()
-        if self.path is not None and self.path.is_file():
-            try:
-                stored = json.loads(self.path.read_text())
-            except ValueError as exc:
-                raise InputError(f"{self.path} is not a readable label cache ({exc}); delete it to start anew.") from exc
-            if not isinstance(stored, dict):
-                raise InputError(f"{self.path} is not a label cache; delete it to start anew.")
-            self._entries.update(stored)
+        if self.path is None:
+            return
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            raise InputError(
+                f"The label cache {self.path.parent} is a file: give a folder (the cache is the "
+                f"file {CACHE_FILE} in it), or leave the cache out."
+            )
+        if self.write_through:
+            from ..io import check_outputs
+
+            check_outputs([self.path], overwrite=True)
+        if self.path.is_file():
+            self._entries.update(self._read(self.path))
+
+    @staticmethod
+    def _read(path: Path) -> dict:
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(
+                f"{path} is not a readable label cache ({exc}); delete it to start anew."
+            ) from exc
+        fields = {"d_eff", "tau", "percolates"}
+        entries = stored.values() if isinstance(stored, dict) else [None]
+        if not all(isinstance(entry, dict) and fields <= entry.keys() for entry in entries):
+            raise InputError(f"{path} is not a label cache; delete it to start anew.")
+        return stored
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -133,11 +166,86 @@ class LabelCache:
     def put(self, key: str, entry: Mapping) -> None:
         with self._lock:
             self._entries[key] = dict(entry)
-            if self.path is not None:
+            if self.write_through:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 temporary = self.path.with_suffix(".tmp")
-                temporary.write_text(json.dumps(self._entries))
-                temporary.replace(self.path)
+                try:
+                    temporary.write_text(json.dumps(self._entries))
+                    temporary.replace(self.path)
+                finally:
+                    temporary.unlink(missing_ok=True)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write every entry as JSON to ``path`` (which the caller has made safe to write)."""
+        with self._lock:
+            text = json.dumps(self._entries)
+        path = Path(path)
+        path.write_text(text)
+        return path
+
+
+def _distinct_values(array: np.ndarray) -> np.ndarray:
+    """The distinct values of an array, ascending (counted, not sorted, for small unsigned
+    types)."""
+    if array.dtype.kind == "b" or (array.dtype.kind == "u" and array.dtype.itemsize <= 2):
+        return np.flatnonzero(np.bincount(array.ravel()))
+    return np.unique(array)
+
+
+def check_label_image(image, name: str = "image", phase=None) -> np.ndarray:
+    """``image`` as an array if it is a 2D image or 3D volume of phase labels, else InputError.
+
+    Phase labels are whole numbers, at most :data:`~.phases.MAX_PHASES` distinct values (the
+    package's rule for label images); a grey micrograph (floats that are not whole numbers, or
+    more distinct values) is refused with the advice to segment it. With ``phase``, an image in
+    which that phase does not occur is refused too, naming the labels it has.
+    """
+    from .phases import MAX_PHASES, check_unmasked
+
+    check_unmasked(image, name)
+    array = np.asarray(image)
+    if array.dtype.kind not in "biuf":
+        raise InputError(
+            f"The {name} has dtype {array.dtype}: phase labels (one whole number per phase) are "
+            "needed."
+        )
+    if array.ndim not in (2, 3) or array.size == 0:
+        raise InputError(
+            f"The {name} has shape {array.shape}: a 2D image or a 3D volume of phase labels is "
+            "needed."
+        )
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise InputError(f"The {name} contains NaN or Inf values; replace or crop them first.")
+        if not (array == np.round(array)).all():
+            raise InputError(
+                f"The {name} holds grey levels (values that are not whole numbers), not phase "
+                "labels: segment it into phases (one whole number per phase) first."
+            )
+    values = _distinct_values(array)
+    if len(values) > MAX_PHASES:
+        raise InputError(
+            f"The {name} has {len(values)} distinct values: it looks like a grey image, not phase "
+            f"labels (at most {MAX_PHASES} phases). Segment it into phases first."
+        )
+    if phase is not None:
+        if isinstance(phase, str) or not np.isscalar(phase) or not np.isfinite(phase):
+            raise InputError(f"The phase must be a label (a whole number); got {phase!r}.")
+        if not (array == phase).any():
+            labels = ", ".join(f"{v:g}" for v in values)
+            raise InputError(
+                f"Phase {phase} does not occur in the {name} (its labels are {labels}): give the "
+                "label of the phase of interest (--phase on the command line, phase= in Python)."
+            )
+    return array
+
+
+def _axis_indices(axes, ndim: int) -> list[int]:
+    """The array axes of ``axes`` (names or indices) in an image of ``ndim`` dimensions."""
+    axes = [axes] if isinstance(axes, (str, int, np.integer)) else list(axes)
+    if not axes:
+        raise InputError("Give at least one transport axis (x, y or z).")
+    return [axis_index(axis, ndim) for axis in axes]
 
 
 def transport_labels(
@@ -154,31 +262,39 @@ def transport_labels(
 
     Parameters
     ----------
-    image : 2D or 3D label image.
-    phase : the label of the conducting phase.
+    image : 2D or 3D label image (:func:`check_label_image`: grey images are refused).
+    phase : the label of the conducting phase; it must occur in the image.
     axes : axis indices or names (``"x"`` is the last axis).
     cache : a :class:`LabelCache`; results found there are not computed again.
+    device : the solver's torch device; one this machine lacks raises ``DeviceError``.
 
     Returns
     -------
     dict with ``volume_fraction`` and, per axis ``a``, ``D_eff_a``, ``tau_a`` and
     ``percolates_a``. A phase that does not connect the faces normal to an axis has
-    ``D_eff = 0`` and ``tau = inf`` there (no solver call).
+    ``D_eff = 0`` and ``tau = inf`` there (no solver call). Every input is checked first.
     """
-    array = np.asarray(image)
-    if array.ndim not in (2, 3):
-        raise InputError(f"Transport labels need a 2D image or a 3D volume, not shape {array.shape}.")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise InputError("The image contains NaN or Inf values; labels need phase labels.")
+    from .device import resolve_device
+    from .physics import check_solver_settings
+
+    array = check_label_image(image, "image", phase)
+    indices = _axis_indices(axes, array.ndim)
+    check_solver_settings(iter_limit, conv_crit)
+    return _label_row(array, phase, indices, cache, resolve_device(device), iter_limit, conv_crit)
+
+
+def _label_row(array, phase, indices, cache, device, iter_limit=ITER_LIMIT,
+               conv_crit=CONV_CRIT) -> dict:
+    """:func:`transport_labels` of a checked image, along checked axis indices."""
     row = {"volume_fraction": float((array == phase).mean())}
-    for axis in axes:
-        index = axis_index(axis, array.ndim)
+    for index in indices:
         name = AXIS_NAMES[array.ndim][index]
         key = image_key(array, phase, index, iter_limit, conv_crit) if cache is not None else None
         entry = cache.get(key) if cache is not None else None
         if entry is None:
             result = transport(array, phase, index, device=device, iter_limit=iter_limit, conv_crit=conv_crit)
-            entry = {"d_eff": result.d_eff, "tau": result.tau, "volume_fraction": result.volume_fraction, "percolates": result.percolates}
+            entry = {"d_eff": result.d_eff, "tau": result.tau,
+                     "volume_fraction": result.volume_fraction, "percolates": result.percolates}
             if cache is not None:
                 cache.put(key, entry)
         row[f"D_eff_{name}"] = float(entry["d_eff"])
@@ -429,6 +545,52 @@ def _spread(total: int, parts: int) -> list[int]:
     return [total // parts + (i < total % parts) for i in range(parts)]
 
 
+def _file_stem(name) -> str:
+    """A micrograph's name as the start of a file name (no folder separators)."""
+    return re.sub(r"[\\/]", "_", str(name))
+
+
+def planned_files(
+    *,
+    generated: int = 0,
+    families: Sequence[str] = FAMILIES,
+    micrographs: Mapping[str, np.ndarray] | None = None,
+    crops: int = 0,
+    reconstructions: int = 0,
+) -> list[str]:
+    """The file names, in order, of the samples that :func:`build_dataset_steps` makes with
+    these options (so that a caller can check the outputs before the work)."""
+    names = []
+    counts = _spread(generated, len(families)) if generated else []
+    for family, count in zip(families, counts):
+        names += [f"{family}_{len(names) + i:04d}.tif" for i in range(count)]
+    for name, micrograph in (micrographs or {}).items():
+        stem = _file_stem(name)
+        names += [f"{stem}_crop_{c:03d}.tif" for c in range(crops)]
+        if np.ndim(micrograph) == 2:
+            names += [f"{stem}_reconstruction_{r:03d}.tif" for r in range(reconstructions)]
+    return names
+
+
+def _volume_fraction_range(volume_fraction) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in volume_fraction)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"The volume-fraction range is two numbers, LOW HIGH; got {volume_fraction!r}."
+        ) from None
+    if low > high:
+        raise InputError(
+            f"The volume-fraction range is LOW HIGH, and LOW ({low:g}) is above HIGH ({high:g}): "
+            "LOW must be below HIGH (or equal, for one fraction); give the lower value first."
+        )
+    if not 0.0 < low <= high < 1.0:
+        raise InputError(
+            f"The volume-fraction range must lie strictly between 0 and 1; got {volume_fraction}."
+        )
+    return low, high
+
+
 def build_dataset_steps(
     *,
     generated: int = 0,
@@ -462,48 +624,83 @@ def build_dataset_steps(
     axes : transport axes to label (``"x"`` is the last axis).
     label : compute the transport labels (False: parameters and volume fraction only).
     cache : :class:`LabelCache` for the labels.
+    device : the solver's torch device; one this machine lacks raises ``DeviceError``.
 
     Send ``"stop"`` to end after the current sample with the samples made so far
     (``Dataset.partial``); the reconstructions of one micrograph are made together, so a stop
-    sent while they run takes effect when they are done. Every option is checked when this
-    function is called.
+    sent while they run takes effect when they are done. Every option (the reconstructions'
+    too) is checked when this function is called; :func:`planned_files` names the samples.
     """
-    unknown = [f for f in families if f not in FAMILIES]
+    from .decoder import MAX_SEED, reconstruct_steps, whole_number
+    from .device import resolve_device
+
+    families = [families] if isinstance(families, str) else list(families)
+    unknown = [str(f) for f in families if f not in FAMILIES]
     if unknown:
         raise InputError(f"Unknown famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}: choose from {', '.join(FAMILIES)}.")
+    generated = whole_number(generated, "The number of generated samples", 0)
+    crops = whole_number(crops, "The number of crops per micrograph", 0)
+    reconstructions = whole_number(reconstructions, "The number of reconstructions per micrograph",
+                                   0)
     if generated and not families:
         raise InputError("Choose at least one family of generated microstructures.")
-    low, high = (float(v) for v in volume_fraction)
-    if not 0.0 < low <= high < 1.0:
-        raise InputError(f"The volume-fraction range must lie strictly between 0 and 1; got {volume_fraction}.")
+    fractions = _volume_fraction_range(volume_fraction)
+    sides = [size] if np.ndim(size) == 0 else list(size)
+    sides = [whole_number(side, "The sample size", 1) for side in sides]
+    shape2d = tuple(sides * 2 if len(sides) == 1 else sides)
+    if generated and (len(shape2d) != 2 or min(shape2d) < 8):
+        raise InputError(f"Generated microstructures are 2D, at least 8x8; asked for {shape2d}.")
     micrographs = dict(micrographs or {})
-    for name, image in micrographs.items():
-        array = np.asarray(image)
-        if array.ndim not in (2, 3):
-            raise InputError(f"The micrograph {name!r} has shape {array.shape}: 2D or 3D label images are needed.")
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise InputError(f"The micrograph {name!r} contains NaN or Inf values.")
-        if not (array == phase).any():
-            raise InputError(f"The micrograph {name!r} has no pixel of phase {phase}.")
-        side = (int(size),) * array.ndim if np.isscalar(size) else tuple(int(s) for s in size)
-        if crops and (len(side) != array.ndim or any(s > n for s, n in zip(side, array.shape))):
-            raise InputError(f"Crops of {side} do not fit in the micrograph {name!r} of shape {array.shape}.")
-        if reconstructions and array.ndim != 2:
-            raise InputError(f"Reconstructions are made from 2D micrographs; {name!r} is {array.ndim}D.")
-    if min(generated, crops, reconstructions) < 0:
-        raise InputError("The numbers of samples cannot be negative.")
-    shape2d = (int(size),) * 2 if np.isscalar(size) else tuple(int(s) for s in size)
-    total = generated + len(micrographs) * crops + sum(reconstructions for a in micrographs.values() if np.ndim(a) == 2)
-    if total == 0:
-        raise InputError("Nothing to build: ask for generated samples, crops or reconstructions.")
+    seed = whole_number(seed, "The seed", 0, MAX_SEED - 2000 - len(micrographs))
+    ndims = {2} if generated else set()
     options = dict(reconstruction_options or {})
-    return _build(generated, list(families), shape2d, (low, high), micrographs, crops, reconstructions, options, phase,
-                  list(axes), label, cache, seed, device, total, size)
+    fixed = sorted({"size", "samples", "seed"} & options.keys())
+    if fixed:
+        raise InputError(
+            f"reconstruction_options cannot set {', '.join(fixed)}: the builder sets them."
+        )
+    reconstruction_steps = {}
+    for m, (name, image) in enumerate(micrographs.items()):
+        array = check_label_image(image, f"micrograph {name!r}", phase)
+        side = (sides[0],) * array.ndim if len(sides) == 1 else tuple(sides)
+        if crops:
+            if len(side) != array.ndim or any(s > n for s, n in zip(side, array.shape)):
+                raise InputError(
+                    f"Crops of {side} do not fit in the micrograph {name!r} of shape "
+                    f"{array.shape}."
+                )
+            ndims.add(array.ndim)
+        if reconstructions:
+            if array.ndim != 2:
+                raise InputError(
+                    f"Reconstructions are made from 2D micrographs; {name!r} is {array.ndim}D."
+                )
+            reconstruction_steps[name] = reconstruct_steps(
+                array, size=shape2d, samples=reconstructions, seed=seed + 2000 + m, **options
+            )
+            ndims.add(2)
+    names = planned_files(generated=generated, families=families, micrographs=micrographs,
+                          crops=crops, reconstructions=reconstructions)
+    if not names:
+        raise InputError("Nothing to build: ask for generated samples, crops or reconstructions.")
+    if len(set(names)) != len(names):
+        raise InputError(
+            "Two micrographs have the same name (up to / and \\): give them different names."
+        )
+    for ndim in ndims:
+        _axis_indices(axes, ndim)
+    axes = [axes] if isinstance(axes, (str, int, np.integer)) else list(axes)
+    torch_device = resolve_device(device) if label else device
+    return _build(generated, families, shape2d, fractions, micrographs, crops, reconstructions,
+                  options, phase, axes, label, cache, seed, torch_device, names, size,
+                  reconstruction_steps)
 
 
 def _build(generated, families, shape2d, fractions, micrographs, crops, reconstructions, options, phase, axes, label,
-           cache, seed, device, total, size):
+           cache, seed, device, names, size, reconstruction_steps):
     import pandas as pd
+
+    from .decoder import run_to_end
 
     started = time.perf_counter()
     cpu_started = time.process_time()
@@ -514,40 +711,39 @@ def _build(generated, families, shape2d, fractions, micrographs, crops, reconstr
 
     def finish(image, row):
         label_start = time.perf_counter()
+        row = {"file": names[len(rows)], **row}
         if label:
-            row.update(transport_labels(image, row["phase"], axes, cache=cache, device=device))
+            indices = _axis_indices(axes, np.ndim(image))
+            row.update(_label_row(np.asarray(image), row["phase"], indices, cache, device))
         else:
             row["volume_fraction"] = float((np.asarray(image) == row["phase"]).mean())
         timings["label_seconds"] += time.perf_counter() - label_start
         images.append(image)
         rows.append(row)
-        return BuildProgress(len(rows), total, row["source"], row["file"], time.perf_counter() - started, timings["label_seconds"])
+        return BuildProgress(len(rows), len(names), row["source"], row["file"],
+                             time.perf_counter() - started, timings["label_seconds"])
 
     def samples():
         rng = np.random.default_rng(seed)
-        index = 0
         for family, count in zip(families, _spread(generated, len(families)) if generated else []):
             for _ in range(count):
                 parameters = random_parameters(family, rng, fractions)
                 sample_seed = int(rng.integers(2**31))
                 image = generate(family, shape2d, sample_seed, **parameters)
-                yield image, {"file": f"{family}_{index:04d}.tif", "source": "generated", "family": family, "phase": 1,
+                yield image, {"source": "generated", "family": family, "phase": 1,
                               "seed": sample_seed, **parameters}
-                index += 1
         for m, (name, micrograph) in enumerate(micrographs.items()):
             if crops:
                 pieces, corners = random_crops(micrograph, size, crops, seed=seed + 1000 + m)
-                for c, (piece, corner) in enumerate(zip(pieces, corners)):
-                    yield piece, {"file": f"{name}_crop_{c:03d}.tif", "source": "crop", "family": name, "phase": phase,
+                for piece, corner in zip(pieces, corners):
+                    yield piece, {"source": "crop", "family": name, "phase": phase,
                                   "seed": seed + 1000 + m, "corner": " ".join(map(str, corner))}
-            if reconstructions and np.ndim(micrograph) == 2:
-                from .decoder import reconstruct
-
-                result = reconstruct(np.asarray(micrograph), size=shape2d, samples=reconstructions, seed=seed + 2000 + m, **options)
+            if name in reconstruction_steps:
+                result = run_to_end(reconstruction_steps.pop(name))
                 for r, image in enumerate(result.images):
-                    yield image, {"file": f"{name}_reconstruction_{r:03d}.tif", "source": "reconstruction", "family": name,
-                                  "phase": phase, "seed": seed + 2000 + m,
-                                  "final_loss": float(result.final_loss[r])}
+                    loss = float(result.final_loss[r])
+                    yield image, {"source": "reconstruction", "family": name, "phase": phase,
+                                  "seed": seed + 2000 + m, "final_loss": loss}
 
     for image, row in samples():
         command = yield finish(image, row)
@@ -575,21 +771,67 @@ def build_dataset(callback: Callable[[BuildProgress], object] | None = None, **o
     return run_to_end(build_dataset_steps(**options), callback)
 
 
-def write_dataset(dataset: Dataset, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+def dataset_outputs(folder: str | os.PathLike, files: Sequence[str], *,
+                    cache: bool = False) -> list[Path]:
+    """The files a dataset of images ``files`` has in ``folder``: the images, ``labels.csv``,
+    ``provenance.json`` and, with ``cache``, the folder's label cache."""
+    folder = Path(folder)
+    outputs = [folder / str(name) for name in files]
+    outputs += [folder / LABELS_FILE, folder / PROVENANCE_FILE]
+    return outputs + [folder / CACHE_FILE] if cache else outputs
+
+
+def stale_files(folder: str | os.PathLike, files: Sequence[str],
+                inputs: Iterable[str | os.PathLike] = ()) -> list[Path]:
+    """Images of an earlier dataset in ``folder`` (named by its ``labels.csv``) that a dataset of
+    ``files`` would leave behind, out of date, except ``inputs``: they are removed with
+    ``overwrite``, else refused (:func:`~napari_microstructure.io.check_outputs`)."""
+    import pandas as pd
+
+    folder = Path(folder)
+    try:
+        earlier = pd.read_csv(folder / LABELS_FILE)["file"].astype(str)
+    except (OSError, ValueError, KeyError):  # no table, or none that names files: nothing stale
+        return []
+    keep = {str(name) for name in files}
+    protected = {Path(p).resolve() for p in inputs}
+    candidates = {folder / name for name in earlier
+                  if name not in keep and Path(name).name == name}
+    return sorted(path for path in candidates if path.is_file() and path.resolve() not in protected
+                  and path.suffix.lower() in (".tif", ".tiff"))
+
+
+def write_dataset(
+    dataset: Dataset,
+    folder: str | os.PathLike,
+    overwrite: bool = False,
+    *,
+    inputs: Iterable[str | os.PathLike] = (),
+    cache: LabelCache | None = None,
+) -> Path:
     """Write the images as ``folder/<file>`` (.tif) and the table as ``folder/labels.csv``, with
-    the provenance in ``folder/provenance.json``. Existing files are kept unless ``overwrite``."""
+    the provenance in ``folder/provenance.json``, all or nothing.
+
+    Existing files are kept unless ``overwrite``; then the images of an earlier dataset there
+    that this one does not have are removed (:func:`stale_files`). No output may be one of
+    ``inputs``. ``cache`` (a :class:`LabelCache`) is written as the folder's
+    ``transport_labels.json`` with the rest. Returns the path of ``labels.csv``.
+    """
     from .. import io
 
     folder = Path(folder)
-    planned = [folder / f for f in dataset.table["file"]] + [folder / LABELS_FILE, folder / "provenance.json"]
-    existing = [str(p) for p in planned if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]} exists already; choose another folder or pass overwrite.")
-    folder.mkdir(parents=True, exist_ok=True)
-    for image, name in zip(dataset.images, dataset.table["file"]):
-        io.write_tif(folder / name, image, overwrite=overwrite)
-    dataset.table.to_csv(folder / LABELS_FILE, index=False)
-    io.write_json(folder / "provenance.json", {**dataset.provenance, "partial": dataset.partial}, overwrite=overwrite)
+    files = [str(name) for name in dataset.table["file"]] if len(dataset.table) else []
+    outputs = dataset_outputs(folder, files, cache=cache is not None)
+    inputs = list(inputs)
+    stale = stale_files(folder, files, inputs)
+    with io.atomic_outputs(outputs, overwrite=overwrite, inputs=inputs, stale=stale) as staged:
+        for image, name in zip(dataset.images, files):
+            io.write_tif(staged[folder / name], image)
+        dataset.table.to_csv(staged[folder / LABELS_FILE], index=False)
+        provenance = {**dataset.provenance, "partial": dataset.partial}
+        io.write_json(staged[folder / PROVENANCE_FILE], provenance)
+        if cache is not None:
+            cache.save(staged[folder / CACHE_FILE])
     return folder / LABELS_FILE
 
 
@@ -608,6 +850,6 @@ def read_dataset(folder: str | os.PathLike, table: str | os.PathLike | None = No
     if "file" not in frame.columns:
         raise InputError(f"{table_path} has no 'file' column naming the images.")
     images = [io.read_image(folder / name) for name in frame["file"]]
-    provenance_path = folder / "provenance.json"
+    provenance_path = folder / PROVENANCE_FILE
     provenance = json.loads(provenance_path.read_text()) if provenance_path.is_file() else {}
     return Dataset(images, frame, provenance)

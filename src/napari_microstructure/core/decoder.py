@@ -10,9 +10,10 @@ current step with the partial result; closing it abandons the run.
 from __future__ import annotations
 
 import math
+import operator
 import platform
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,6 +62,12 @@ FINEST_LEVEL_WEIGHT = 0.4
 #: inside another by the optimization. Without this the boundary phase came back as one network
 #: plus ~50 islands, most of them single pixels (the micrograph has 2 clusters); with it, 10-20.
 MAX_ISLAND = 8
+#: Most resolution levels a run may ask for. A level halves the image of the next, and levels
+#: whose image would be smaller than the layers need are dropped anyway (a 4096-pixel output
+#: has at most 12 with conv1_1 alone); the bound keeps a typo from planning millions of them.
+MAX_LEVELS = 16
+#: Seeds run from 0 to this (2**63 - 1): the range that torch's and numpy's generators share.
+MAX_SEED = 2**63 - 1
 OPTIMIZERS = ("lbfgs", "adam")
 LBFGS_HISTORY = 20
 STOP = "stop"
@@ -93,6 +100,84 @@ class Reconstruction:
     final_loss: list[float]  # loss of each sample at the end
     partial: bool  # stopped before the planned budget
     provenance: dict = field(default_factory=dict)
+
+
+def whole_number(value, what: str, low: int = 1, high: int | None = None) -> int:
+    """``value`` as an int between ``low`` and ``high`` (None: no upper bound), or InputError
+    that names ``what`` and the valid range. Whole floats (``3.0``) are accepted."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        value = int(value)
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < low or (high is not None and number > high):
+        valid = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise InputError(f"{what} must be a whole number {valid}; got {value!r}.")
+    return number
+
+
+def check_seed(seed) -> int:
+    """The seed as an int, or InputError: seeds run from 0 to :data:`MAX_SEED` (2**63 - 1)."""
+    return whole_number(seed, "The seed", 0, MAX_SEED)
+
+
+def check_levels(levels) -> int:
+    """The number of resolution levels as an int, or InputError above :data:`MAX_LEVELS`."""
+    return whole_number(levels, "levels (coarse-to-fine resolution levels)", 1, MAX_LEVELS)
+
+
+def check_learning_rate(learning_rate) -> float:
+    """The learning rate as a float, or InputError unless it is finite and positive."""
+    try:
+        value = float(learning_rate)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise InputError(
+            f"The learning rate must be a finite number above 0; got {learning_rate!r}."
+        )
+    return value
+
+
+def check_layer_weights(layer_weights, layers: Sequence[str]) -> dict | None:
+    """``{layer: weight}`` for layers of this run, each finite and 0 or more, at least one layer
+    weighing more than 0 (a layer left out weighs 1); None stays None. InputError otherwise."""
+    if layer_weights is None:
+        return None
+    if not isinstance(layer_weights, Mapping):
+        raise InputError(f"layer_weights must map layer names to weights; got {layer_weights!r}.")
+    unknown = [str(name) for name in layer_weights if name not in layers]
+    if unknown:
+        raise InputError(
+            f"layer_weights names {', '.join(unknown)}, which this run does not match; its layers "
+            f"are {', '.join(layers)}. Weigh those, or add the layer to layers."
+        )
+    checked = {}
+    for name, weight in layer_weights.items():
+        try:
+            value = float(weight)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not (math.isfinite(value) and value >= 0):
+            raise InputError(
+                f"The weight of layer {name} must be a finite number of 0 or more; got {weight!r}."
+            )
+        checked[name] = value
+    if all(checked.get(name, 1.0) == 0 for name in layers):
+        raise InputError("Every layer weighs 0: give at least one layer a weight above 0.")
+    return checked
+
+
+def _output_size(size, shape: tuple[int, ...]) -> tuple[int, int]:
+    """The output size (H, W) from ``size`` (None: ``shape``), or InputError."""
+    if size is None:
+        return tuple(int(s) for s in shape)
+    is_pair = isinstance(size, (Sequence, np.ndarray)) and not isinstance(size, str)
+    values = list(size) if is_pair else [size]
+    if len(values) != 2:
+        raise InputError(f"The output size {size!r} must have two numbers (height, width).")
+    return tuple(whole_number(v, "Each side of the output size", 1) for v in values)
 
 
 def _schedule(size: tuple[int, int], target_shape: tuple[int, int], levels: int, iterations: int, smallest: int):
@@ -207,12 +292,19 @@ def reconstruct_steps(
         The micrograph: phase labels (up to 8 phases) or grey levels. Never modified.
     size : (H, W), optional
         Output size; the micrograph's by default. Any size the layers allow.
-    layers : names of VGG19 layers whose Gram matrices are matched.
+    layers : names of VGG19 layers whose Gram matrices are matched (a list, or one string:
+        ``"pool2"``, ``"conv1_1,pool2"``).
     iterations : optimizer steps over all levels.
-    levels : resolution levels, coarse to fine (1 = full resolution only).
+    levels : resolution levels, coarse to fine (1 = full resolution only; at most
+        :data:`MAX_LEVELS`). Levels whose image would be smaller than the layers need are
+        dropped; the provenance records the levels used and those requested.
     optimizer : ``"lbfgs"`` (with a strong-Wolfe line search) or ``"adam"``.
+    learning_rate : Adam's step (finite, above 0).
+    layer_weights : ``{layer: weight}`` for layers of this run, each 0 or more (a layer left out
+        weighs 1).
     periodic : make outputs that tile seamlessly (circular padding in the network).
     kind : ``"auto"``, ``"labels"`` or ``"grey"``.
+    seed : 0 to :data:`MAX_SEED` (2**63 - 1).
     preview_interval : seconds between previews in the progress messages (None: no previews).
     max_island : islands of a phase smaller than this (and than any cluster of that phase inside
         the micrograph) are given to the surrounding phase; 0 keeps every island.
@@ -236,12 +328,14 @@ def reconstruct_steps(
     layers = check_layers(layers)
     if optimizer not in OPTIMIZERS:
         raise InputError(f"Unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}.")
-    if int(samples) < 1 or int(iterations) < 1 or int(levels) < 1:
-        raise InputError("samples, iterations and levels must each be at least 1.")
-    size = tuple(int(s) for s in (size if size is not None else micrograph.shape))
+    samples = whole_number(samples, "samples")
+    iterations = whole_number(iterations, "iterations")
+    levels = check_levels(levels)
+    seed = check_seed(seed)
+    learning_rate = check_learning_rate(learning_rate)
+    layer_weights = check_layer_weights(layer_weights, layers)
+    size = _output_size(size, micrograph.shape)
     smallest = min_input_size(layers)
-    if len(size) != 2:
-        raise InputError(f"The output size {size} must have two numbers (height, width).")
     if min(micrograph.shape) < smallest or min(size) < smallest:
         raise InputError(
             f"The micrograph {micrograph.shape} and the output {size} must each be at least "
@@ -254,10 +348,10 @@ def reconstruct_steps(
     encoder = get_encoder(layers, weights, torch_device)
     colour = to_colour(micrograph, model)
     colours = torch.from_numpy(phase_colours(max(len(model.labels), 2))).to(torch_device)
-    schedule = _schedule(size, micrograph.shape, int(levels), int(iterations), smallest)
+    schedule = _schedule(size, micrograph.shape, levels, iterations, smallest)
     total = sum(steps for _, steps in schedule)
 
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(seed)
     coarse = tuple(math.ceil(s / schedule[0][0]) for s in size)
     if model.kind == "labels":
         prior = np.log(np.clip(np.asarray(model.fractions), 1e-6, None))
@@ -265,15 +359,16 @@ def reconstruct_steps(
     else:
         bias = 0.0
     bias = torch.as_tensor(np.reshape(bias, (1, -1, 1, 1)), dtype=torch.float32)
-    parameters = (torch.randn((int(samples), model.n_channels, *coarse), generator=generator) + bias).to(torch_device)
+    noise = torch.randn((samples, model.n_channels, *coarse), generator=generator)
+    parameters = (noise + bias).to(torch_device)
 
     setup = dict(
-        micrograph=micrograph, model=model, layers=layers, size=size, samples=int(samples),
+        micrograph=micrograph, model=model, layers=layers, size=size, samples=samples,
         schedule=schedule, total=total, parameters=parameters, encoder=encoder, colour=colour,
         colours=colours, optimizer=optimizer, learning_rate=learning_rate,
         layer_weights=layer_weights, periodic=bool(periodic), preview_interval=preview_interval,
-        device=torch_device, vgg_weights=vgg_weights, seed=int(seed),
-        iterations=int(iterations), levels=int(levels),
+        device=torch_device, vgg_weights=vgg_weights, seed=seed,
+        iterations=iterations, levels=levels,
         islands=island_limits(micrograph, model, int(max_island)) if model.kind == "labels" else {},
     )
     return _optimize(**setup)
@@ -361,7 +456,8 @@ def _optimize(
         "method": "Gram-matrix reconstruction with a pretrained VGG19 (Li et al. 2018)",
         "parameters": {
             "size": list(size), "samples": samples, "layers": list(layers),
-            "iterations": iterations, "levels": levels, "optimizer": optimizer,
+            "iterations": iterations, "levels": len(schedule), "levels_requested": levels,
+            "optimizer": optimizer,
             "learning_rate": learning_rate if optimizer == "adam" else None,
             "layer_weights": layer_weights, "periodic": periodic, "kind": model.kind,
             "island_limits": {str(k): v for k, v in islands.items()},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from .errors import DeviceError
 
@@ -22,7 +23,9 @@ def available_devices() -> list[str]:
 def resolve_device(device: str = "auto"):
     """Return a ``torch.device`` for ``auto`` (CUDA, then MPS, then CPU) or an explicit name.
 
-    An explicit device that this machine lacks raises :class:`DeviceError`.
+    The one device policy of every command, widget and function: an explicit device that this
+    machine lacks, or a name that is no device, raises :class:`DeviceError`; nothing falls back
+    to another device silently.
     """
     import torch
 
@@ -32,6 +35,11 @@ def resolve_device(device: str = "auto"):
     if name == "cpu":
         return torch.device("cpu")
     if name.startswith("cuda"):
+        if not re.fullmatch(r"cuda(:\d+)?", name):
+            raise DeviceError(
+                f"Unknown device {device!r}: write cuda, or cuda:N for the GPU of index N "
+                "(cuda:0 is the first)."
+            )
         if not torch.cuda.is_available():
             raise DeviceError(
                 f"Device {device!r} was requested but CUDA is not available here (no NVIDIA GPU, "

@@ -8,7 +8,7 @@ VGG19 of Gatys et al.). The network is truncated after the deepest layer in use.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -35,12 +35,22 @@ def layer_downsampling(name: str) -> int:
     return 2 ** (block if name.startswith("pool") else block - 1)
 
 
-def check_layers(layers: Sequence[str]) -> list[str]:
-    """Validate layer names and return them in network order, without repeats."""
+def check_layers(layers: Sequence[str] | str) -> list[str]:
+    """Validate layer names and return them in network order, without repeats.
+
+    ``layers`` is a sequence of names or one string of names separated by commas or spaces
+    (``"pool2"``, ``"conv1_1,pool2"``).
+    """
+    if isinstance(layers, str):
+        layers = layers.replace(",", " ").split()
+    elif not isinstance(layers, Iterable):
+        raise InputError(
+            f"layers must be layer names, for example ['conv1_1', 'pool2']; got {layers!r}."
+        )
     layers = list(layers)
     if not layers:
         raise InputError("Choose at least one layer, for example conv1_1 pool1 pool2.")
-    unknown = [name for name in layers if name not in LAYER_NAMES]
+    unknown = [str(name) for name in layers if name not in LAYER_NAMES]
     if unknown:
         raise InputError(
             f"Unknown layer(s) {', '.join(unknown)}. Valid names: {', '.join(LAYER_NAMES)}."

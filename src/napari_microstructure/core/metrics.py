@@ -1,4 +1,4 @@
-"""Statistical descriptors of segmented microstructures and the fidelity errors of METHOD.md §7.
+"""Statistical descriptors of microstructures and the fidelity errors of METHOD.md §7.
 
 Every function takes ``image``, an array of integer phase labels, 2D ``(H, W)`` or 3D
 ``(D, H, W)``, with any number of phases, and, where it describes one phase, ``phase``: the label
@@ -16,10 +16,15 @@ Fidelity errors between an original and a reconstruction (worst phase; ``*_by_ph
 give every phase): :func:`e_vf`, :func:`e_s2`, :func:`e_lp`; the table :func:`compare` and the
 :func:`floor` (the same errors between two disjoint pieces of the original).
 
+Grey images (grey levels, not segmented; any numbers) have their own descriptor and errors:
+:func:`grey_autocovariance`, :func:`e_hist` (grey-level distributions), :func:`e_ac`
+(autocovariance of the intensity), the table :func:`compare_grey` and :func:`grey_floor`.
+
 Conventions:
 
 - The radius range of the radial two-point statistics and of the lineal path is
-  ``L = min(shape) // 4``; the errors use the original's ``L`` for both images.
+  ``L = min(shape) // 4``; the errors use the original's ``L`` for both images, or the radii a
+  smaller reconstruction allows (:func:`comparison_max_length`).
 - A phase absent from (or filling) an image has no fluctuations, so its normalized
   autocovariance is undefined. Only the error functions meet this case (a reconstruction that
   lost a phase) and use ``C(0) = 1, C(r > 0) = 0`` there (as for an uncorrelated field); the
@@ -38,16 +43,22 @@ from scipy import fft as sp_fft
 from scipy import ndimage as ndi
 
 from .errors import InputError
+from .phases import check_unmasked
 
 __all__ = [
     "ChordLengths",
     "Connectivity",
+    "GreyAutocovariance",
     "LinealPath",
     "TwoPoint",
     "chord_lengths",
     "compare",
+    "compare_grey",
+    "comparison_max_length",
     "connectivity",
     "default_max_length",
+    "e_ac",
+    "e_hist",
     "e_lp",
     "e_lp_by_phase",
     "e_s2",
@@ -55,6 +66,8 @@ __all__ = [
     "e_vf",
     "e_vf_by_phase",
     "floor",
+    "grey_autocovariance",
+    "grey_floor",
     "lineal_path",
     "phases_of",
     "specific_surface",
@@ -176,6 +189,7 @@ class Connectivity:
 
 def _check_image(image, name: str = "image") -> np.ndarray:
     """Return ``image`` as an integer-label ndarray, 2D or 3D, or raise InputError."""
+    check_unmasked(image, name)
     arr = np.asarray(image)
     if arr.ndim not in (2, 3):
         raise InputError(
@@ -194,7 +208,7 @@ def _check_image(image, name: str = "image") -> np.ndarray:
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
             raise InputError(
                 f"{name} must hold integer phase labels; its {arr.dtype} values are not all "
-                "whole numbers (segment the image first)."
+                "whole numbers (segment the image first; grey images have compare_grey)."
             )
         return arr.astype(np.int64)
     raise InputError(f"{name} must hold integer phase labels; got dtype {arr.dtype}.")
@@ -232,6 +246,17 @@ def _check_max_length(max_length, limit: int, what: str) -> int:
 def default_max_length(shape) -> int:
     """``L = min(shape) // 4``, the radius / segment-length range used by the errors."""
     return int(min(shape)) // 4
+
+
+def comparison_max_length(original_shape, reconstruction_shape) -> int:
+    """The radii (and segment lengths) ``0 .. L`` on which a reconstruction is compared.
+
+    ``L = min(original_shape) // 4`` (:func:`default_max_length` of the original), or
+    ``min(reconstruction_shape) // 2`` where the reconstruction is too small for that: the
+    largest radius whose periodic statistics it holds. A reconstruction of at least ``2 L``
+    pixels along every axis is compared on the original's radii.
+    """
+    return min(default_max_length(original_shape), int(min(reconstruction_shape)) // 2)
 
 
 def _scalar(value):
@@ -622,22 +647,20 @@ class _Profile:
         return self._lp[key]
 
 
-def _pair(original, reconstruction):
-    orig = _check_image(original, "original")
-    rec = _check_image(reconstruction, "reconstruction")
+def _same_dimension(orig: np.ndarray, rec: np.ndarray) -> None:
     if orig.ndim != rec.ndim:
         raise InputError(
             f"The original is {orig.ndim}D and the reconstruction {rec.ndim}D; compare images "
             "of the same dimension (for a 3D reconstruction of a 2D micrograph, compare its "
             "slices)."
         )
-    L = default_max_length(orig.shape)
-    if L > min(rec.shape) // 2:
-        raise InputError(
-            f"The reconstruction {rec.shape} is too small to compare with the original "
-            f"{orig.shape}: the errors use radii up to {L} = min(original shape) // 4, which "
-            f"needs at least {2 * L} pixels along every axis."
-        )
+
+
+def _pair(original, reconstruction):
+    orig = _check_image(original, "original")
+    rec = _check_image(reconstruction, "reconstruction")
+    _same_dimension(orig, rec)
+    L = comparison_max_length(orig.shape, rec.shape)
     return _Profile(orig, L), _Profile(rec, L)
 
 
@@ -687,7 +710,8 @@ def e_s2(original, reconstruction) -> float:
     ``C_rec(r) - C_orig(r)``, the radially averaged normalized autocovariances (2D or 3D radial
     averaging, periodic, see :func:`two_point`), each image with its own ``phi``.
     ``L = min(original.shape) // 4`` for both images, so a reconstruction of another size is
-    compared on the same radii (it needs at least ``2 L`` pixels along every axis).
+    compared on the same radii; one smaller than ``2 L`` along an axis is compared on the radii
+    it allows, ``L = min(reconstruction.shape) // 2`` (:func:`comparison_max_length`).
     """
     return max(e_s2_by_phase(original, reconstruction).values())
 
@@ -701,7 +725,7 @@ def e_lp(original, reconstruction) -> float:
     """Lineal-path error, worst phase and axis.
 
     For each phase ``p`` of the original and each axis: the root mean square over
-    ``l = 1 .. L`` (``L = min(original.shape) // 4``) of ``L_rec(l) - L_orig(l)`` (see
+    ``l = 1 .. L`` (``L`` as in :func:`e_s2`) of ``L_rec(l) - L_orig(l)`` (see
     :func:`lineal_path`), divided by ``phi_orig(p)``.
     """
     return max(e_lp_by_phase(original, reconstruction).values())
@@ -714,6 +738,22 @@ def e_lp(original, reconstruction) -> float:
 
 def _column(name: str, phase) -> str:
     return f"{name}[phase {phase}]"
+
+
+def _named(reconstructions, names) -> tuple[list, list[str]]:
+    """The reconstructions as a list (one ndarray is one image) and a name for each."""
+    if isinstance(reconstructions, np.ndarray) and reconstructions.ndim in (2, 3):
+        reconstructions = [reconstructions]
+    reconstructions = list(reconstructions)
+    if names is None:
+        names = [f"reconstruction {i}" for i in range(1, len(reconstructions) + 1)]
+    names = [str(n) for n in names]
+    if len(names) != len(reconstructions):
+        raise InputError(
+            f"Got {len(names)} name(s) for {len(reconstructions)} reconstruction(s); give one "
+            "name per reconstruction."
+        )
+    return reconstructions, names
 
 
 def compare(original, reconstructions, names=None):
@@ -736,8 +776,9 @@ def compare(original, reconstructions, names=None):
     original : ndarray
         Integer phase labels, 2D or 3D.
     reconstructions : list of ndarray
-        Images of the same dimension, at least ``2 * (min(original.shape) // 4)`` pixels along
-        every axis. A single ndarray is taken as one reconstruction.
+        Images of the same dimension, compared on the original's radii or, if smaller than
+        ``2 * (min(original.shape) // 4)`` pixels along an axis, on the radii they allow
+        (:func:`comparison_max_length`). A single ndarray is taken as one reconstruction.
     names : list of str, optional
         Row names of the reconstructions; default ``"reconstruction 1"``, ...
 
@@ -747,25 +788,20 @@ def compare(original, reconstructions, names=None):
     """
     import pandas as pd
 
-    if isinstance(reconstructions, np.ndarray) and reconstructions.ndim in (2, 3):
-        reconstructions = [reconstructions]
-    reconstructions = list(reconstructions)
-    if names is None:
-        names = [f"reconstruction {i}" for i in range(1, len(reconstructions) + 1)]
-    names = [str(n) for n in names]
-    if len(names) != len(reconstructions):
-        raise InputError(
-            f"Got {len(names)} name(s) for {len(reconstructions)} reconstruction(s); give one "
-            "name per reconstruction."
-        )
+    reconstructions, names = _named(reconstructions, names)
 
     orig = _check_image(original, "original")
     po = _Profile(orig, default_max_length(orig.shape))
+    by_length = {po.L: po}  # profiles of the original, per radius range
     phases = po.phases()
     rows = [_row("original", orig, po, po, phases)]
     for name, rec in zip(names, reconstructions):
-        _po, pr = _pair(orig, rec)
-        rows.append(_row(name, pr.image, po, pr, phases))
+        rec = _check_image(rec, "reconstruction")
+        _same_dimension(orig, rec)
+        L = comparison_max_length(orig.shape, rec.shape)
+        if L not in by_length:
+            by_length[L] = _Profile(orig, L)
+        rows.append(_row(name, rec, by_length[L], _Profile(rec, L), phases))
     return pd.DataFrame(rows)
 
 
@@ -809,7 +845,19 @@ def floor(image) -> dict:
         ``e_s2``, ``e_vf``, ``e_lp`` (floats, worst phase), ``piece_shape`` (tuple) and
         ``max_length`` (``L``).
     """
-    arr = _check_image(image)
+    first, second = _pieces(_check_image(image))
+    po, pr = _pair(first, second)
+    return {
+        "e_s2": max(_e_s2(po, pr).values()),
+        "e_vf": max(_e_vf(po, pr).values()),
+        "e_lp": max(_e_lp(po, pr).values()),
+        "piece_shape": first.shape,
+        "max_length": po.L,
+    }
+
+
+def _pieces(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first and the last quadrant (octant in 3D), each ``n // 2`` along every axis."""
     half = tuple(n // 2 for n in arr.shape)
     if min(half) < 4:
         raise InputError(
@@ -818,11 +866,208 @@ def floor(image) -> dict:
         )
     first = arr[tuple(slice(0, h) for h in half)]
     second = arr[tuple(slice(n - h, n) for n, h in zip(arr.shape, half))]
-    po, pr = _pair(first, second)
+    return first, second
+
+
+# --------------------------------------------------------------------------------------------
+# Grey images
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class GreyAutocovariance:
+    """Normalized autocovariance of the intensity of a grey image.
+
+    Attributes
+    ----------
+    radius : ndarray of int
+        Radii ``r = 0 .. L`` in pixels.
+    autocovariance : ndarray of float
+        ``C(r)``, the radial average of ``mean_x (f(x) - m) (f(x + d) - m) / s**2`` (periodic);
+        1 at ``r = 0``, 0 when uncorrelated.
+    mean : float
+        ``m``, the mean grey level.
+    variance : float
+        ``s**2``, the variance of the grey levels.
+    """
+
+    radius: np.ndarray
+    autocovariance: np.ndarray
+    mean: float
+    variance: float
+
+
+def _check_grey(image, name: str = "image") -> np.ndarray:
+    """Return ``image`` as float64 grey levels, 2D or 3D and finite, or raise InputError."""
+    check_unmasked(image, name)
+    arr = np.asarray(image)
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"{name} must hold grey levels (numbers); got dtype {arr.dtype}.")
+    if arr.ndim not in (2, 3):
+        raise InputError(
+            f"{name} must be a 2D or 3D grey image; got {arr.ndim} dimension(s) with shape "
+            f"{arr.shape}."
+        )
+    if min(arr.shape) < 2:
+        raise InputError(f"{name} must be at least 2 pixels along every axis; got {arr.shape}.")
+    values = arr.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise InputError(f"{name} contains NaN or Inf values; replace or crop them first.")
+    return values
+
+
+def _grey_autocovariance_of(values: np.ndarray, max_radius: int) -> np.ndarray:
+    """Radial ``C(r)`` of grey levels (no validation); a constant image has ``C(0) = 1`` and
+    ``C(r > 0) = 0``, as for phases."""
+    centred = values - values.mean()
+    variance = float(np.mean(centred * centred))
+    if variance <= 0.0:
+        c = np.zeros(max_radius + 1)
+        c[0] = 1.0
+        return c
+    spectrum = sp_fft.rfftn(centred)
+    power = spectrum.real**2 + spectrum.imag**2
+    covariance = sp_fft.irfftn(power, s=centred.shape, axes=tuple(range(centred.ndim)))
+    return _radial_average(covariance / centred.size, max_radius) / variance
+
+
+def grey_autocovariance(image, max_radius: int | None = None) -> GreyAutocovariance:
+    """Radially averaged normalized autocovariance of a grey image's intensity ``f``.
+
+    ``C(d) = mean_x (f(x) - m) (f(x + d) - m) / s**2`` with periodic wrap (by FFT), ``m`` and
+    ``s**2`` the mean and variance of the grey levels, radially averaged over ``r = 0 .. L``
+    exactly as :func:`two_point` does. For a 0/1 image it equals the autocovariance of phase 1.
+
+    Parameters
+    ----------
+    image : ndarray
+        Grey levels (any numbers), 2D or 3D.
+    max_radius : int, optional
+        ``L``; default ``min(shape) // 4``, at most ``min(shape) // 2``.
+
+    Returns
+    -------
+    GreyAutocovariance
+        ``radius``, ``autocovariance``, ``mean``, ``variance``.
+    """
+    values = _check_grey(image)
+    L = default_max_length(values.shape) if max_radius is None else max_radius
+    L = _check_max_length(L, min(values.shape) // 2, "max_radius")
+    return GreyAutocovariance(
+        np.arange(L + 1), _grey_autocovariance_of(values, L), float(values.mean()),
+        float(values.var()),
+    )
+
+
+def _grey_pair(original, reconstruction) -> tuple[np.ndarray, np.ndarray]:
+    orig = _check_grey(original, "original")
+    rec = _check_grey(reconstruction, "reconstruction")
+    _same_dimension(orig, rec)
+    return orig, rec
+
+
+def _wasserstein_1(u: np.ndarray, v: np.ndarray) -> float:
+    """``integral |F_u - F_v|`` of the empirical cumulative distributions of two samples."""
+    u, v = np.sort(u.ravel()), np.sort(v.ravel())
+    both = np.sort(np.concatenate([u, v]))
+    below_u = np.searchsorted(u, both[:-1], side="right") / u.size
+    below_v = np.searchsorted(v, both[:-1], side="right") / v.size
+    return float(np.sum(np.abs(below_u - below_v) * np.diff(both)))
+
+
+def _e_hist(orig: np.ndarray, rec: np.ndarray) -> float:
+    scale = float(orig.max() - orig.min())
+    if scale <= 0.0:
+        scale = float(max(orig.max(), rec.max()) - min(orig.min(), rec.min()))
+    return _wasserstein_1(orig, rec) / scale if scale > 0.0 else 0.0
+
+
+def _e_ac(orig: np.ndarray, rec: np.ndarray) -> float:
+    L = comparison_max_length(orig.shape, rec.shape)
+    return _rms(_grey_autocovariance_of(rec, L) - _grey_autocovariance_of(orig, L))
+
+
+def e_hist(original, reconstruction) -> float:
+    """Grey-level distribution error: the Wasserstein-1 (earth mover's) distance between the
+    grey-level distributions of the two images, in units of the original's grey range.
+
+    ``W1 = integral |F_rec(g) - F_orig(g)| dg``, ``F`` the cumulative distribution of an
+    image's grey levels (every pixel weighs the same, so the images may differ in size),
+    divided by ``max(original) - min(original)`` (by the range of both images where the
+    original is constant). 0: the same distribution; 0.1: the grey levels must move by a tenth
+    of the original's range on average to match; at most 1 for levels within that range.
+    """
+    return _e_hist(*_grey_pair(original, reconstruction))
+
+
+def e_ac(original, reconstruction) -> float:
+    """Autocovariance error of grey images, the grey analogue of :func:`e_s2`.
+
+    The root mean square over ``r = 0 .. L`` of ``C_rec(r) - C_orig(r)``, the normalized
+    autocovariances of the intensities (:func:`grey_autocovariance`), each image with its own
+    mean and variance; ``L`` as in :func:`e_s2` (:func:`comparison_max_length`).
+    """
+    return _e_ac(*_grey_pair(original, reconstruction))
+
+
+def compare_grey(original, reconstructions, names=None):
+    """Table of the fidelity of grey reconstructions: one row per image, the original first.
+
+    Columns: ``name``, ``shape``, ``e_hist`` (:func:`e_hist`), ``e_ac`` (:func:`e_ac`), and the
+    ``mean`` and ``std`` of the grey levels. The original's errors are 0.
+
+    Parameters
+    ----------
+    original : ndarray
+        Grey levels, 2D or 3D.
+    reconstructions : list of ndarray
+        Grey images of the same dimension; a single ndarray is taken as one reconstruction.
+    names : list of str, optional
+        Row names of the reconstructions; default ``"reconstruction 1"``, ...
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    import pandas as pd
+
+    reconstructions, names = _named(reconstructions, names)
+    orig = _check_grey(original, "original")
+    rows = [_grey_row("original", orig, 0.0, 0.0)]
+    for name, reconstruction in zip(names, reconstructions):
+        rec = _check_grey(reconstruction, "reconstruction")
+        _same_dimension(orig, rec)
+        rows.append(_grey_row(name, rec, _e_hist(orig, rec), _e_ac(orig, rec)))
+    return pd.DataFrame(rows)
+
+
+def _grey_row(name: str, values: np.ndarray, hist: float, ac: float) -> dict:
     return {
-        "e_s2": max(_e_s2(po, pr).values()),
-        "e_vf": max(_e_vf(po, pr).values()),
-        "e_lp": max(_e_lp(po, pr).values()),
-        "piece_shape": half,
-        "max_length": po.L,
+        "name": name,
+        "shape": "x".join(str(s) for s in values.shape),
+        "e_hist": hist,
+        "e_ac": ac,
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+    }
+
+
+def grey_floor(image) -> dict:
+    """:func:`e_hist` and :func:`e_ac` between two disjoint pieces of a grey original.
+
+    The pieces are those of :func:`floor` (the first and the last quadrant, octant in 3D); the
+    first plays the original. A reconstruction at or below the floor is as close to the
+    original as another piece of the same material.
+
+    Returns
+    -------
+    dict
+        ``e_hist``, ``e_ac`` (floats), ``piece_shape`` (tuple) and ``max_length`` (``L``).
+    """
+    first, second = _pieces(_check_grey(image))
+    return {
+        "e_hist": _e_hist(first, second),
+        "e_ac": _e_ac(first, second),
+        "piece_shape": first.shape,
+        "max_length": default_max_length(first.shape),
     }

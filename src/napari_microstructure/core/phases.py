@@ -43,8 +43,20 @@ class ImageModel:
         return 1 if self.kind == "grey" or len(self.labels) == 2 else len(self.labels)
 
 
+def check_unmasked(image, name: str = "image") -> None:
+    """Refuse a numpy masked array with masked pixels: its mask would be silently ignored."""
+    if np.ma.isMaskedArray(image) and np.ma.getmaskarray(image).any():
+        raise InputError(
+            f"The {name} is a masked array with {int(np.ma.count_masked(image))} masked "
+            "pixel(s); the mask cannot be honoured. Fill them first (image.filled(value)) or "
+            "crop them away."
+        )
+
+
 def validate_image(image, ndim: int = 2, name: str = "image") -> np.ndarray:
-    """Check that ``image`` is a finite, non-constant array of ``ndim`` dimensions."""
+    """Check that ``image`` is a finite, non-constant array of ``ndim`` dimensions, without
+    masked pixels."""
+    check_unmasked(image, name)
     array = np.asarray(image)
     if array.dtype.kind not in "biuf":
         raise InputError(f"The {name} has dtype {array.dtype}; it must hold numbers (grey levels or phase labels).")

@@ -40,21 +40,43 @@ def percolates(mask: np.ndarray, axis: int) -> bool:
     return bool(np.intersect1d(first[first > 0], last[last > 0]).size)
 
 
-def transport(image: np.ndarray, phase, axis: int = 0, *, device: str = "cpu", iter_limit: int = 20000, conv_crit: float = 1e-2) -> Transport:
+def check_solver_settings(iter_limit, conv_crit) -> None:
+    """Refuse an iteration limit below 1 or a convergence criterion that is not a positive,
+    finite number."""
+    from .decoder import whole_number
+
+    whole_number(iter_limit, "iter_limit (the solver's iteration limit)", 1)
+    try:
+        criterion = float(conv_crit)
+    except (TypeError, ValueError):
+        criterion = math.nan
+    if not 0 < criterion < math.inf:
+        raise InputError(f"conv_crit must be a positive finite number; got {conv_crit!r}.")
+
+
+def transport(
+    image: np.ndarray, phase, axis: int = 0, *, device="cpu", iter_limit: int = 20000,
+    conv_crit: float = 1e-2,
+) -> Transport:
     """D_eff and tau of ``phase`` along ``axis`` of a 2D image or 3D volume (TauFactor).
 
     Parameters
     ----------
     image : label image; ``phase`` is the label of the conducting phase.
     axis : the direction of transport.
-    device : torch device for the solver.
+    device : torch device for the solver (a name, ``"auto"``, or a ``torch.device``); one
+        that this machine lacks raises :class:`~.errors.DeviceError`, as everywhere.
     iter_limit, conv_crit : TauFactor's iteration limit and convergence criterion.
     """
+    from .device import resolve_device
+
     array = np.asarray(image)
     if array.ndim not in (2, 3):
         raise InputError(f"Transport needs a 2D image or a 3D volume, not shape {array.shape}.")
     if not -array.ndim <= axis < array.ndim:
         raise InputError(f"Axis {axis} does not exist in an image of {array.ndim} dimensions.")
+    check_solver_settings(iter_limit, conv_crit)
+    torch_device = resolve_device(device)
     axis %= array.ndim
     mask = array == phase
     fraction = float(mask.mean())
@@ -68,7 +90,7 @@ def transport(image: np.ndarray, phase, axis: int = 0, *, device: str = "cpu", i
             "(or pip install 'napari-microstructure[physics]')."
         ) from exc
     conducting = np.ascontiguousarray(np.moveaxis(mask, axis, 0).astype(np.uint8))
-    solver = taufactor.Solver(conducting, device=device)
+    solver = taufactor.Solver(conducting, device=torch_device)
     with contextlib.redirect_stdout(io.StringIO()):
         solver.solve(iter_limit=iter_limit, conv_crit=conv_crit, verbose=False)
     d_eff = float(np.ravel(np.asarray(solver.D_eff))[0])

@@ -23,6 +23,13 @@ Modes
     When every training label is non-negative (D_eff), predictions are clipped at zero
     (``clip_min`` in the model's header).
 
+Checks
+    Images must hold phase labels (grey images are refused), and a predicted image the phase of
+    interest. Labels must be finite and small enough to square; a model whose cross-validated
+    metrics or parameters are not finite is refused, never returned. :func:`load_model` checks
+    every array the model's mode needs. :meth:`PropertyModel.out_of_range` flags predictions
+    that extrapolate: a constant image, or a phase fraction outside the training images'.
+
 Measured with benchmarks/properties.py (generated 128x128 microstructures, D_eff of phase 1
 along x by TauFactor, a third of them blocked; 5-fold CV R² on 300 samples, pretrained / random
 trunk; one CPU thread). First on four families (no cell boundaries), volume fraction 0.2-0.8:
@@ -59,8 +66,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import AXIS_NAMES, axis_index
-from .encoder import LAYER_NAMES, check_layers, min_input_size
+from .datasets import AXIS_NAMES, axis_index, check_label_image
+from .encoder import LAYER_NAMES, check_layers, layer_channels, min_input_size
 from .errors import InputError, WeightsError
 from .weights import describe
 
@@ -70,6 +77,7 @@ __all__ = [
     "MODES",
     "PropertyModel",
     "TrainProgress",
+    "check_training_options",
     "extract_features",
     "fit_ridge",
     "load_model",
@@ -135,21 +143,12 @@ def _spanning(mask: np.ndarray, axis: int) -> np.ndarray:
     return np.isin(clusters, spanning) if spanning.size else np.zeros_like(mask, dtype=bool)
 
 
-def _check_image(image, name: str) -> np.ndarray:
-    array = np.asarray(image)
-    if array.dtype.kind not in "biuf":
-        raise InputError(f"The {name} has dtype {array.dtype}; it must hold phase labels.")
-    if array.ndim not in (2, 3):
-        raise InputError(f"The {name} has shape {array.shape}: a 2D image or a 3D volume is needed.")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise InputError(f"The {name} contains NaN or Inf values; replace or crop them first.")
-    return array
-
-
-def _slices(image, phase, axis, input: str, max_slices: int, smallest: int, name: str) -> list[np.ndarray]:
+def _slices(image, phase, axis, input: str, max_slices: int, smallest: int, name: str,
+            require_phase: bool = False) -> list[np.ndarray]:
     """The 2D maps the trunk sees, as stacks (n, H, W) of float32 0/1 with the transport along
-    the last axis: one stack for an image, one per slicing direction for a volume."""
-    array = _check_image(image, name)
+    the last axis: one stack for an image, one per slicing direction for a volume. The image
+    must hold phase labels and, with ``require_phase``, the phase."""
+    array = check_label_image(image, name, phase if require_phase else None)
     index = axis_index(axis, array.ndim)
     mask = array == phase
     if input == "spanning":
@@ -207,21 +206,28 @@ def _statistics(x, convs, mean_bgr, layers, scales=SCALES):
     return torch.sqrt(torch.cat(parts, 1).clamp_min(0) + 1e-12)
 
 
+def _conv_count(layers) -> int:
+    """Convolutions of VGG19 up to the deepest of ``layers``."""
+    plan = LAYER_NAMES[: LAYER_NAMES.index(layers[-1]) + 1]
+    return sum(name.startswith("conv") for name in plan)
+
+
 def _convs_for(layers, weights, device):
     import torch
 
     from .weights import VGGWeights, load_weights
 
     loaded = weights if isinstance(weights, VGGWeights) else load_weights(weights)
-    n_convs = sum(name.startswith("conv") for name in LAYER_NAMES[: LAYER_NAMES.index(layers[-1]) + 1])
+    n_convs = _conv_count(layers)
     convs = [(torch.from_numpy(np.ascontiguousarray(w)).to(device).contiguous(memory_format=torch.channels_last),
               torch.from_numpy(np.ascontiguousarray(b)).to(device)) for w, b in loaded.convs[:n_convs]]
     return loaded, convs
 
 
-def _sample_maps(images, phases, axis, input, max_slices, layers, names):
+def _sample_maps(images, phases, axis, input, max_slices, layers, names, require_phase=False):
     smallest = _smallest_side(layers)
-    return [_slices(image, p, axis, input, max_slices, smallest, n) for image, p, n in zip(images, phases, names)]
+    return [_slices(image, p, axis, input, max_slices, smallest, n, require_phase)
+            for image, p, n in zip(images, phases, names)]
 
 
 def _feature_batches(sample_maps, convs, mean_bgr, layers, device):
@@ -372,23 +378,29 @@ class PropertyModel:
         """Cross-validated r2, mae, rmse (empty when trained without cross-validation)."""
         return {k: v for k, v in self.header.get("cross_validation", {}).items() if k in ("r2", "mae", "rmse", "n", "folds")}
 
-    def predict(self, images, *, phase=None, axis: int | str | None = None, device: str = "cpu", max_slices: int | None = None) -> np.ndarray:
+    def predict(self, images, *, phase=None, axis: int | str | None = None, device: str = "cpu",
+                max_slices: int | None = None, names: Sequence[str] | None = None) -> np.ndarray:
         """Predict the property of one 2D/3D label array or a list of them (one value each).
 
         ``phase`` and ``axis`` default to the ones the model was trained with; another axis
-        turns the image so that it lies along the model's.
+        turns the image so that it lies along the model's. Every image must hold phase labels
+        (grey images are refused) in which the phase occurs; ``names`` name the images in
+        messages. :meth:`out_of_range` says which predictions are extrapolations.
         """
+        from .decoder import whole_number
         from .device import resolve_device
 
         prep = self.header["preprocessing"]
         images = _as_list(images)
         layers = self.header["layers"]
-        names = [f"image {i + 1}" for i in range(len(images))]
-        if phase is None and prep["phase"] is None:
-            raise InputError("The model was trained on images with different phases of interest: give the phase.")
-        phases = _phases(prep["phase"] if phase is None else phase, len(images))
-        maps = _sample_maps(images, phases, prep["axis"] if axis is None else axis, prep["input"],
-                            prep["max_slices"] if max_slices is None else max_slices, layers, names)
+        names = self._names(images, names)
+        phases = self._phases(images, phase)
+        slices = prep["max_slices"]
+        if max_slices is not None:
+            slices = whole_number(max_slices, "max_slices (slices of a volume per direction)")
+        axis = prep["axis"] if axis is None else axis
+        maps = _sample_maps(images, phases, axis, prep["input"], slices, layers, names,
+                            require_phase=True)
         torch_device = resolve_device(device)
         if self.header["mode"] == "frozen":
             convs, mean_bgr = self._frozen_trunk(torch_device)
@@ -397,6 +409,40 @@ class PropertyModel:
             values = _FineTuned.from_arrays(self.arrays, layers, torch_device).predict(maps)
         clip_min = self.header.get("clip_min")
         return np.maximum(values, clip_min) if clip_min is not None else values
+
+    def out_of_range(self, images, *, phase=None) -> np.ndarray:
+        """Per image, whether its prediction is an extrapolation: the image is constant, or its
+        phase fraction lies outside the training images' range (recorded in the model's
+        ``training.volume_fraction_range``; models without it flag constant images only)."""
+        images = _as_list(images)
+        known = self.header.get("training", {}).get("volume_fraction_range")
+        flags = []
+        for image, p in zip(images, self._phases(images, phase)):
+            array = np.asarray(image)
+            fraction = float((array == p).mean())
+            outside = known is not None and not known[0] <= fraction <= known[1]
+            flags.append(bool(array.min() == array.max() or outside))
+        return np.array(flags, dtype=bool)
+
+    def _phases(self, images: list, phase) -> list:
+        """The phase of interest of each image: ``phase``, else the model's."""
+        trained = self.header["preprocessing"]["phase"]
+        if phase is None and trained is None:
+            raise InputError(
+                "The model was trained on images with different phases of interest: give the "
+                "phase."
+            )
+        return _phases(trained if phase is None else phase, len(images))
+
+    @staticmethod
+    def _names(images: list, names) -> list[str]:
+        if names is None:
+            return [f"image {i + 1}" for i in range(len(images))]
+        if len(names) != len(images):
+            raise InputError(
+                f"{len(images)} images but {len(names)} names: give one name per image, or none."
+            )
+        return [str(name) for name in names]
 
     def _frozen_trunk(self, device):
         from .weights import load_weights
@@ -411,40 +457,147 @@ class PropertyModel:
         return convs, loaded.mean_bgr
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write the model as one ``.npz`` file: the arrays and the header as a JSON string."""
-        from ..io import json_default
+        """Write the model as one ``.npz`` file: the arrays and the header as a JSON string.
+
+        The file is written under a temporary name and renamed at the end, so that an
+        interrupted save leaves nothing (or the earlier file, with ``overwrite``) behind."""
+        from ..io import atomic_outputs, json_default
 
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_name(path.name + ".npz")
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists already; choose another name or pass overwrite.")
         header = json.dumps(self.header, default=json_default)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as handle:
-            np.savez(handle, header=np.array(header), **{f"array/{k}": np.asarray(v) for k, v in self.arrays.items()})
+        arrays = {f"array/{k}": np.asarray(v) for k, v in self.arrays.items()}
+        with (atomic_outputs([path], overwrite=overwrite) as staged,
+              open(staged[path], "wb") as handle):
+            np.savez(handle, header=np.array(header), **arrays)
         return path
 
 
+#: What a model file is, for the messages that refuse other files.
+_WHAT_A_MODEL_IS = (
+    "give a model file (.npz) that `napari-microstructure properties train` or "
+    "PropertyModel.save wrote"
+)
+
+
+def _unreadable_model(path: Path, exc: BaseException) -> InputError:
+    """The error for a file that numpy cannot read as a model; pickles are named, never loaded."""
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    if start[:1] == b"\x80" or (start == b"PK\x03\x04" and "pickle" in str(exc).lower()):
+        detail = ("it holds pickled Python objects, which are never loaded (loading them could "
+                  "run code)")
+    else:
+        detail = f"it is not a numpy .npz archive of arrays ({type(exc).__name__})"
+    return InputError(
+        f"{path} is not a property model written by `properties train`: {detail}; "
+        f"{_WHAT_A_MODEL_IS}."
+    )
+
+
+def _expected_arrays(mode: str, layers: list[str]) -> dict[str, tuple]:
+    """The name and shape of every array that a model of ``mode`` on ``layers`` needs."""
+    width = 2 * sum(layer_channels(name) for name in layers)  # channel means and deviations
+    if mode == "frozen":
+        width *= len(SCALES)
+        return {"feature_mean": (width,), "feature_scale": (width,), "coef": (width,),
+                "intercept": (), "alpha": ()}
+    shapes, channels_in = {}, 3
+    plan = LAYER_NAMES[: LAYER_NAMES.index(layers[-1]) + 1]
+    for i, name in enumerate(name for name in plan if name.startswith("conv")):
+        channels = layer_channels(name)
+        shapes[f"conv{i}_weight"] = (channels, channels_in, 3, 3)
+        shapes[f"conv{i}_bias"] = (channels,)
+        channels_in = channels
+    hidden = _FineTuned.HIDDEN
+    return {**shapes, "feature_mean": (width,), "feature_scale": (width,),
+            "head_w1": (width, hidden), "head_b1": (hidden,), "head_w2": (hidden, 1),
+            "head_b2": (1,), "target": (2,), "mean_bgr": (3,)}
+
+
+def _model_problem(header: dict, arrays: dict) -> str | None:
+    """What keeps a model with a valid format header from being used, or None."""
+    prep, weights, layers = (header.get(k) for k in ("preprocessing", "weights", "layers"))
+    if not isinstance(header.get("property"), str):
+        return "no property name"
+    if header.get("mode") not in MODES:
+        return f"an unknown mode {header.get('mode')!r}"
+    if not (isinstance(layers, list) and layers
+            and all(isinstance(n, str) and n in LAYER_NAMES for n in layers)):
+        return f"no valid trunk layers ({layers!r})"
+    if not (isinstance(weights, dict) and isinstance(weights.get("name"), str)
+            and "sha256" in weights):
+        return "no record of the network weights it was trained with"
+    if not (isinstance(prep, dict) and prep.get("input") in INPUTS and "phase" in prep
+            and isinstance(prep.get("axis"), (str, int))
+            and isinstance(prep.get("max_slices"), int) and prep["max_slices"] >= 1):
+        return "no valid preprocessing (input, phase, axis, max_slices)"
+    if header.get("clip_min") is not None and not isinstance(header["clip_min"], (int, float)):
+        return f"a clip_min that is not a number ({header['clip_min']!r})"
+    for name, shape in _expected_arrays(header["mode"], layers).items():
+        if name not in arrays:
+            return f"no array {name!r}"
+        array = arrays[name]
+        if array.dtype.kind != "f" or array.shape != shape:
+            return (f"an array {name!r} of shape {array.shape} and dtype {array.dtype} where "
+                    f"float {shape} is needed")
+        if not np.isfinite(array).all():
+            return f"values in the array {name!r} that are not finite"
+    if not (arrays["feature_scale"] > 0).all():
+        return "feature scales that are not positive"
+    return None
+
+
 def load_model(path: str | os.PathLike) -> PropertyModel:
-    """Read a model written by :meth:`PropertyModel.save` (arrays only: nothing is unpickled)."""
+    """Read a model written by :meth:`PropertyModel.save` (arrays only: nothing is unpickled).
+
+    Every array that the model's mode needs is checked (names, shapes, finite values), so that
+    a damaged or hand-made file is refused here with a reason, never in the middle of a
+    prediction.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder: {_WHAT_A_MODEL_IS}.")
     if not path.is_file():
         raise InputError(f"{path} does not exist: give the path of a property model (.npz).")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if "header" not in archive.files:
-                raise InputError(f"{path} is not a property model: it has no header.")
+        archive = np.load(path, allow_pickle=False)
+    except Exception as exc:  # not a zip or npy, damaged, or a pickle
+        raise _unreadable_model(path, exc) from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise InputError(
+            f"{path} holds a single numpy array, not a property model: {_WHAT_A_MODEL_IS}."
+        )
+    with archive:
+        if "header" not in archive.files:
+            raise InputError(
+                f"{path} is not a property model: it has no header; {_WHAT_A_MODEL_IS}."
+            )
+        try:
             header = json.loads(str(archive["header"]))
             arrays = {k.split("/", 1)[1]: archive[k] for k in archive.files if k.startswith("array/")}
-    except InputError:
-        raise
-    except Exception as exc:  # not a zip, damaged, or holding pickled objects
-        raise InputError(f"{path} is not a readable property model: {exc}") from exc
+        except Exception as exc:  # damaged members, pickled objects, a header that is not JSON
+            raise _unreadable_model(path, exc) from None
     if not isinstance(header, dict) or header.get("format") != MODEL_FORMAT:
         raise InputError(f"{path} is not a property model (format {header.get('format') if isinstance(header, dict) else None!r}).")
-    if header.get("version", 0) > MODEL_VERSION:
-        raise InputError(f"{path} was written by a newer version (model format {header['version']}); update napari-microstructure.")
+    version = header.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise InputError(
+            f"{path} is not a usable property model: its format version is {version!r}."
+        )
+    if version > MODEL_VERSION:
+        raise InputError(
+            f"{path} was written by a newer version (model format {version}); update "
+            "napari-microstructure."
+        )
+    problem = _model_problem(header, arrays)
+    if problem is not None:
+        raise InputError(
+            f"{path} is not a usable property model: it has {problem}. The file is damaged or "
+            f"was not written by `properties train`: {_WHAT_A_MODEL_IS}, or train the model "
+            "again."
+        )
     return PropertyModel(header, arrays)
 
 
@@ -512,8 +665,9 @@ class _FineTuned:
     def from_arrays(cls, arrays, layers, device):
         import torch
 
-        n = sum(1 for k in arrays if k.startswith("conv") and k.endswith("_weight"))
-        convs = [(torch.from_numpy(np.array(arrays[f"conv{i}_weight"])), torch.from_numpy(np.array(arrays[f"conv{i}_bias"]))) for i in range(n)]
+        convs = [(torch.from_numpy(np.array(arrays[f"conv{i}_weight"], np.float32)),
+                  torch.from_numpy(np.array(arrays[f"conv{i}_bias"], np.float32)))
+                 for i in range(_conv_count(layers))]
         head = [arrays[k] for k in ("head_w1", "head_b1", "head_w2", "head_b2")]
         target = arrays["target"]
         return cls(convs, arrays["mean_bgr"], layers, arrays["feature_mean"], arrays["feature_scale"], head, target[0], target[1], device)
@@ -604,6 +758,83 @@ class TrainProgress:
         return self.done / max(self.total, 1)
 
 
+def check_training_options(
+    *,
+    mode: str = "frozen",
+    input: str = "spanning",
+    folds: int = 5,
+    seed: int = 0,
+    epochs: int = 40,
+    patience: int = 6,
+    learning_rate: float = 1e-3,
+    validation: float = 0.2,
+    max_slices: int = MAX_SLICES,
+) -> dict:
+    """The options of :func:`train_steps` checked, whole numbers as ints, or InputError saying
+    what to do: it runs before any data are read or any work starts."""
+    from .decoder import check_learning_rate, check_seed, whole_number
+
+    if mode not in MODES:
+        raise InputError(f"Unknown mode {mode!r}: choose one of {', '.join(MODES)}.")
+    if input not in INPUTS:
+        raise InputError(f"Unknown input {input!r}: choose one of {', '.join(INPUTS)}.")
+    folds = whole_number(folds, "folds (k of the k-fold cross-validation)", 0)
+    if folds == 1:
+        raise InputError("folds must be 0 (no cross-validation) or at least 2; got 1.")
+    try:
+        validation_share = float(validation)
+    except (TypeError, ValueError):
+        validation_share = math.nan
+    if not 0.0 <= validation_share < 1.0:
+        raise InputError(
+            f"validation (the share of samples held out) must be from 0 to below 1; got "
+            f"{validation!r}."
+        )
+    return {
+        "mode": mode, "input": input, "folds": folds, "seed": check_seed(seed),
+        "epochs": whole_number(epochs, "epochs (the most epochs of fine-tuning)", 1),
+        "patience": whole_number(patience, "patience (epochs without improvement to stop)", 1),
+        "learning_rate": check_learning_rate(learning_rate), "validation": validation_share,
+        "max_slices": whole_number(max_slices, "max_slices (slices of a volume per direction)", 1),
+    }
+
+
+def _check_targets(targets, n_images: int, names) -> np.ndarray:
+    """The labels as a float array, one per image, finite and small enough that their squares
+    (which the regression and the scores sum) do not overflow; InputError otherwise."""
+    try:
+        y = np.asarray(targets, dtype=float).ravel()
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"The labels must be numbers, one per image ({exc}).") from None
+    if len(y) != n_images:
+        raise InputError(f"{n_images} images but {len(y)} labels: give one label per image.")
+    if names is not None and len(names) != n_images:
+        raise InputError(
+            f"{n_images} images but {len(names)} names: give one name per image, or none."
+        )
+    if not np.isfinite(y).all():
+        bad = int(np.flatnonzero(~np.isfinite(y))[0])
+        name = names[bad] if names is not None else f"image {bad + 1}"
+        raise InputError(
+            f"Label {bad + 1} ({name}) is {y[bad]}: labels must be finite numbers (tau is "
+            "infinite where a phase is blocked: train on D_eff instead)."
+        )
+    if len(y) < 3:
+        raise InputError(
+            f"At least 3 labelled images are needed to train a model; {len(y)} given."
+        )
+    with np.errstate(over="ignore", invalid="ignore"):
+        spread = float(np.sum((y - y.mean()) ** 2))
+    if not math.isfinite(spread):
+        raise InputError(
+            f"The labels are too large to train on (they reach {np.abs(y).max():.3g}; their "
+            "squares overflow): rescale them, e.g. give them in other units."
+        )
+    if np.ptp(y) == 0:
+        raise InputError("Every label has the same value: there is nothing to learn.")
+    return y
+
+
 def train_steps(
     images,
     targets,
@@ -647,30 +878,25 @@ def train_steps(
     """
     from .device import resolve_device
 
-    if mode not in MODES:
-        raise InputError(f"Unknown mode {mode!r}: choose one of {', '.join(MODES)}.")
-    if input not in INPUTS:
-        raise InputError(f"Unknown input {input!r}: choose one of {', '.join(INPUTS)}.")
+    options = check_training_options(
+        mode=mode, input=input, folds=folds, seed=seed, epochs=epochs, patience=patience,
+        learning_rate=learning_rate, validation=validation, max_slices=max_slices,
+    )
+    folds, seed, max_slices = options["folds"], options["seed"], options["max_slices"]
+    epochs, patience = options["epochs"], options["patience"]
+    learning_rate, validation = options["learning_rate"], options["validation"]
     images = _as_list(images)
-    y = np.asarray(targets, dtype=float).ravel()
-    if len(images) != len(y):
-        raise InputError(f"{len(images)} images but {len(y)} labels: give one label per image.")
-    if not np.isfinite(y).all():
-        bad = int(np.flatnonzero(~np.isfinite(y))[0])
+    y = _check_targets(targets, len(images), names)
+    if folds > len(y):
         raise InputError(
-            f"Label {bad + 1} ({names[bad] if names is not None else 'image ' + str(bad + 1)}) is {y[bad]}: labels must be "
-            "finite numbers (tau is infinite where a phase is blocked: train on D_eff instead)."
+            f"{folds}-fold cross-validation needs at least {folds} labelled images; {len(y)} "
+            "given: choose fewer folds (0 for none)."
         )
-    if folds and not 2 <= folds <= len(y):
-        raise InputError(f"{folds}-fold cross-validation needs at least {folds} samples (and folds >= 2, or 0 for none); {len(y)} given.")
-    if len(y) < 3:
-        raise InputError(f"At least 3 labelled images are needed to train a model; {len(y)} given.")
-    if np.ptp(y) == 0:
-        raise InputError("Every label has the same value: there is nothing to learn.")
     layers = trunk_layers(depth, profile)
     names = list(names) if names is not None else [f"image {i + 1}" for i in range(len(images))]
     phases = _phases(phase, len(images))
     maps = _sample_maps(images, phases, axis, input, max_slices, layers, names)
+    fractions = [float((np.asarray(image) == p).mean()) for image, p in zip(images, phases)]
     torch_device = resolve_device(device)
     loaded, convs = _convs_for(layers, weights, torch_device)
     single_phase = phases[0] if all(p == phases[0] for p in phases) else None  # None: give it to predict
@@ -687,6 +913,7 @@ def train_steps(
                           "statistics": "square roots of channel means and standard deviations", "max_slices": max_slices},
         "clip_min": 0.0 if (y >= 0).all() else None,
         "training": {"n_samples": len(y), "seed": seed, "folds": folds, "names": names, "targets": y.tolist(),
+                     "volume_fraction_range": [min(fractions), max(fractions)],
                      **({"epochs": epochs, "patience": patience, "learning_rate": learning_rate, "validation": validation} if mode == "finetune" else {"alphas": list(RIDGE_ALPHAS)})},
     }
     return _train(maps, y, header, convs, loaded.mean_bgr, layers, torch_device, folds, seed)
@@ -763,6 +990,7 @@ def _train(maps, y, header, convs, mean_bgr, layers, device, folds, seed):
             **scores(y[finished], out_of_fold[finished]), "folds": folds, "finished_folds": len(fold_r2), "fold_r2": fold_r2,
             "predictions": [None if np.isnan(v) else float(v) for v in out_of_fold],
         }
+    _check_finite(header.get("cross_validation"), y[finished], arrays)
     header["training"] = {**settings, **({"alpha": float(arrays["alpha"])} if frozen else {"history": history})}
     header["provenance"] = {
         "device": str(device), "partial": stopped, "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -772,6 +1000,23 @@ def _train(maps, y, header, convs, mean_bgr, layers, device, folds, seed):
     }
     yield TrainProgress("fit", 1, 1, elapsed(), 0, folds)
     return PropertyModel(header, arrays)
+
+
+def _check_finite(cross_validation: dict | None, targets: np.ndarray, arrays: dict) -> None:
+    """Refuse a model whose cross-validated metrics or parameters are not finite numbers (R² is
+    undefined, and may be NaN, only where the cross-validated labels are all equal)."""
+    bad = []
+    if cross_validation is not None:
+        undefined_r2 = np.ptp(targets) == 0
+        bad = [f"{k} {cross_validation[k]}" for k in ("r2", "mae", "rmse")
+               if not math.isfinite(cross_validation[k]) and not (k == "r2" and undefined_r2)]
+    if not all(np.isfinite(np.asarray(v, float)).all() for v in arrays.values()):
+        bad.append("parameters that are not finite")
+    if bad:
+        raise InputError(
+            f"Training gave {', '.join(bad)}: the labels are too large or too spread for this "
+            "model. Rescale them (e.g. other units) and train again; no model was made."
+        )
 
 
 def _versions() -> dict:

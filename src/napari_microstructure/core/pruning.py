@@ -275,6 +275,28 @@ def _rss_bytes() -> int | None:
         return None
 
 
+def _peak_rss_bytes() -> int | None:
+    """The kernel's high-water mark of the resident set (``VmHWM``), or None."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's high-water mark to the current resident set (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        return False
+    return _peak_rss_bytes() is not None
+
+
 def _release_freed_memory() -> None:
     """Collect garbage and ask glibc to return freed heap memory to the system, so that the next
     RSS measurement starts from what is really in use."""
@@ -292,26 +314,35 @@ class PeakMemory:
 
     - CUDA: ``torch.cuda.max_memory_allocated`` (after resetting the peak) minus the memory
       allocated at the start: exact, for torch's tensors.
-    - CPU on Linux: the process's resident set size, sampled every ``interval`` seconds by a
-      thread, peak minus its value at the start (freed memory is first returned to the system
-      with ``malloc_trim``). torch's CPU tensors live in the process heap, so they are seen
-      (tracemalloc would not see them); a peak shorter than the interval may be missed, and
-      memory the allocator keeps between runs makes it approximate (a few MB).
+    - CPU on Linux: the kernel's high-water mark of the process's resident set (``VmHWM``,
+      reset at the start through ``/proc/self/clear_refs``) minus the resident set at the start:
+      exact, however short the peak (freed memory is first returned to the system with
+      ``malloc_trim``). torch's CPU tensors live in the process heap, so they are seen.
+      Where the mark cannot be reset, the resident set is sampled every ``interval`` seconds by
+      a thread (and at each :meth:`sample`), and a peak between two samples may be missed.
     - Elsewhere (MPS, no ``/proc``): ``None``; the study then reports the decoder's estimate only.
 
+    The peak is the whole process's: work in other threads during the block counts too.
     ``.method`` names the method used.
     """
 
-    def __init__(self, device=None, interval: float = 0.01):
+    def __init__(self, device=None, interval: float = 0.01, sampled: bool = False):
         self.device = device
         self.interval = float(interval)
+        self.sampled = sampled
         self.peak: int | None = None
         self.method = "none"
+        self._start = 0
+        self._max = 0
+        self._high_water_mark = False
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
+    def _device_type(self) -> str:
+        return getattr(self.device, "type", str(self.device or "cpu").split(":")[0])
+
     def __enter__(self) -> PeakMemory:
-        device_type = getattr(self.device, "type", str(self.device or "cpu").split(":")[0])
+        device_type = self._device_type()
         if device_type == "cuda":
             import torch
 
@@ -320,39 +351,50 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._start = torch.cuda.memory_allocated(self.device)
             return self
-        if device_type == "cpu":
-            _release_freed_memory()
-            start = _rss_bytes()
-            if start is not None:
-                self.method = (
-                    f"process resident set size, sampled every {self.interval * 1000:.0f} ms, "
-                    "peak minus the value at the start"
-                )
-                self._start = start
-                self._max = start
-                self._thread = threading.Thread(target=self._sample, name="PeakMemory", daemon=True)
-                self._thread.start()
+        if device_type != "cpu":
+            return self
+        _release_freed_memory()
+        start = _rss_bytes()
+        if start is None:
+            return self
+        self._start = self._max = start
+        if not self.sampled and _reset_peak_rss():
+            self._high_water_mark = True
+            self.method = "process resident set high-water mark (VmHWM) minus the value at the start"
+            return self
+        self.method = (
+            f"process resident set size, sampled every {self.interval * 1000:.0f} ms, "
+            "peak minus the value at the start"
+        )
+        self._thread = threading.Thread(target=self._sample_every_interval, name="PeakMemory",
+                                        daemon=True)
+        self._thread.start()
         return self
 
-    def _sample(self) -> None:
+    def sample(self) -> None:
+        """Take one sample of the resident set now (the sampled method only)."""
+        value = _rss_bytes()
+        if value is not None and value > self._max:
+            self._max = value
+
+    def _sample_every_interval(self) -> None:
         while not self._stop.wait(self.interval):
-            value = _rss_bytes()
-            if value is not None and value > self._max:
-                self._max = value
+            self.sample()
 
     def __exit__(self, *exc) -> None:
-        device_type = getattr(self.device, "type", str(self.device or "cpu").split(":")[0])
+        device_type = self._device_type()
         if device_type == "cuda":
             import torch
 
             torch.cuda.synchronize(self.device)
             self.peak = int(torch.cuda.max_memory_allocated(self.device) - self._start)
+        elif self._high_water_mark:
+            mark = _peak_rss_bytes()
+            self.peak = None if mark is None else int(max(mark - self._start, 0))
         elif self._thread is not None:
             self._stop.set()
             self._thread.join()
-            value = _rss_bytes()
-            if value is not None:
-                self._max = max(self._max, value)
+            self.sample()
             self.peak = int(max(self._max - self._start, 0))
 
 
@@ -669,12 +711,13 @@ class StudyProgress:
 
 
 def _as_images(images) -> list[np.ndarray]:
-    from .phases import validate_image
+    from .phases import check_unmasked, validate_image
 
     if isinstance(images, np.ndarray) or not isinstance(images, (list, tuple)):
         images = [images]
     found = []
     for item in images:
+        check_unmasked(item, "micrograph")
         array = np.asarray(item)
         if array.ndim == 3 and min(array.shape) > 1 and array.shape[0] < min(array.shape[1:]):
             found.extend(validate_image(plane, 2, "micrograph") for plane in array)  # a stack
@@ -743,7 +786,9 @@ def prune_steps(
     checked when this function is called, before the generator runs: bad input raises
     :class:`~napari_microstructure.core.errors.MicrostructureError`.
     """
-    from .decoder import DEFAULT_ITERATIONS, DEFAULT_LEVELS, estimate_memory
+    from .decoder import (
+        DEFAULT_ITERATIONS, DEFAULT_LEVELS, check_levels, check_seed, estimate_memory, whole_number,
+    )
     from .device import free_memory_bytes, resolve_device
     from .metrics import floor as metric_floor
     from .phases import describe_image
@@ -777,11 +822,11 @@ def prune_steps(
             f"{max(min_input_size(c.layers) for c in too_deep)} pixels. Choose shallower "
             "configurations or larger images."
         )
-    samples = int(samples)
-    iterations = DEFAULT_ITERATIONS if iterations is None else int(iterations)
-    levels = DEFAULT_LEVELS if levels is None else int(levels)
-    if samples < 1 or iterations < 1 or levels < 1:
-        raise InputError("samples, iterations and levels must each be at least 1.")
+    samples = whole_number(samples, "samples", 1)
+    iterations = whole_number(DEFAULT_ITERATIONS if iterations is None else iterations, "iterations", 1)
+    levels = check_levels(DEFAULT_LEVELS if levels is None else levels)
+    seed = check_seed(seed)
+    check_seed(seed + len(micrographs) - 1)  # image i uses seed + i
     if seconds is not None:
         seconds = float(seconds)
         if not seconds > 0:
@@ -809,7 +854,7 @@ def prune_steps(
             floors.append(float("nan"))
     settings = dict(
         micrographs=micrographs, names=names, configs=configs, samples=samples,
-        iterations=iterations, seconds=seconds, levels=levels, seed=int(seed),
+        iterations=iterations, seconds=seconds, levels=levels, seed=seed,
         device=device, torch_device=torch_device, weights=weights,
         weights_info=describe_weights(vgg_weights), tolerance=tolerance,
         material=material or default_material(names), floors=floors,

@@ -24,7 +24,7 @@ fraction (the mean of the micrographs' fractions) by the same rank assignment as
 :class:`VolumeProgress` messages whose return value is a :class:`VolumeReconstruction`; send
 ``"stop"`` to end it early with the partial result. :func:`reconstruct_volume` runs it to the
 end. :func:`compare_volume` scores a volume against the micrographs (per axis) or against a 3D
-original.
+original, :func:`compare_volume_grey` a grey volume against grey micrographs.
 """
 
 from __future__ import annotations
@@ -50,9 +50,14 @@ from .decoder import (
     _scores,
     _target_grams,
     _to_colour,
+    check_layer_weights,
+    check_learning_rate,
+    check_levels,
+    check_seed,
     estimate_memory,
     island_limits,
     run_to_end,
+    whole_number,
 )
 from .descriptors import gram_loss, gram_matrices
 from .device import resolve_device
@@ -225,10 +230,7 @@ def _combined_model(images: dict, kind: str) -> ImageModel:
 
 def _volume_size(size) -> tuple[int, int, int]:
     values = [size] if np.ndim(size) == 0 else list(size)
-    try:
-        values = [int(v) for v in values]
-    except (TypeError, ValueError):
-        raise InputError(f"The volume size {size!r} must be one integer N (for N^3) or three (D, H, W).") from None
+    values = [whole_number(v, "Each side of the volume", 1) for v in values]
     if len(values) == 1:
         values *= 3
     if len(values) != 3:
@@ -367,10 +369,13 @@ def reconstruct_volume_steps(
     layers = check_layers(layers)
     if optimizer not in OPTIMIZERS:
         raise InputError(f"Unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}.")
-    if int(iterations) < 1 or int(levels) < 1:
-        raise InputError("iterations and levels must each be at least 1.")
-    if slices_per_axis is not None and int(slices_per_axis) < 1:
-        raise InputError("slices_per_axis must be at least 1 (or None for every slice).")
+    iterations = whole_number(iterations, "iterations")
+    levels = check_levels(levels)
+    seed = check_seed(seed)
+    learning_rate = check_learning_rate(learning_rate)
+    layer_weights = check_layer_weights(layer_weights, layers)
+    if slices_per_axis is not None:
+        slices_per_axis = whole_number(slices_per_axis, "slices_per_axis (None for every slice)")
     size = _volume_size(size if size is not None else max(max(m.shape) for m in images.values()))
     smallest = min_input_size(layers)
     too_small = [f"{AXIS_NAMES[a]}: {m.shape}" for a, m in images.items() if min(m.shape) < smallest]
@@ -385,15 +390,17 @@ def reconstruct_volume_steps(
     if symmetric is None:
         symmetric = len(axes) == 3 and all(images[a] is images[axes[0]] for a in axes)
     torch_device = resolve_device(device)
-    _check_volume_memory(size, slices_per_axis, layers, model.n_channels, optimizer, axes, int(levels), torch_device)
+    _check_volume_memory(
+        size, slices_per_axis, layers, model.n_channels, optimizer, axes, levels, torch_device
+    )
     vgg_weights = load_weights(weights)
     encoder = get_encoder(layers, weights, torch_device)
     colours = torch.from_numpy(phase_colours(max(len(model.labels), 2))).to(torch_device)
     target_side = min(min(m.shape) for m in images.values())
-    schedule = _volume_schedule(size, target_side, int(levels), int(iterations), smallest)
+    schedule = _volume_schedule(size, target_side, levels, iterations, smallest)
     total = sum(steps for _, steps in schedule)
 
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(seed)
     coarse = tuple(math.ceil(s / schedule[0][0]) for s in size)
     if model.kind == "labels":
         prior = np.log(np.clip(np.asarray(model.fractions), 1e-6, None))
@@ -413,10 +420,11 @@ def reconstruct_volume_steps(
     return _optimize_volume(
         images=images, model=model, layers=layers, size=size, schedule=schedule, total=total,
         parameters=parameters, generator=generator, encoder=encoder, colours=colours,
-        slices_per_axis=None if slices_per_axis is None else int(slices_per_axis),
-        symmetric=bool(symmetric), optimizer=optimizer, learning_rate=float(learning_rate), layer_weights=layer_weights,
+        slices_per_axis=slices_per_axis,
+        symmetric=bool(symmetric), optimizer=optimizer, learning_rate=learning_rate,
+        layer_weights=layer_weights,
         periodic=bool(periodic), preview_interval=preview_interval, device=torch_device,
-        vgg_weights=vgg_weights, seed=int(seed), iterations=int(iterations), levels=int(levels),
+        vgg_weights=vgg_weights, seed=seed, iterations=iterations, levels=levels,
         islands=islands, reference=reference,
     )
 
@@ -607,8 +615,8 @@ def _optimize_volume(
         "method": "3D Gram-matrix reconstruction from 2D slices with a pretrained VGG19 (Li et al. 2018; Bostanabad 2020)",
         "parameters": {
             "size": list(size), "slices_per_axis": slices_per_axis, "layers": list(layers),
-            "iterations": iterations, "levels": levels, "optimizer": optimizer,
-            "finest_level_weight": FINEST_LEVEL_WEIGHT,
+            "iterations": iterations, "levels": len(schedule), "levels_requested": levels,
+            "optimizer": optimizer, "finest_level_weight": FINEST_LEVEL_WEIGHT,
             "learning_rate": learning_rate if optimizer == "adam" else None,
             "learning_rate_floor": LEARNING_RATE_FLOOR if optimizer == "adam" else None,
             "symmetric": symmetric, "layer_weights": layer_weights, "periodic": periodic, "kind": model.kind,
@@ -714,7 +722,9 @@ def compare_volume(reference, volume) -> dict:
         - for each axis ``a`` with a reference, ``e_s2_axis{a}``: the worst phase's RMS over
           ``r = 0 .. L`` of the difference between ``C(r)`` of the volume's slices normal to
           ``a`` (pooled, :func:`slice_two_point`) and ``C(r)`` of the micrograph of axis ``a``
-          (or of the original's slices normal to ``a``), ``L = min(reference plane) // 4``;
+          (or of the original's slices normal to ``a``), ``L = min(reference plane) // 4``,
+          or the radii the volume's slices allow where they are smaller than ``2 L``
+          (:func:`~napari_microstructure.core.metrics.comparison_max_length`);
           ``e_lp_axis{a}``: the lineal-path error along both in-plane axes of those slices
           (worst phase and direction, divided by ``phi_ref``); ``e_vf_axis{a}``: against that
           micrograph's own fractions;
@@ -752,12 +762,7 @@ def compare_volume(reference, volume) -> dict:
             plane_shape = _plane_shape(original.shape, axis)
         else:
             plane_shape = given[axis].shape
-        L = _metrics.default_max_length(plane_shape)
-        if L > min(_plane_shape(vol.shape, axis)) // 2:
-            raise InputError(
-                f"The volume {vol.shape} is too small to compare with the reference along axis "
-                f"{axis}: the errors use radii up to {L}, which needs {2 * L} voxels in each slice."
-            )
+        L = _metrics.comparison_max_length(plane_shape, _plane_shape(vol.shape, axis))
         worst_s2, worst_lp, worst_vf = 0.0, 0.0, 0.0
         for p in phases:
             if original is not None:
@@ -795,6 +800,62 @@ def compare_volume(reference, volume) -> dict:
     return row
 
 
+def _grey_autocovariance_slices(values: np.ndarray, axis: int, L: int) -> np.ndarray:
+    """Radial ``C(r)`` of the grey slices normal to ``axis``, pooled over the slices (centred
+    on the volume's mean and divided by its variance, as the phases' pooled ``S2``)."""
+    from scipy import fft as sp_fft
+
+    centred = np.moveaxis(values - values.mean(), axis, 0)
+    variance = float(np.mean(centred * centred))
+    if variance <= 0.0:
+        return _metrics._autocovariance(np.zeros(L + 1), 1.0)
+    spectrum = sp_fft.rfftn(centred, axes=(1, 2))
+    power = spectrum.real**2 + spectrum.imag**2
+    covariance = sp_fft.irfftn(power, s=centred.shape[1:], axes=(1, 2)).mean(axis=0)
+    covariance /= centred.shape[1] * centred.shape[2]
+    return _metrics._radial_average(covariance, L) / variance
+
+
+def compare_volume_grey(reference, volume) -> dict:
+    """Fidelity of a reconstructed grey volume, per axis, against grey micrographs.
+
+    Parameters
+    ----------
+    reference
+        The micrographs as given to :func:`reconstruct_volume_steps`: one 2D micrograph, a
+        mapping axis -> micrograph, or three.
+    volume : (D, H, W) grey levels.
+
+    Returns
+    -------
+    dict
+        One flat row (for a table): ``shape``; ``e_hist``: the grey-level distribution error
+        (:func:`~napari_microstructure.core.metrics.e_hist`) of all voxels against the
+        micrographs' grey levels together; for each axis ``a`` with a micrograph,
+        ``e_ac_axis{a}``: the RMS over ``r = 0 .. L`` of the difference between ``C(r)`` of the
+        volume's slices normal to ``a`` (pooled) and ``C(r)`` of that micrograph
+        (:func:`~napari_microstructure.core.metrics.grey_autocovariance`), ``L`` as in
+        :func:`compare_volume`; ``e_ac``: the worst axis.
+    """
+    vol = _metrics._check_grey(volume, "volume")
+    if vol.ndim != 3:
+        raise InputError(f"The volume must be 3D, not shape {vol.shape}.")
+    given = per_axis(reference)
+    checked = {id(m): _metrics._check_grey(m, "micrograph") for m in given.values()}
+    if any(m.ndim != 2 for m in checked.values()):
+        raise InputError("Micrographs must be 2D.")
+    pooled = np.concatenate([m.ravel() for m in checked.values()])
+    row: dict = {"shape": "x".join(map(str, vol.shape)), "e_hist": _metrics._e_hist(pooled, vol)}
+    for axis, image in sorted(given.items()):
+        micrograph = checked[id(image)]
+        L = _metrics.comparison_max_length(micrograph.shape, _plane_shape(vol.shape, axis))
+        slices = _grey_autocovariance_slices(vol, axis, L)
+        reference_c = _metrics._grey_autocovariance_of(micrograph, L)
+        row[f"e_ac_axis{axis}"] = _metrics._rms(slices - reference_c)
+    row["e_ac"] = max(row[f"e_ac_axis{axis}"] for axis in given)
+    return row
+
+
 __all__ = [
     "AXIS_NAMES",
     "DEFAULT_ITERATIONS",
@@ -805,6 +866,7 @@ __all__ = [
     "VolumeProgress",
     "VolumeReconstruction",
     "compare_volume",
+    "compare_volume_grey",
     "estimate_volume_memory",
     "mid_planes",
     "per_axis",

@@ -180,6 +180,16 @@ def _read_npz(path: Path) -> tuple[list[np.ndarray], tuple[float, float, float]]
 
 
 def _load_file(path: Path, expected_sha256: str | None, source: str) -> VGGWeights:
+    if path.is_dir():
+        raise WeightsError(
+            f"The weights path {path} is a folder: give the path of the weights file inside it "
+            "(e.g. vgg19_normalized.pkl)."
+        )
+    if path.exists() and not path.is_file():
+        raise WeightsError(
+            f"The weights path {path} is not a regular file (a device, pipe or socket): give "
+            "the path of a weights file (.pkl, .pt, .pth or .npz)."
+        )
     if not path.is_file():
         raise WeightsError(f"The weights file {path} does not exist. {HOW_TO_GET_WEIGHTS}")
     digest = sha256_of(path)

@@ -281,15 +281,13 @@ class ResultsPlot(QWidget):
         self.canvases["loss"].draw_idle()
 
     # ----------------------------------------------------------------------------- files
-    #: File names that :meth:`save` writes.
+    #: Names of the files of the three plots, in the order :meth:`save` takes them.
     FILES = ("autocovariance.png", "lineal_path.png", "loss.png")
 
-    def save(self, folder: Path) -> list[Path]:
-        """Write the three plots as PNG files into ``folder``; return their paths."""
-        folder = Path(folder)
-        paths = []
-        for (name, figure), file_name in zip(self.figures.items(), self.FILES):
-            path = folder / file_name
-            figure.savefig(path, dpi=150, facecolor=figure.get_facecolor())
-            paths.append(path)
+    def save(self, paths: list[Path]) -> list[Path]:
+        """Write the three plots as PNG files to ``paths`` (one per entry of :attr:`FILES`, in
+        that order); return the paths."""
+        paths = [Path(path) for path in paths]
+        for figure, path in zip(self.figures.values(), paths, strict=True):
+            figure.savefig(path, dpi=150, format="png", facecolor=figure.get_facecolor())
         return paths

@@ -9,13 +9,19 @@ crops of the layers (and generated microstructures), labelled by physics, or a d
 thread only draws); Stop sends ``"stop"`` into it. The cross-validated parity plot, the loss
 curve of fine-tuning and the metrics are docked. Predict runs the model on the selected layers
 (2D or 3D) and writes the values into a docked table (Save as CSV) and into each layer's
-metadata under ``"predictions"``; layer data are never touched.
+metadata under ``"predictions"``; layer data are never touched. Both run in threads of the
+widget's :class:`~napari_microstructure.widgets._worker.JobRunner`, which stops and waits for
+them when the widget or the viewer closes. Save model, Save dataset and Save as CSV write all or
+nothing, never over a file a layer was read from.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,15 +47,13 @@ from qtpy.QtWidgets import (
 
 from ..core.datasets import BuildProgress
 from ..core.errors import InputError, MicrostructureError
-from ._table import ResultsTable
-from .reconstruction import job_worker, worker_settings
+from ._worker import STOP, JobRunner, SavedTable, layer_files, worker_settings
 
 if TYPE_CHECKING:
     import napari
 
 __all__ = ["PropertyPlot", "PropertyWidget", "TrainingRequest", "training_job"]
 
-STOP = "stop"
 DOCK_PLOT = "Property model"
 DOCK_TABLE = "Property predictions"
 #: Where the training labels come from.
@@ -57,8 +61,6 @@ SOURCE_TABLE, SOURCE_PHYSICS, SOURCE_BUILD, SOURCE_FOLDER = (
     "layers + CSV table", "layers, D_eff by TauFactor", "crops of the layers, D_eff by TauFactor", "dataset folder",
 )
 DEPTHS = ("pool1", "pool2", "pool3", "pool4", "pool5")
-#: Errors a user can act on: shown as a notification, without a traceback.
-_USER_ERRORS = (MicrostructureError, FloatingPointError, OSError, MemoryError, ValueError)
 
 
 # ------------------------------------------------------------------------------------------
@@ -82,7 +84,7 @@ class TrainingRequest:
 @dataclass
 class TrainingResult:
     model: Any = None  # core.properties.PropertyModel, None when stopped before the fit
-    error: str | None = None
+    stopped: str | None = None  # where a run stopped before training, for the status line
     targets: np.ndarray | None = None
     names: list = field(default_factory=list)
     dataset: Any = None  # core.datasets.Dataset built for this run
@@ -111,60 +113,55 @@ def _folder_data(folder: str, column: str, phase):
 
 def training_job(request: TrainingRequest):
     """The worker's generator: label and read the data, then relay the core's training messages
-    (Stop commands go in); returns a :class:`TrainingResult`."""
+    (Stop commands go in); returns a :class:`TrainingResult` (errors are raised)."""
     from ..core.datasets import build_dataset_steps, transport_labels
     from ..core.properties import train_steps
 
     options = dict(request.options)
     with worker_settings(request.torch_threads):
-        try:
-            images, names, targets = list(request.images), list(request.names), request.targets
-            dataset = None
-            if request.build is not None:
-                building = build_dataset_steps(micrographs=dict(zip(names, images)), **request.build)
-                command = None
-                while True:
-                    try:
-                        command = STOP if (yield building.send(command)) == STOP else None
-                    except StopIteration as built:
-                        dataset = built.value
-                        break
-                if dataset.partial:
-                    return TrainingResult(error="Stopped while building the dataset.", dataset=dataset)
-                images, names = dataset.images, [str(n) for n in dataset.table["file"]]
-                targets = dataset.table[options["property"]].to_numpy(float)
-            elif request.folder is not None:
-                images, names, targets, options["phase"] = _folder_data(request.folder, options["property"], options["phase"])
-            elif targets is None:
-                values = []
-                for index, image in enumerate(images):
-                    row = transport_labels(image, options["phase"], (options["axis"],))
-                    values.append(row[options["property"]])
-                    if (yield LabelProgress(index + 1, len(images))) == STOP:
-                        return TrainingResult(error="Stopped while computing the labels.")
-                targets = values
-            targets = np.asarray(targets, dtype=float)
-            steps = train_steps(images, targets, names=names, **options)
-        except _USER_ERRORS as error:
-            return TrainingResult(error=str(error))
+        images, names, targets = list(request.images), list(request.names), request.targets
+        dataset = None
+        if request.build is not None:
+            building = build_dataset_steps(micrographs=dict(zip(names, images)), **request.build)
+            command = None
+            while True:
+                try:
+                    command = STOP if (yield building.send(command)) == STOP else None
+                except StopIteration as built:
+                    dataset = built.value
+                    break
+            if dataset.partial:
+                stopped = "Stopped while building the dataset."
+                return TrainingResult(stopped=stopped, dataset=dataset)
+            images, names = dataset.images, [str(n) for n in dataset.table["file"]]
+            targets = dataset.table[options["property"]].to_numpy(float)
+        elif request.folder is not None:
+            images, names, targets, options["phase"] = _folder_data(
+                request.folder, options["property"], options["phase"]
+            )
+        elif targets is None:
+            values = []
+            for index, image in enumerate(images):
+                row = transport_labels(image, options["phase"], (options["axis"],))
+                values.append(row[options["property"]])
+                if (yield LabelProgress(index + 1, len(images))) == STOP:
+                    return TrainingResult(stopped="Stopped while computing the labels.")
+            targets = values
+        targets = np.asarray(targets, dtype=float)
+        steps = train_steps(images, targets, names=names, **options)
         command = None
         while True:
             try:
                 message = steps.send(command)
             except StopIteration as finished:
                 return TrainingResult(model=finished.value, targets=targets, names=names, dataset=dataset)
-            except _USER_ERRORS as error:
-                return TrainingResult(error=str(error))
             command = STOP if (yield message) == STOP else None
 
 
-def prediction_job(model, images: list, threads: int = 0):
-    """Predict every image (worker thread); returns ``(values, error)``."""
+def prediction_job(model, images: list, threads: int = 0) -> list[float]:
+    """Predict every image (worker thread; errors are raised)."""
     with worker_settings(threads, lower_priority=False):
-        try:
-            return [float(v) for v in model.predict(images)], None
-        except _USER_ERRORS as error:
-            return None, str(error)
+        return [float(v) for v in model.predict(images)]
 
 
 # ------------------------------------------------------------------------------------------
@@ -248,6 +245,20 @@ class PropertyPlot(QWidget):
 # ------------------------------------------------------------------------------------------
 
 
+def _layer_data(layers) -> tuple[np.ndarray, ...]:
+    """Copies of the layers' data (the full resolution of a multiscale layer); an RGB layer is
+    refused (its colour channels would be taken for an axis of a volume)."""
+    for layer in layers:
+        if getattr(layer, "rgb", False):
+            raise InputError(
+                f"Layer '{layer.name}' is an RGB image: give phase labels (a Labels layer, or an "
+                "image whose values are the phases)."
+            )
+    return tuple(
+        np.array(layer.data[0] if layer.multiscale else layer.data, copy=True) for layer in layers
+    )
+
+
 def _spin(low: int, high: int, value: int, tip: str) -> QSpinBox:
     spin = QSpinBox()
     spin.setRange(low, high)
@@ -267,7 +278,11 @@ def _path_row(edit: QLineEdit, browse) -> QHBoxLayout:
 
 
 class PropertyWidget(QWidget):
-    """Train a structure-property model on layers or a dataset folder; predict on layers."""
+    """Train a structure-property model on layers or a dataset folder; predict on layers.
+
+    ``runner`` (:class:`JobRunner`) runs the training (``worker``; the Train button stops it)
+    and the predictions (``predict_worker``).
+    """
 
     #: Emitted on the main thread when a training run has ended and the widget is ready again.
     training_finished = Signal()
@@ -279,12 +294,12 @@ class PropertyWidget(QWidget):
         self.viewer = napari_viewer
         self.model = None
         self.dataset = None  # the last dataset built here
-        self.worker = None
         self.predict_worker = None
         self.plot = PropertyPlot()
-        self.table = ResultsTable()
+        self.table = SavedTable(napari_viewer)
         self._docked = False
         self._build()
+        self.runner = JobRunner(self, self.train_button)
         self._refresh_layers()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self._refresh_layers)
@@ -504,17 +519,26 @@ class PropertyWidget(QWidget):
             self.use_profile(path)
 
     def save_model(self, path: str | os.PathLike, overwrite: bool = False) -> Path | None:
-        """Write the current model as one .npz file (None, with a notification, on failure)."""
+        """Write the current model as one .npz file (``.npz`` is added to another name), all or
+        nothing, never over a file a layer was read from (None, with a notification, when it
+        cannot be written)."""
+        from .. import io
+
         if self.model is None:
             show_warning("No model yet: train or load one first.")
             return None
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_name(path.name + ".npz")
         try:
-            written = self.model.save(path, overwrite=overwrite)
+            inputs = layer_files(self.viewer)
+            with io.atomic_outputs([path], overwrite=overwrite, inputs=inputs) as staged:
+                self.model.save(staged[path])
         except (OSError, MicrostructureError) as error:
-            show_error(f"Could not save the model: {error}")
+            show_error(f"Could not save the model (nothing was written): {error}")
             return None
-        show_info(f"Wrote {written}")
-        return written
+        show_info(f"Wrote {path}")
+        return path
 
     def _ask_save(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save the model", "property_model.npz", "Model (*.npz)")
@@ -522,19 +546,31 @@ class PropertyWidget(QWidget):
             self.save_model(path, overwrite=True)  # the dialog has asked about replacing
 
     def save_dataset(self, folder: str | os.PathLike) -> Path | None:
-        """Write the dataset built by the last run into an empty ``folder``."""
-        from ..core.datasets import write_dataset
+        """Write the dataset built by the last run into ``folder`` (its images, labels.csv and
+        provenance), all or nothing: no file there is replaced, nor a file a layer was read
+        from. Returns the labels file (None, with a notification, when nothing was written)."""
+        from .. import io
+        from ..core.datasets import LABELS_FILE, write_dataset
 
         if self.dataset is None:
             show_warning("No dataset built yet: train on crops of the layers first.")
             return None
+        folder = Path(folder)
         try:
-            written = write_dataset(self.dataset, folder)
+            io.check_outputs([folder / LABELS_FILE])  # an unwritable folder: refused first
+            with tempfile.TemporaryDirectory(prefix="napari-microstructure-") as scratch:
+                write_dataset(self.dataset, scratch)
+                written = [f for f in Path(scratch).rglob("*") if f.is_file()]
+                files = sorted(f.relative_to(scratch) for f in written)
+                outputs = [folder / file for file in files]
+                with io.atomic_outputs(outputs, inputs=layer_files(self.viewer)) as staged:
+                    for file, output in zip(files, outputs):
+                        shutil.move(Path(scratch) / file, staged[output])
         except (OSError, MicrostructureError) as error:
-            show_error(f"Could not write the dataset: {error}")
+            show_error(f"Could not write the dataset into {folder} (nothing was written): {error}")
             return None
-        show_info(f"Wrote {len(self.dataset.images)} images and {written.name} into {folder}")
-        return written
+        show_info(f"Wrote {len(self.dataset.images)} images and {LABELS_FILE} into {folder}")
+        return folder / LABELS_FILE
 
     def _ask_save_dataset(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder for the dataset")
@@ -580,7 +616,7 @@ class PropertyWidget(QWidget):
                 raise InputError("Choose a dataset folder (with labels.csv).")
             return TrainingRequest((), (), None, folder, None, options)
         layers = self.selected_layers()
-        images = tuple(np.array(layer.data[0] if layer.multiscale else layer.data, copy=True) for layer in layers)
+        images = _layer_data(layers)
         names = tuple(layer.name for layer in layers)
         if source == SOURCE_BUILD:
             if not layers:
@@ -602,16 +638,21 @@ class PropertyWidget(QWidget):
             raise InputError(f"The label table has no row for the layer {missing[0]!r}: add it, or deselect that layer.")
         return TrainingRequest(images, names, tuple(float(by_name[n]) for n in names), None, None, options)
 
+    @property
+    def worker(self):
+        """The worker of the running training, or None."""
+        return self.runner.worker
+
     def _on_train_clicked(self) -> None:
-        if self.worker is None:
-            self.train()
-        else:
+        if self.runner.running:
             self.stop()
+        else:
+            self.train()
 
     def train(self):
         """Start training with the current choices; return the worker (None if refused)."""
 
-        if self.worker is not None:
+        if self.runner.running:
             show_warning("Training is running already: stop it first.")
             return None
         try:
@@ -620,24 +661,20 @@ class PropertyWidget(QWidget):
             show_error(str(error))
             self.status.setText(f"Not started: {error}")
             return None
-        worker = job_worker(self, training_job, request)
-        self.worker = worker
-        self.train_button.setText("Stop")
         self.progress.setRange(0, 0)
         self.progress.setFormat("preparing…")
         labelling = request.targets is None and request.folder is None
         self.status.setText("Computing D_eff with TauFactor…" if labelling else "Preparing the data…")
         self._dock_results()
         self.plot.start_loss()
-        worker.start()
-        return worker
+        return self.runner.start(
+            training_job, request, yielded=self._on_yielded, returned=self._on_returned,
+            failed=self._on_failed, finished=self._on_finished,
+        )
 
     def stop(self) -> None:
         """Stop training: the finished folds are kept and the final model is fitted."""
-        if self.worker is not None:
-            self.worker.send(STOP)
-            self.train_button.setEnabled(False)
-            self.train_button.setText("Stopping…")
+        self.runner.stop(STOP)
 
     def _on_yielded(self, message) -> None:
         if isinstance(message, BuildProgress):
@@ -662,9 +699,8 @@ class PropertyWidget(QWidget):
         if result.dataset is not None:
             self.dataset = result.dataset
             self.save_dataset_button.setEnabled(True)
-        if result.error is not None:
-            show_error(result.error)
-            self.status.setText(f"Failed: {result.error}")
+        if result.stopped is not None:
+            self.status.setText(result.stopped)
             return
         if result.model is None:
             self.status.setText("Stopped before a model was fitted.")
@@ -675,13 +711,10 @@ class PropertyWidget(QWidget):
         quality = f" Cross-validated R² {metrics['r2']:.3f}, MAE {metrics['mae']:.3g}." if "r2" in metrics else ""
         self.status.setText(f"Trained on {len(result.targets)} samples ({self.model.header['mode']}, trunk {self.model.header['depth']}).{quality}")
 
-    def _on_errored(self, error: Exception) -> None:
-        self.status.setText(f"Failed: {type(error).__name__}: {error}")
+    def _on_failed(self, message: str) -> None:
+        self.status.setText(f"Failed: {message}")
 
     def _on_finished(self) -> None:
-        self.worker = None
-        self.train_button.setText("Train")
-        self.train_button.setEnabled(True)
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
         self.progress.setFormat("idle")
@@ -691,8 +724,6 @@ class PropertyWidget(QWidget):
     # ------------------------------------------------------------------------------ prediction
     def predict(self):
         """Predict the property of every selected layer; return the worker (None if refused)."""
-        from napari.qt.threading import create_worker
-
         if self.model is None:
             show_warning("No model yet: train or load one first.")
             return None
@@ -700,27 +731,27 @@ class PropertyWidget(QWidget):
         if not layers:
             show_error("Select the layers to predict (2D or 3D Image or Labels layers).")
             return None
-        images = [np.array(layer.data[0] if layer.multiscale else layer.data, copy=True) for layer in layers]
+        try:
+            images = list(_layer_data(layers))
+        except InputError as error:
+            show_error(str(error))
+            self.status.setText(f"Not started: {error}")
+            return None
         names = [layer.name for layer in layers]
         model = self.model
-        worker = create_worker(prediction_job, model, images, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(lambda result: self._on_predicted(result, model, names))
-        worker.finished.connect(self._on_predict_finished)
-        self.predict_worker = worker
+        self.predict_worker = self.runner.start(
+            prediction_job, model, images, main=False,
+            returned=partial(self._on_predicted, model=model, names=names),
+            failed=self._on_predict_failed, finished=self._on_predict_finished,
+        )
         self._update_model_buttons()
         self.status.setText(f"Predicting {len(names)} layer(s)…")
         self._dock_results()
-        worker.start()
-        return worker
+        return self.predict_worker
 
-    def _on_predicted(self, result, model, names: list[str]) -> None:
+    def _on_predicted(self, values: list[float], model, names: list[str]) -> None:
         import pandas as pd
 
-        values, error = result
-        if error is not None:
-            show_error(error)
-            self.status.setText(f"Prediction failed: {error}")
-            return
         header = model.header
         prop = header["property"]
         record = {"model_property": prop, "units": header.get("units", ""), "mode": header["mode"], "trunk": header["depth"],
@@ -734,6 +765,9 @@ class PropertyWidget(QWidget):
                 layer.metadata = {**layer.metadata, "predictions": predictions}
         self.table.add_rows(pd.DataFrame(rows))
         self.status.setText(", ".join(f"{n}: {prop} = {v:.4g}" for n, v in zip(names, values)))
+
+    def _on_predict_failed(self, message: str) -> None:
+        self.status.setText(f"Prediction failed: {message}")
 
     def _on_predict_finished(self) -> None:
         self.predict_worker = None

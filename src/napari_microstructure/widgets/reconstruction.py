@@ -3,13 +3,15 @@
 The widget holds no algorithm: it captures the input layer and the parameters when Run is
 pressed, runs the core's :func:`~napari_microstructure.core.decoder.reconstruct_steps`
 generator (or, for a 3D output, :func:`~napari_microstructure.core.volume.reconstruct_volume_steps`)
-in a napari thread worker (:func:`reconstruction_job`, which also computes the
-statistics, so that the main thread only draws), and turns the worker's messages into a
-progress bar, a live preview layer and, at the end, new layers, table rows and plots. Layers are
-touched only on the main thread, in the slots connected to the worker's signals.
+through the widget's :class:`~napari_microstructure.widgets._worker.JobRunner`
+(:func:`reconstruction_job`, which also computes the statistics, so that the main thread only
+draws), and turns the worker's messages into a progress bar, a live preview layer and, at the
+end, new layers, table rows and plots. Layers are touched only on the main thread, in the slots
+connected to the worker's signals.
 
 Stop sends ``"stop"`` (keep the partial result) or ``"discard"`` into the worker; the job
 passes it on to the core generator at the next step, so a run ends within one optimizer step.
+Closing the widget or the viewer stops every worker of the widget and waits for it.
 """
 
 from __future__ import annotations
@@ -17,10 +19,8 @@ from __future__ import annotations
 import math
 import os
 import re
-import sys
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -54,13 +54,14 @@ from ..core.decoder import (
     OPTIMIZERS,
     STOP,
 )
-from ..core.errors import InputError, MicrostructureError
+from ..core.errors import InputError, MicrostructureError, WeightsError
 from ..core.volume import DEFAULT_ITERATIONS as VOLUME_ITERATIONS
 from ..core.volume import DEFAULT_LEARNING_RATE as VOLUME_LEARNING_RATE
 from ..core.volume import DEFAULT_OPTIMIZER as VOLUME_OPTIMIZER
 from ..core.volume import DEFAULT_SLICES_PER_AXIS
 from ._plot import Curves, ResultsPlot, statistics_curves, volume_curves
-from ._table import ResultsTable, run_table, volume_run_table
+from ..report import run_table, volume_run_table
+from ._worker import JobRunner, SavedTable, avoid_triton_llvm_crash, layer_files, worker_settings
 
 if TYPE_CHECKING:
     import napari
@@ -87,12 +88,8 @@ LAYER_PRESETS: dict[str, tuple[str, ...]] = {
 }
 CUSTOM_PRESET = "Custom"
 WEIGHT_CHOICES = ("normalized", "torchvision", "random")
-#: Errors that a user can act on: shown as a notification with the message, nothing else.
-_USER_ERRORS = (MicrostructureError, FloatingPointError, OSError, MemoryError)
 #: Pixels above which the grey/labels detection looks at a strided subsample of the image.
 _DETECTION_PIXELS = 4_000_000
-#: Nice-value increment of the worker thread (Linux): the interface thread gets the CPU first.
-WORKER_NICENESS = 10
 #: Seconds between updates of the progress bar and the status line.
 BAR_INTERVAL = 0.25
 #: Milliseconds between a progress message and the creation of the preview layer it brings.
@@ -101,6 +98,10 @@ NEW_LAYER_DELAY_MS = 25
 PREVIEW_LAYER_WAIT = 2.0
 DOCK_TABLE = "Reconstruction results"
 DOCK_PLOT = "Reconstruction plots"
+#: The camera of a 3D result (scene axes z, y, x): a three-quarter view from a corner, z up, so
+#: that three faces of the volume show (napari's 3D view looks straight down z: a flat image).
+VOLUME_VIEW_DIRECTION = (1.0, 1.0, 1.0)
+VOLUME_UP_DIRECTION = (-1.0, 0.0, 0.0)
 
 
 # ------------------------------------------------------------------------------------------
@@ -153,15 +154,15 @@ class RunRequest:
     options: dict  # keyword arguments of reconstruct_steps
     run: int
     torch_threads: int  # intra-op threads of torch during the run (0: auto_threads())
+    source_file: str | None = None  # the file the input layer was read from: never written to
     # set by the main thread once the preview layer exists (see reconstruction_job)
     preview_layer_ready: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
 class JobResult:
-    """What the worker returns: an error message, a discarded run, or a finished run."""
+    """What the worker returns: a discarded run, or a finished run."""
 
-    error: str | None = None
     discarded: bool = False
     reconstruction: Any = None  # core.decoder.Reconstruction
     table: Any = None  # pandas.DataFrame
@@ -198,15 +199,18 @@ def analyse(request: RunRequest, reconstruction) -> JobResult:
     names = list(request.output_names)
     if reconstruction.partial:
         names = [f"{n}{request.partial_suffix}" for n in names]
-    original, images, note = _as_phase_labels(list(reconstruction.images), request.image, reconstruction.model.kind)
+    kind = reconstruction.model.kind
+    original, images, note = _as_phase_labels(list(reconstruction.images), request.image, kind)
+    # the table compares grey levels as grey levels; the curves use the thresholded phases
+    measured = (request.image, list(reconstruction.images)) if kind == "grey" else (original, images)
     job = JobResult(reconstruction=reconstruction)
     if request.volume:
-        return _analyse_volume(request, job, names[0], original, images[0], note, started)
+        return _analyse_volume(request, job, names[0], original, images[0], note, started, measured)
     try:
         job.table = run_table(
-            original, images, names, run=request.run,
+            *measured, names, run=request.run,
             seconds=float(reconstruction.provenance["timings"]["total_seconds"]),
-            final_loss=list(reconstruction.final_loss), partial=reconstruction.partial,
+            final_loss=list(reconstruction.final_loss), partial=reconstruction.partial, kind=kind,
         )
         job.curves = statistics_curves(original, dict(zip(names, images)), note)
     except InputError as error:  # e.g. an output much smaller than the input
@@ -215,13 +219,15 @@ def analyse(request: RunRequest, reconstruction) -> JobResult:
     return job
 
 
-def _analyse_volume(request: RunRequest, job: JobResult, name: str, micrograph, volume, note: str, started: float) -> JobResult:
+def _analyse_volume(request: RunRequest, job: JobResult, name: str, micrograph, volume, note: str, started: float,
+                    measured) -> JobResult:
     reconstruction = job.reconstruction
     try:
         job.table = volume_run_table(
-            micrograph, volume, name, run=request.run,
+            measured[0], measured[1][0], name, run=request.run,
             seconds=float(reconstruction.provenance["timings"]["total_seconds"]),
             final_loss=list(reconstruction.final_loss), partial=reconstruction.partial,
+            kind=reconstruction.model.kind,
         )
         job.curves = volume_curves(micrograph, volume, name, note)
     except InputError as error:  # e.g. a volume too thin for the micrograph's correlation lengths
@@ -230,102 +236,21 @@ def _analyse_volume(request: RunRequest, job: JobResult, name: str, micrograph, 
     return job
 
 
-def avoid_triton_llvm_crash() -> bool:
-    """Keep torch from importing triton in a process where Mesa has loaded its own LLVM.
-
-    torch's optimizers import ``torch._dynamo`` on first use, which imports triton if it is
-    installed (the CUDA wheels of torch bring it); triton's bundled LLVM crashes the process
-    (segmentation fault) when it is loaded after the libLLVM that Mesa's software OpenGL
-    (llvmpipe: Xvfb, VMs, remote desktops) maps for napari's canvas. Where a libLLVM is mapped
-    and triton is not imported yet, triton is marked as absent (``sys.modules["triton"] =
-    None``): torch then works without it, as on a machine without triton. Returns whether it
-    did so. Linux only (reads /proc/self/maps); elsewhere it does nothing.
-    """
-    if "triton" in sys.modules:
-        return False
-    try:
-        with open("/proc/self/maps") as maps:
-            mesa_llvm = any("libLLVM" in line for line in maps)
-    except OSError:
-        return False
-    if mesa_llvm:
-        sys.modules["triton"] = None
-    return mesa_llvm
-
-
-def set_thread_niceness(value: int | None = None, increment: int = WORKER_NICENESS) -> int | None:
-    """Make the calling (worker) thread yield the CPU to napari's main thread: raise its nice
-    value by ``increment``, or set it to ``value`` (Linux, where nice values are per thread;
-    a pool thread keeps it, so a run puts the old value back). The worker's CPU share against
-    other programs barely changes; the interface thread wins every contest with it. Returns
-    the previous nice value, or None where this is not possible (other systems)."""
-    import threading
-
-    if not sys.platform.startswith("linux") or not hasattr(os, "setpriority"):
-        return None
-    try:
-        tid = threading.get_native_id()
-        previous = os.getpriority(os.PRIO_PROCESS, tid)
-        os.setpriority(os.PRIO_PROCESS, tid, value if value is not None else min(19, previous + increment))
-    except OSError:  # lowering back needs a privilege an ordinary user may lack
-        return None
-    return previous
-
-
-def auto_threads() -> int:
-    """Torch threads for a run: one fewer than torch's default (the physical cores), at least 1,
-    so that a core is left for napari's event loop and its (often software) rendering."""
-    import torch
-
-    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 2)) - 1)
-
-
-@contextmanager
-def worker_settings(torch_threads: int = 0, lower_priority: bool = True):
-    """Settings of a worker thread for the span of a job, put back at its end: triton kept away
-    from Mesa's LLVM (:func:`avoid_triton_llvm_crash`), a lower priority than the interface
-    (:func:`set_thread_niceness`), and ``torch_threads`` intra-op threads (0: :func:`auto_threads`)."""
-    import torch
-
-    avoid_triton_llvm_crash()
-    niceness = set_thread_niceness() if lower_priority else None
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(torch_threads or auto_threads())
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous_threads)
-        if niceness is not None:
-            set_thread_niceness(niceness)
-
-
-def job_worker(widget, job, *args, ignore_errors: bool = True):
-    """A napari thread worker (not started) running ``job(*args)``, its signals connected to the
-    widget's ``_on_yielded``, ``_on_returned``, ``_on_errored`` and ``_on_finished`` slots.
-    ``ignore_errors=False`` lets napari also show an unexpected error with its traceback."""
-    from napari.qt.threading import create_worker
-
-    worker = create_worker(job, *args, _start_thread=False, _ignore_errors=ignore_errors)
-    worker.yielded.connect(widget._on_yielded)
-    worker.returned.connect(widget._on_returned)
-    worker.errored.connect(widget._on_errored)
-    worker.finished.connect(widget._on_finished)
-    return worker
-
-
-def warm_up(weights: str = "normalized") -> str:
+def warm_up(weights: str = "normalized"):
     """Do the slow one-time work of a first run ahead of it, in a worker thread: import
     ``torch._dynamo`` (torch's optimizers import it on first use; 1-2 s, during which the C
-    extensions it loads hold the GIL for up to ~0.2 s) and load the default weights into the
-    in-memory cache. Returns what it did; errors (no weights) are left for the run to report."""
+    extensions it loads hold the GIL for up to ~0.2 s), then, unless told to quit in between,
+    load the weights into the in-memory cache. A generator (it yields once, between the two);
+    returns what it did. Missing weights are left for the run to report."""
     avoid_triton_llvm_crash()
     import torch._dynamo  # noqa: F401
 
     from ..core.weights import load_weights
 
+    yield "torch ready"
     try:
         load_weights(weights)
-    except MicrostructureError:
+    except WeightsError:
         return "torch ready; weights not found"
     return "torch and weights ready"
 
@@ -333,20 +258,16 @@ def warm_up(weights: str = "normalized") -> str:
 def reconstruction_job(request: RunRequest):
     """The worker's generator: core progress messages out, Stop commands in, a JobResult back.
 
-    Runs in a worker thread. Errors a user can act on come back as ``JobResult(error=...)``;
-    anything else is raised (napari shows it with its traceback).
+    Runs in a worker thread; errors are raised (the widget's job runner reports them).
     """
     from ..core.decoder import reconstruct_steps
     from ..core.volume import reconstruct_volume_steps
 
     with worker_settings(request.torch_threads):
-        try:
-            if request.volume:
-                steps = reconstruct_volume_steps(request.image, **request.options)
-            else:
-                steps = reconstruct_steps(request.image, **request.options)
-        except _USER_ERRORS as error:
-            return JobResult(error=str(error))
+        if request.volume:
+            steps = reconstruct_volume_steps(request.image, **request.options)
+        else:
+            steps = reconstruct_steps(request.image, **request.options)
         command = None
         while True:
             try:
@@ -354,8 +275,6 @@ def reconstruction_job(request: RunRequest):
             except StopIteration as finished:
                 reconstruction = finished.value
                 break
-            except _USER_ERRORS as error:
-                return JobResult(error=str(error))
             reply = yield message
             if message.preview is not None and not request.preview_layer_ready.is_set():
                 # The first preview makes napari create a layer (about 0.1 s of Python on the
@@ -442,11 +361,12 @@ class ReconstructionWidget(QWidget):
     Labels layer, live, with a results table and plots docked beside it.
 
     Public attributes used by tests and scripts: ``input_combo``, ``run_button``,
-    ``keep_partial``, ``progress``, ``worker`` (the running worker or None), ``table``
-    (:class:`ResultsTable`), ``plot`` (:class:`ResultsPlot`), ``runs`` (one dict per finished
-    run); methods :meth:`run`, :meth:`stop`, :meth:`save_report`, :meth:`set_layers`; the
-    signal ``run_finished``, emitted on the main thread when a run has ended (finished, stopped
-    or failed) and the widget is ready for the next one.
+    ``keep_partial``, ``progress``, ``runner`` (the :class:`JobRunner` of its workers),
+    ``worker`` (the running worker or None), ``table`` (:class:`SavedTable`), ``plot``
+    (:class:`ResultsPlot`), ``runs`` (one dict per finished run); methods :meth:`run`,
+    :meth:`stop`, :meth:`save_report`, :meth:`set_layers`; the signal ``run_finished``, emitted
+    on the main thread when a run has ended (finished, stopped or failed) and the widget is
+    ready for the next one.
     """
 
     run_finished = Signal()
@@ -454,7 +374,6 @@ class ReconstructionWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.worker = None
         self.runs: list[dict] = []
         self._request: RunRequest | None = None
         self._preview_layer = None
@@ -465,11 +384,12 @@ class ReconstructionWidget(QWidget):
         self._docked = False
         self._reserved: dict[str, set[int]] = {}
         self._layers: list = []
-        self.table = ResultsTable()
+        self.table = SavedTable(napari_viewer)
         self.plot = ResultsPlot(napari_viewer)
         self.table.clear_button.clicked.connect(self._forget_runs)
 
         self._build()
+        self.runner = JobRunner(self, self.run_button)
         self._detect_timer = QTimer(self)
         self._detect_timer.setSingleShot(True)
         self._detect_timer.setInterval(150)
@@ -493,16 +413,12 @@ class ReconstructionWidget(QWidget):
     def _warm_up(self) -> None:
         """Import torch's optimizer machinery and load the weights in a thread now, so that the
         first Run neither waits for them nor stalls the interface while they load."""
-        from napari.qt.threading import create_worker
+        self.runner.start(warm_up, "normalized", main=False)
 
-        def quiet_warm_up(weights: str) -> str:
-            try:
-                return warm_up(weights)
-            except Exception as error:  # noqa: BLE001 - a run reports problems itself
-                return f"warm-up skipped: {error}"
-
-        worker = create_worker(quiet_warm_up, "normalized", _start_thread=False, _ignore_errors=True)
-        worker.start()
+    @property
+    def worker(self):
+        """The worker of the running reconstruction, or None."""
+        return self.runner.worker
 
     # ------------------------------------------------------------------------------ building
     def _build(self) -> None:
@@ -762,10 +678,10 @@ class ReconstructionWidget(QWidget):
 
     # ------------------------------------------------------------------------------ run
     def _on_run_clicked(self) -> None:
-        if self.worker is None:
-            self.run()
-        else:
+        if self.runner.running:
             self.stop()
+        else:
+            self.run()
 
     def _next_numbers(self, base: str, count: int) -> list[int]:
         pattern = re.compile(re.escape(base) + r" reconstruction (\d+)")
@@ -851,13 +767,14 @@ class ReconstructionWidget(QWidget):
             output_kwargs=output_kwargs, image_kwargs=image_kwargs,
             note=note, options=options, run=self._run_counter,
             torch_threads=self.threads_spin.value(),
+            source_file=str(layer.source.path) if layer.source.path else None,
         )
 
     def run(self):
         """Start a reconstruction of the chosen layer with the current parameters; return the
         worker (None if the input or the parameters were refused, with a notification)."""
 
-        if self.worker is not None:
+        if self.runner.running or self._stages:
             show_warning("A reconstruction is running already: stop it first.")
             return None
         layer = self.input_layer()
@@ -870,32 +787,31 @@ class ReconstructionWidget(QWidget):
             show_error(str(error))
             self.status.setText(f"Not started: {error}")
             return None
-        worker = job_worker(self, reconstruction_job, request)
-        self.worker = worker
         self._request = request
         self._last_progress = None
         self._set_running(True)
         self._dock_results()
         self.status.setText(f"Loading the network for {request.input_name}… {request.note}".strip())
         self.plot.start_loss(f"loss per optimizer step, run {request.run}")
-        worker.start()
-        return worker
+        return self.runner.start(
+            reconstruction_job, request, yielded=self._on_yielded, returned=self._on_returned,
+            failed=self._on_failed, finished=self._on_finished,
+        )
 
     def stop(self) -> None:
         """Stop the running reconstruction after its current step; keep the partial result as
         layers named '... (partial)' if 'Keep the partial result' is checked."""
-        if self.worker is None:
+        if not self.runner.running:
             return
         keep = self.keep_partial.isChecked()
-        self.worker.send(STOP if keep else DISCARD)
-        self.run_button.setEnabled(False)
-        self.run_button.setText("Stopping…")
+        self.runner.stop(STOP if keep else DISCARD)
         self.status.setText("Stopping after the current step" + (" (keeping the partial result)…" if keep else "…"))
 
     def _set_running(self, running: bool) -> None:
-        self.run_button.setText("Stop" if running else "Run")
+        """Set the progress bar for a run that starts (busy until its first step) or has ended,
+        and enable the Run button (disabled from the end of a run until its results are drawn)."""
         self.run_button.setEnabled(True)
-        self.progress.setRange(0, 0 if running else 1)  # busy until the first step
+        self.progress.setRange(0, 0 if running else 1)
         self.progress.setValue(0)
         self.progress.setFormat("loading…" if running else "idle")
 
@@ -994,14 +910,8 @@ class ReconstructionWidget(QWidget):
         if job is None or request is None:
             return
         request.preview_layer_ready.set()  # no preview layer from now on
-        if job.error is not None or job.discarded:
-            self._release(request)
-        if job.error is not None:
-            self._remove_preview()
-            show_error(job.error)
-            self.status.setText(f"Failed: {job.error}")
-            return
         if job.discarded:
+            self._release(request)
             self._remove_preview()
             self.status.setText("Stopped; the partial result was discarded.")
             show_info("Reconstruction stopped; nothing was added.")
@@ -1033,7 +943,7 @@ class ReconstructionWidget(QWidget):
         what = "Stopped early: kept" if result.partial else "Done:"
         seconds = provenance["timings"]["total_seconds"]
         shape = "x".join(map(str, result.images[0].shape))
-        hint = " The viewer's 2D/3D button shows it in 3D." if request.volume else ""
+        hint = " Shown in 3D (the viewer's 2D/3D button switches back)." if request.volume else ""
         self.status.setText(f"{what} {', '.join(names)} ({shape}; {seconds:.1f} s, {provenance['steps']} steps).{hint}")
         self.report_button.setEnabled(True)
         self._queue(*stages)
@@ -1062,25 +972,35 @@ class ReconstructionWidget(QWidget):
             else:
                 layer = self.viewer.add_image(data, **kwargs, **request.image_kwargs)
         record["layers"].append(layer)
+        if data.ndim == 3:
+            self._show_volume()
+
+    def _show_volume(self) -> None:
+        """Switch the viewer to 3D and look at the volume from an oblique angle."""
+        viewer = self.viewer
+        viewer.dims.ndisplay = 3
+        viewer.reset_view()
+        camera = getattr(viewer, "scene", viewer).camera  # napari 0.9 moved it to viewer.scene
+        camera.set_view_direction(VOLUME_VIEW_DIRECTION, VOLUME_UP_DIRECTION)
 
     def _release(self, request: RunRequest) -> None:
         """Free the output numbers of a run that added no layer."""
         self._reserved.get(request.input_name, set()).difference_update(request.numbers)
 
-    def _on_errored(self, error: Exception) -> None:
-        # napari shows the error with its traceback; the widget only resets.
+    def _on_failed(self, message: str) -> None:
+        # the job runner has shown the error; the widget only resets
         if self._request is not None:
             self._request.preview_layer_ready.set()
             self._release(self._request)
         self._remove_preview()
-        self.status.setText(f"Failed: {type(error).__name__}: {error}")
+        self.status.setText(f"Failed: {message}")
 
     def _on_finished(self) -> None:
+        self.run_button.setEnabled(False)  # until the results are drawn (see _finish)
         self._queue(self._finish)
 
     def _finish(self) -> None:
         self._remove_preview()  # a preview left over (a run that failed)
-        self.worker = None
         self._set_running(False)
         progress = self._last_progress
         if progress is not None:
@@ -1121,43 +1041,42 @@ class ReconstructionWidget(QWidget):
     def save_report(self, folder: str | os.PathLike) -> list[Path]:
         """Write this session's runs into ``folder``: the input plane and every reconstruction
         as .tif, the table as ``results.csv``, the plots as PNG and the provenance as
-        ``provenance.json``. Existing files are never replaced (nothing is written then)."""
+        ``provenance.json``, all or nothing. Existing files and the files the layers were read
+        from are never replaced (nothing is written then, with a notification)."""
         from .. import io
 
         folder = Path(folder)
         if not self.runs:
             show_warning("Nothing to save yet: run a reconstruction first.")
             return []
-        planned: list[tuple[Path, np.ndarray, dict]] = []
+        images: dict[Path, tuple[np.ndarray, dict]] = {}
         for record in self.runs:
             request = record["request"]
             prefix = f"run{request.run}_"
-            planned.append((folder / f"{prefix}input_{_safe_name(request.input_name)}.tif", request.image,
-                            {"layer": request.input_name, "note": request.note}))
+            images[folder / f"{prefix}input_{_safe_name(request.input_name)}.tif"] = (
+                request.image, {"layer": request.input_name, "note": request.note})
             for name, image in zip(record["provenance"]["output_layers"], record["images"]):
-                planned.append((folder / f"{prefix}{_safe_name(name)}.tif", image, {"layer": name, "provenance": record["provenance"]}))
-        others = [folder / "results.csv", folder / "provenance.json", *(folder / f for f in ResultsPlot.FILES)]
-        existing = [str(p) for p in [p for p, _, _ in planned] + others if p.exists()]
+                metadata = {"layer": name, "provenance": record["provenance"]}
+                images[folder / f"{prefix}{_safe_name(name)}.tif"] = (image, metadata)
+        table, provenance = folder / "results.csv", folder / "provenance.json"
+        plots = [folder / name for name in ResultsPlot.FILES]
+        paths = [*images, table, *plots, provenance]
+        existing = [path for path in paths if path.exists()]
         if existing:
             show_error(f"{existing[0]} exists already: choose an empty folder (nothing was written).")
             return []
+        runs = [{"run": r["request"].run, "input_layer": r["request"].input_name,
+                 "partial": r["partial"], "provenance": r["provenance"]} for r in self.runs]
+        sources = [r["request"].source_file for r in self.runs if r["request"].source_file]
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            written = [io.write_tif(path, image, metadata=meta) for path, image, meta in planned]
-            written.append(self.table.save_csv(folder / "results.csv"))
-            written += self.plot.save(folder)
-            runs = [{"run": r["request"].run, "input_layer": r["request"].input_name, "partial": r["partial"],
-                     "provenance": r["provenance"]} for r in self.runs]
-            written.append(io.write_json(folder / "provenance.json", {"runs": runs}))
+            with io.atomic_outputs(paths, inputs=[*layer_files(self.viewer), *sources]) as staged:
+                for path, (image, metadata) in images.items():
+                    io.write_tif(staged[path], image, metadata=metadata)
+                self.table.save_csv(staged[table])
+                self.plot.save([staged[path] for path in plots])
+                io.write_json(staged[provenance], {"runs": runs})
         except (OSError, MicrostructureError, TypeError) as error:
-            show_error(f"Could not write the report into {folder}: {error}")
+            show_error(f"Could not write the report into {folder} (nothing was written): {error}")
             return []
-        show_info(f"Wrote {len(written)} files into {folder}")
-        return written
-
-    # ------------------------------------------------------------------------------ cleanup
-    def closeEvent(self, event) -> None:
-        if self.worker is not None:
-            self.worker.send(DISCARD)
-            self.worker.quit()
-        super().closeEvent(event)
+        show_info(f"Wrote {len(paths)} files into {folder}")
+        return paths

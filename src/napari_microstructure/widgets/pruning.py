@@ -2,13 +2,15 @@
 
 Pick one or more Image/Labels layers of one material (a 3D layer is a stack of micrographs),
 the depths and layer subsets to compare, and the budget; Run starts the core's
-:func:`~napari_microstructure.core.pruning.prune_steps` generator in a napari thread worker
-(:func:`pruning_job`), Stop sends ``"stop"`` into it (the configurations that finished are kept).
+:func:`~napari_microstructure.core.pruning.prune_steps` generator in a thread worker of the
+widget's :class:`~napari_microstructure.widgets._worker.JobRunner` (:func:`pruning_job`); the
+same button then stops it, sending ``"stop"`` into it (the configurations that finished are
+kept).
 As each configuration finishes, its row joins the docked table (Save as CSV), the docked plot of
 fidelity (e_S2 with its spread, the floor) and cost (seconds, GFLOP per iteration) against depth
 is redrawn with the recommendation marked, and its best reconstruction is added as a layer named
 after the input and the configuration, with the input's scale, so that the depths can be
-compared by eye in grid mode. Save profile writes the profile JSON.
+compared by eye in grid mode. Save profile writes the profile JSON (all or nothing).
 
 The widget holds no algorithm. The input layers and every parameter are captured when Run is
 pressed; layers are touched only on the main thread, in the slots of the worker's signals.
@@ -45,21 +47,17 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .core.errors import MicrostructureError
-from .widgets._plot import theme_colours
-from .widgets._table import ResultsTable
-from .widgets.reconstruction import avoid_triton_llvm_crash, job_worker
+from ..core.errors import InputError, MicrostructureError
+from ._plot import theme_colours
+from ._worker import STOP, JobRunner, SavedTable, avoid_triton_llvm_crash, layer_files
 
 if TYPE_CHECKING:
     import napari
 
 __all__ = ["PruningPlot", "PruningRequest", "PruningTable", "PruningWidget", "pruning_job"]
 
-STOP = "stop"
 DOCK_TABLE = "Pruning table"
 DOCK_PLOT = "Pruning plot"
-#: Errors a user can act on: shown as a notification, without a traceback.
-_USER_ERRORS = (MicrostructureError, FloatingPointError, OSError, MemoryError)
 #: Columns shown in the docked table (the CSV has them all).
 SHOWN_COLUMNS = (
     "name", "layers", "e_s2_mean", "e_s2_std", "e_lp_mean", "e_vf_mean", "e_conn_mean", "seconds", "cpu_seconds",
@@ -87,23 +85,20 @@ class PruningRequest:
 
 def pruning_job(request: PruningRequest):
     """The worker's generator: the study's progress messages out, ``"stop"`` in, and the
-    :class:`~napari_microstructure.core.pruning.PruningProfile` back (or the message of an error
-    the user can act on, as a string)."""
-    from .core.pruning import prune_steps
+    :class:`~napari_microstructure.core.pruning.PruningProfile` back (errors are raised)."""
+    from ..core.pruning import prune_steps
 
     avoid_triton_llvm_crash()
-    try:
-        steps = prune_steps(list(request.images), names=list(request.names), material=request.material, **request.options)
-    except _USER_ERRORS as error:
-        return str(error)
+    steps = prune_steps(
+        list(request.images), names=list(request.names), material=request.material,
+        **request.options,
+    )
     command = None
     while True:
         try:
             message = steps.send(command)
         except StopIteration as finished:
             return finished.value
-        except _USER_ERRORS as error:
-            return str(error)
         reply = yield message
         command = STOP if reply == STOP else None
 
@@ -113,7 +108,7 @@ def pruning_job(request: PruningRequest):
 # ------------------------------------------------------------------------------------------
 
 
-class PruningTable(ResultsTable):
+class PruningTable(SavedTable):
     """Docked table of the study: one row per finished configuration, the recommended one in
     bold; "Save as CSV" writes every column (the view shows the main ones)."""
 
@@ -122,8 +117,8 @@ class PruningTable(ResultsTable):
     false_text = ""
     default_file = "pruning.csv"
 
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent, clearable=False)
+    def __init__(self, viewer, parent: QWidget | None = None) -> None:
+        super().__init__(viewer, parent, clearable=False)
 
 
 class PruningPlot(QWidget):
@@ -148,7 +143,7 @@ class PruningPlot(QWidget):
 
     def draw(self, profile) -> None:
         """Draw a (possibly partial) profile; None clears the plot."""
-        from .core.pruning import PruningProfile, plot_profile
+        from ..core.pruning import PruningProfile, plot_profile
 
         self.profile = profile
         shown = profile if profile is not None else PruningProfile("", [], [], {}, {}, [])
@@ -182,8 +177,9 @@ class PruningWidget(QWidget):
     Public attributes used by tests and scripts: ``layer_list``, ``depth_checks`` (one check box
     per depth), ``subsets_edit``, ``samples_spin``, ``budget_combo``, ``iterations_spin``,
     ``seconds_spin``, ``levels_spin``, ``tolerance_spin``, ``device_combo``, ``grid_check``,
-    ``run_button``, ``stop_button``, ``progress``, ``status``, ``table`` (:class:`PruningTable`),
-    ``plot`` (:class:`PruningPlot`), ``profile`` (the last profile, or None), ``result_layers``;
+    ``run_button`` (Run, and Stop while a study runs), ``progress``, ``status``, ``table``
+    (:class:`PruningTable`), ``plot`` (:class:`PruningPlot`), ``profile`` (the last profile, or
+    None), ``result_layers``, ``runner`` (the :class:`JobRunner` of its worker) and ``worker``;
     methods :meth:`run`, :meth:`stop`, :meth:`save_profile`, :meth:`select_layers`; the signal
     ``study_finished``, emitted on the main thread when a study has ended (finished, stopped or
     failed) and the widget is ready for the next one.
@@ -194,15 +190,15 @@ class PruningWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.worker = None
         self.profile = None
         self.result_layers: list = []
         self._request: PruningRequest | None = None
         self._rows: list[dict] = []
         self._docked = False
-        self.table = PruningTable()
+        self.table = PruningTable(napari_viewer)
         self.plot = PruningPlot(napari_viewer)
         self._build()
+        self.runner = JobRunner(self, self.run_button)
         layers = self.viewer.layers
         layers.events.inserted.connect(self._refresh_layers)
         layers.events.removed.connect(self._refresh_layers)
@@ -211,9 +207,9 @@ class PruningWidget(QWidget):
 
     # ------------------------------------------------------------------------------ building
     def _build(self) -> None:
-        from .core.decoder import DEFAULT_ITERATIONS, DEFAULT_LEVELS
-        from .core.device import available_devices
-        from .core.pruning import DEFAULT_DEPTHS, DEFAULT_SAMPLES, DEFAULT_TOLERANCE
+        from ..core.decoder import DEFAULT_ITERATIONS, DEFAULT_LEVELS
+        from ..core.device import available_devices
+        from ..core.pruning import DEFAULT_DEPTHS, DEFAULT_SAMPLES, DEFAULT_TOLERANCE
 
         self.layer_list = QListWidget()
         self.layer_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
@@ -266,11 +262,11 @@ class PruningWidget(QWidget):
         self.grid_check.setChecked(True)
 
         self.run_button = QPushButton("Run")
-        self.run_button.clicked.connect(self.run)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop after the current optimizer step; the finished configurations are kept")
-        self.stop_button.clicked.connect(self.stop)
-        self.stop_button.setEnabled(False)
+        self.run_button.setToolTip(
+            "Start the study; while it runs, this button stops it after the current optimizer "
+            "step (the finished configurations are kept)"
+        )
+        self.run_button.clicked.connect(self._on_run_clicked)
         self.save_button = QPushButton("Save profile…")
         self.save_button.setToolTip("Write the pruning profile (JSON)")
         self.save_button.clicked.connect(self._ask_save_profile)
@@ -299,7 +295,6 @@ class PruningWidget(QWidget):
         form.addRow("Weights:", self.weights_combo)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
-        buttons.addWidget(self.stop_button)
         buttons.addWidget(self.save_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -344,7 +339,7 @@ class PruningWidget(QWidget):
 
     # ------------------------------------------------------------------------------ running
     def _configurations(self) -> list:
-        from .core.pruning import default_configurations
+        from ..core.pruning import default_configurations
 
         depths = [d for d, box in self.depth_checks.items() if box.isChecked()]
         subsets = [part for part in re.split(r"[;\n]+", self.subsets_edit.text()) if part.strip()]
@@ -354,9 +349,8 @@ class PruningWidget(QWidget):
         """Copy the input layers and read every parameter (raises MicrostructureError)."""
         from napari.layers import Labels
 
-        from .core import metrics
-        from .core.errors import InputError
-        from .core.pruning import default_material
+        from ..core import metrics
+        from ..core.pruning import default_material
 
         layers = self.selected_layers()
         if not layers:
@@ -371,7 +365,9 @@ class PruningWidget(QWidget):
             elif data.ndim == 3:
                 planes = list(data)
             else:
-                raise InputError(f"Layer '{layer.name}' has {data.ndim} dimensions: give 2D micrographs or a 3D stack.")
+                raise InputError(
+                    f"Layer '{layer.name}' is {data.ndim}D: give 2D micrographs or a 3D stack."
+                )
             for i, plane in enumerate(planes):
                 images.append(plane)
                 names.append(layer.name if len(planes) == 1 else f"{layer.name}[{i}]")
@@ -407,11 +403,22 @@ class PruningWidget(QWidget):
             material=material, options=options, floor=float(np.mean(floors)) if floors else None,
         )
 
+    @property
+    def worker(self):
+        """The worker of the running study, or None."""
+        return self.runner.worker
+
+    def _on_run_clicked(self) -> None:
+        if self.runner.running:
+            self.stop()
+        else:
+            self.run()
+
     def run(self):
         """Start a study of the selected layers with the current parameters; return the worker
         (None if the input or the parameters were refused, with a notification)."""
 
-        if self.worker is not None:
+        if self.runner.running:
             show_warning("A pruning study is running already: stop it first.")
             return None
         try:
@@ -420,8 +427,6 @@ class PruningWidget(QWidget):
             show_error(str(error))
             self.status.setText(f"Not started: {error}")
             return None
-        worker = job_worker(self, pruning_job, request, ignore_errors=False)
-        self.worker = worker
         self._request = request
         self._rows = []
         self.profile = None
@@ -436,20 +441,19 @@ class PruningWidget(QWidget):
         self._show_rows()
         names = ", ".join(c.name for c in request.options["configurations"])
         self.status.setText(f"Loading the network… {len(request.images)} image(s) of {request.material}; {names}")
-        worker.start()
-        return worker
+        return self.runner.start(
+            pruning_job, request, yielded=self._on_yielded, returned=self._on_returned,
+            failed=self._on_failed, finished=self._on_finished,
+        )
 
     def stop(self) -> None:
         """Stop the study after the current optimizer step; the finished configurations stay."""
-        if self.worker is None:
+        if not self.runner.running:
             return
-        self.worker.send(STOP)
-        self.stop_button.setEnabled(False)
+        self.runner.stop(STOP)
         self.status.setText("Stopping after the current step (the finished configurations are kept)…")
 
     def _set_running(self, running: bool) -> None:
-        self.run_button.setEnabled(not running)
-        self.stop_button.setEnabled(running)
         if running:
             self.progress.setValue(0)
             self.progress.setFormat("loading…")
@@ -476,7 +480,7 @@ class PruningWidget(QWidget):
     def _live_profile(self):
         from dataclasses import asdict
 
-        from .core.pruning import PruningProfile, recommend
+        from ..core.pruning import PruningProfile, recommend
 
         request = self._request
         options = request.options
@@ -520,10 +524,6 @@ class PruningWidget(QWidget):
         self._refresh_layers()  # results are not offered as inputs of this study
 
     def _on_returned(self, result) -> None:
-        if isinstance(result, str):
-            show_error(result)
-            self.status.setText(f"Failed: {result}")
-            return
         self.profile = result
         self._show_rows()
         self.save_button.setEnabled(True)
@@ -533,12 +533,10 @@ class PruningWidget(QWidget):
         if self.grid_check.isChecked() and self.result_layers:
             self.viewer.canvas.grid.enabled = True
 
-    def _on_errored(self, error) -> None:
-        show_error(f"The pruning study failed: {error}")
-        self.status.setText(f"Failed: {error}")
+    def _on_failed(self, message: str) -> None:
+        self.status.setText(f"Failed: {message}")
 
     def _on_finished(self) -> None:
-        self.worker = None
         self._set_running(False)
         if self.profile is not None:
             self.progress.setValue(1000 if not self.profile.partial else self.progress.value())
@@ -554,19 +552,33 @@ class PruningWidget(QWidget):
         self.viewer.window.add_dock_widget(widget, name=name, area=area)
 
     def save_profile(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write the last study's profile as JSON (raises if there is none)."""
+        """Write the last study's profile as JSON, all or nothing, never over a file a layer was
+        read from (raises if there is no profile or the file cannot be written)."""
+        from .. import io
+
         if self.profile is None:
             raise RuntimeError("No pruning study has finished yet.")
-        return self.profile.save(path, overwrite=overwrite)
+        path = Path(path)
+        inputs = layer_files(self.viewer)
+        with io.atomic_outputs([path], overwrite=overwrite, inputs=inputs) as staged:
+            self.profile.save(staged[path])
+        return path
 
     def _ask_save_profile(self) -> None:
         if self.profile is None:
             return
         default = re.sub(r"[^A-Za-z0-9._-]+", "_", self.profile.material) + "_pruning.json"
         path, _ = QFileDialog.getSaveFileName(self, "Save the pruning profile", default, "JSON (*.json)")
-        if not path:
-            return
+        if path:
+            self.save_profile_as(path)
+
+    def save_profile_as(self, path: str | os.PathLike) -> Path | None:
+        """Save button: write the profile to ``path``, replacing a file there (the file dialog
+        has asked); None, with a notification, when it cannot be written (nothing is)."""
         try:
-            show_info(f"Wrote {self.save_profile(path, overwrite=True)}")
-        except OSError as error:
-            show_error(f"Could not write {path}: {error}")
+            written = self.save_profile(path, overwrite=True)
+        except (OSError, MicrostructureError) as error:
+            show_error(f"Could not write {path} (nothing was written): {error}")
+            return None
+        show_info(f"Wrote {written}")
+        return written

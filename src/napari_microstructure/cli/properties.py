@@ -1,0 +1,309 @@
+"""``napari-microstructure properties label|build|train|predict``: structure-property models."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from ._common import counter, image_files
+
+
+def add_parser(commands) -> None:
+    """Add the ``properties`` command and its subcommands to the subparsers ``commands``."""
+    from ..core.datasets import FAMILIES
+    from ..core.device import DEVICE_CHOICES as device_choices
+    from ..core.properties import INPUTS, MODES
+
+    def axis_or_index(text):
+        return int(text) if text.lstrip("-").isdigit() else text
+
+    properties = commands.add_parser(
+        "properties",
+        help="structure-property models: labels, datasets, training, prediction",
+        description="Predict a property of a phase (e.g. D_eff along x) from microstructures with a model built on the "
+        "pretrained VGG19 (transfer learning, Li et al. 2018). Subcommands: label, build, train, predict.",
+    )
+    tasks = properties.add_subparsers(dest="task", required=True)
+    device = {
+        "default": "auto",
+        "help": f"one of {', '.join(device_choices)} or cuda:N; auto: CUDA, else MPS, else the "
+        "CPU (default: %(default)s)",
+    }
+
+    label = tasks.add_parser("label", help="compute D_eff and tau (TauFactor) of a folder of images into a CSV")
+    label.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (.tif, .npy, .png; 2D or 3D) or folders of them")
+    label.add_argument("--out", default="labels.csv", help="CSV to write (default: %(default)s)")
+    label.add_argument("--phase", type=int, default=1, help="label of the conducting phase (default: %(default)s)")
+    label.add_argument("--axes", nargs="+", type=axis_or_index, default=["x"], help="transport axes: x y z (x: the last array axis) or indices (default: x)")
+    label.add_argument("--cache", help="folder of a label cache (results kept between runs)")
+    label.add_argument("--device", **device)
+    label.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
+    label.add_argument("--quiet", action="store_true", help="no progress")
+    label.set_defaults(run=_properties_label)
+
+    build = tasks.add_parser("build", help="build a labelled dataset of generated microstructures, crops and reconstructions")
+    build.add_argument("--out", required=True, help="dataset folder: .tif images, labels.csv, provenance.json")
+    build.add_argument("--generated", type=int, default=300, help="generated microstructures (default: %(default)s)")
+    build.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES, help="generated families (default: all)")
+    build.add_argument("--size", type=int, default=128, help="side of every sample in pixels (default: %(default)s)")
+    build.add_argument("--volume-fraction", nargs=2, type=float, default=[0.2, 0.8], metavar=("LOW", "HIGH"), help="range of phase 1's volume fraction (default: 0.2 0.8)")
+    build.add_argument("--micrographs", nargs="+", metavar="FILE", help="micrographs (or folders) to take crops and reconstructions of")
+    build.add_argument("--crops", type=int, default=0, help="random crops per micrograph (default: %(default)s)")
+    build.add_argument("--reconstructions", type=int, default=0, help="reconstructions per 2D micrograph (default: %(default)s)")
+    build.add_argument("--iterations", type=int, help="optimizer steps per reconstruction (default: the decoder's)")
+    build.add_argument("--phase", type=int, default=1, help="conducting phase of the micrographs (generated samples: 1) (default: %(default)s)")
+    build.add_argument("--axes", nargs="+", type=axis_or_index, default=["x"], help="transport axes to label (default: x)")
+    build.add_argument("--no-labels", action="store_true", help="write the samples without computing D_eff and tau")
+    build.add_argument("--cache", help="folder of a label cache that keeps every result at once "
+                       "(default: the --out folder's, written with the dataset)")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--device", **device)
+    build.add_argument("--overwrite", action="store_true", help="replace existing files")
+    build.add_argument("--quiet", action="store_true", help="no progress")
+    build.set_defaults(run=_properties_build)
+
+    train = tasks.add_parser("train", help="train a model on a dataset folder and a label column; cross-validate")
+    train.add_argument("dataset", help="folder of the images")
+    train.add_argument("--labels", help="CSV with a file (or name) column and the label column (default: DATASET/labels.csv)")
+    train.add_argument("--column", default="D_eff_x", help="the property to learn (default: %(default)s)")
+    train.add_argument("--units", default="", help="units of the property, for the record and the plot")
+    train.add_argument("--mode", choices=MODES, default="frozen", help="frozen pretrained features + ridge, or fine-tuning (default: %(default)s)")
+    trunk = train.add_mutually_exclusive_group()
+    trunk.add_argument("--depth", help="trunk depth pool1 ... pool5 (default: pool2)")
+    trunk.add_argument("--profile", help="pruning profile (JSON) whose recommended configuration sets the trunk")
+    train.add_argument("--weights", default="normalized", help="normalized (pretrained), random (the control), or a weights file (default: %(default)s)")
+    train.add_argument("--phase", type=int, help="phase of interest (default: the table's phase column, else 1)")
+    train.add_argument("--axis", type=axis_or_index, default="x", help="transport axis of the property (default: %(default)s)")
+    train.add_argument("--input", choices=INPUTS, default="spanning", help="what the trunk sees: the phase's spanning clusters or the whole phase (default: %(default)s)")
+    train.add_argument("--folds", type=int, default=5, help="k-fold cross-validation, 0 for none (default: %(default)s)")
+    train.add_argument("--epochs", type=int, default=40, help="fine-tuning: most epochs (default: %(default)s)")
+    train.add_argument("--out", default="property_model", help="output folder (default: %(default)s)")
+    train.add_argument("--name", help="file name stem of the outputs (default: COLUMN_MODE)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", **device)
+    train.add_argument("--overwrite", action="store_true", help="replace existing files")
+    train.add_argument("--quiet", action="store_true", help="no progress")
+    train.set_defaults(run=_properties_train)
+
+    pred = tasks.add_parser("predict", help="predict a property of images with a trained model")
+    pred.add_argument("model", help="model file (.npz) written by train")
+    pred.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (2D or 3D) or folders of them")
+    pred.add_argument("--out", default="predictions.csv", help="CSV to write (default: %(default)s)")
+    pred.add_argument("--phase", type=int, help="phase of interest (default: the model's)")
+    pred.add_argument("--axis", type=axis_or_index, help="transport axis (default: the model's)")
+    pred.add_argument("--device", **device)
+    pred.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
+    pred.set_defaults(run=_properties_predict)
+
+
+def _training_printer(stream):
+    """Print the training's progress: features, then one line per fold or epoch."""
+    features = counter(stream, "features")
+
+    def show(message):
+        if message.stage == "features":
+            features(message)
+        elif message.stage == "fold":
+            stream.write(f"fold {message.fold}/{message.n_folds}: R2 {message.r2:.3f} ({message.elapsed:.1f} s)\n")
+        elif message.stage == "epoch":
+            stream.write(f"\r{'fold ' + str(message.fold) if message.fold else 'final fit'} epoch {message.epoch}: "
+                         f"train {message.train_loss:.4f} validation {message.val_loss:.4f} ")
+        stream.flush()
+
+    return show
+
+
+def _properties_label(args) -> int:
+    import pandas as pd
+
+    from .. import io
+    from ..core.datasets import LabelCache, axis_index, check_label_image, transport_labels
+    from ..core.device import resolve_device
+
+    files = image_files(args.inputs)
+    out = Path(args.out)
+    cache = LabelCache(args.cache) if args.cache else None
+    inputs = [*files, *([cache.path] if cache is not None else [])]
+    # everything is checked before the first label: outputs, images, phase, axes, device
+    io.check_outputs([out], overwrite=args.overwrite, inputs=inputs)
+    images = [check_label_image(io.read_image(p), f"image {p}", args.phase) for p in files]
+    for image in images:
+        for axis in args.axes:
+            axis_index(axis, image.ndim)
+    device = resolve_device(args.device)
+    rows = []
+    started = time.perf_counter()
+    for index, (path, image) in enumerate(zip(files, images), start=1):
+        row = transport_labels(image, args.phase, args.axes, cache=cache, device=device)
+        rows.append({"file": str(path), **row})
+        if not args.quiet:
+            print(f"\r[{index}/{len(files)}] {path.name}", end="", file=sys.stderr, flush=True)
+    if not args.quiet:
+        print(file=sys.stderr)
+    with io.atomic_outputs([out], overwrite=args.overwrite, inputs=inputs) as staged:
+        pd.DataFrame(rows).to_csv(staged[out], index=False)
+    print(f"labelled {len(rows)} image(s) in {time.perf_counter() - started:.1f} s; wrote {out}")
+    return 0
+
+
+def _properties_build(args) -> int:
+    from .. import io
+    from ..core import datasets
+    from ..core.decoder import run_to_end
+    from ..core.errors import InputError
+
+    files = image_files(args.micrographs or [])
+    micrographs = {}
+    for path in files:
+        if path.stem in micrographs:
+            raise InputError(
+                f"Two micrographs are called {path.stem!r} ({path}): rename one of them."
+            )
+        micrographs[path.stem] = io.read_image(path)
+    out = Path(args.out)
+    label = not args.no_labels
+    # the --out folder's own label cache is kept in memory and written with the dataset, all or
+    # nothing; an explicit --cache folder keeps every result as soon as it is computed
+    own_cache = label and not args.cache
+    names = datasets.planned_files(
+        generated=args.generated, families=args.families, micrographs=micrographs,
+        crops=args.crops, reconstructions=args.reconstructions,
+    )
+    outputs = datasets.dataset_outputs(out, names, cache=own_cache)
+    stale = datasets.stale_files(out, names, files)
+    io.check_outputs(outputs, overwrite=args.overwrite, inputs=files, stale=stale)
+    if own_cache:
+        cache = datasets.LabelCache(out, write_through=False)
+    else:
+        cache = datasets.LabelCache(args.cache) if label else None
+    iterations = {"iterations": args.iterations} if args.iterations is not None else None
+    steps = datasets.build_dataset_steps(
+        generated=args.generated, families=args.families, size=args.size,
+        volume_fraction=tuple(args.volume_fraction), micrographs=micrographs, crops=args.crops,
+        reconstructions=args.reconstructions, reconstruction_options=iterations,
+        phase=args.phase, axes=args.axes, label=label, cache=cache, seed=args.seed,
+        device=args.device,
+    )
+    dataset = run_to_end(steps, None if args.quiet else counter(sys.stderr, "samples"))
+    datasets.write_dataset(dataset, out, overwrite=args.overwrite, inputs=files,
+                           cache=cache if own_cache else None)
+    timings = dataset.provenance["timings"]
+    print(f"{len(dataset.images)} samples in {timings['total_seconds']:.1f} s "
+          f"(labels {timings['label_seconds']:.1f} s); "
+          f"wrote {out / datasets.LABELS_FILE} and the images to {out}")
+    return 0
+
+
+def _dataset_paths(folder: Path, names) -> list[Path]:
+    """The images a label table names: ``folder/name``, else a file of that stem in ``folder``."""
+    from .. import io
+    from ..core.errors import InputError
+
+    paths = []
+    for name in names:
+        path = folder / name
+        if not path.is_file():
+            matches = sorted(p for p in folder.glob(f"{Path(name).stem}.*")
+                             if p.suffix.lower() in io.IMAGE_SUFFIXES)
+            if not matches:
+                raise InputError(f"The label table names {name!r}, but {folder} holds no such image.")
+            path = matches[0]
+        paths.append(path)
+    return paths
+
+
+def _properties_train(args) -> int:
+    import pandas as pd
+
+    from .. import io
+    from ..core import properties
+    from ..core.datasets import LABELS_FILE, read_labels
+    from ..core.decoder import run_to_end
+    from ..core.device import resolve_device
+
+    properties.check_training_options(
+        mode=args.mode, input=args.input, folds=args.folds, seed=args.seed, epochs=args.epochs,
+    )
+    resolve_device(args.device)
+    folder = Path(args.dataset)
+    table_path = Path(args.labels) if args.labels else folder / LABELS_FILE
+    table = read_labels(table_path, [args.column])
+    raw = pd.read_csv(table_path)
+    phase = args.phase if args.phase is not None else (list(raw["phase"]) if "phase" in raw.columns else 1)
+    paths = _dataset_paths(folder, table["name"])
+    out = Path(args.out)
+    stem = args.name or f"{args.column}_{args.mode}"
+    planned = [out / f"{stem}.npz", out / f"{stem}_metrics.json", out / f"{stem}_parity.png",
+               out / f"{stem}_predictions.csv"]
+    # without cross-validation there is no parity plot nor predictions: an earlier run's are stale
+    written, stale = (planned, []) if args.folds else (planned[:2], planned[2:])
+    weights_file = [args.weights] if Path(args.weights).is_file() else []
+    inputs = [table_path, *paths, *([args.profile] if args.profile else []), *weights_file]
+    io.check_outputs(written, overwrite=args.overwrite, inputs=inputs, stale=stale)
+    images = [io.read_image(path) for path in paths]
+    steps = properties.train_steps(
+        images, table[args.column].to_numpy(), property=args.column, units=args.units, mode=args.mode, depth=args.depth,
+        profile=args.profile, weights=args.weights, phase=phase, axis=args.axis, input=args.input, folds=args.folds,
+        seed=args.seed, device=args.device, names=list(table["name"]), epochs=args.epochs,
+    )
+    print(f"Training a {args.mode} model of {args.column} on {len(images)} images", file=sys.stderr)
+    model = run_to_end(steps, None if args.quiet else _training_printer(sys.stderr))
+    header = model.header
+    cv = header.get("cross_validation")
+    training = header["training"]
+    metrics = {k: v for k, v in header.items() if k != "training"}
+    metrics["training"] = {k: v for k, v in training.items() if k not in ("names", "targets")}
+    outputs = {"overwrite": args.overwrite, "inputs": inputs, "stale": stale}
+    with io.atomic_outputs(written, **outputs) as staged:
+        model.save(staged[planned[0]])
+        io.write_json(staged[planned[1]], metrics)
+        if cv:
+            title = f"{args.column}, {cv['folds']}-fold CV"
+            figure = properties.plot_parity(training["targets"], cv["predictions"], title=title,
+                                            units=args.units)
+            figure.savefig(staged[planned[2]], dpi=150)
+            predictions = {"file": training["names"], args.column: training["targets"],
+                           "predicted": cv["predictions"]}
+            pd.DataFrame(predictions).to_csv(staged[planned[3]], index=False)
+    if cv:
+        print(f"cross-validated R2 {cv['r2']:.3f}, MAE {cv['mae']:.4g}, RMSE {cv['rmse']:.4g} ({cv['folds']} folds)")
+    print(f"{header['provenance']['timings']['total_seconds']:.1f} s; wrote {planned[0]}")
+    return 0
+
+
+def _properties_predict(args) -> int:
+    import pandas as pd
+
+    from .. import io
+    from ..core.device import resolve_device
+    from ..core.properties import load_model
+
+    model = load_model(args.model)
+    files = image_files(args.inputs)
+    out = Path(args.out)
+    inputs = [Path(args.model), *files]
+    io.check_outputs([out], overwrite=args.overwrite, inputs=inputs)
+    device = resolve_device(args.device)
+    images = [io.read_image(path) for path in files]
+    started = time.perf_counter()
+    names = [f"image {path}" for path in files]
+    values = model.predict(images, phase=args.phase, axis=args.axis, device=device, names=names)
+    outside = model.out_of_range(images, phase=args.phase)
+    column = model.header["property"]
+    table = {"file": [str(p) for p in files], f"{column}_predicted": values,
+             "out_of_range": outside}
+    with io.atomic_outputs([out], overwrite=args.overwrite, inputs=inputs) as staged:
+        pd.DataFrame(table).to_csv(staged[out], index=False)
+    if outside.any():
+        known = model.header.get("training", {}).get("volume_fraction_range")
+        reason = "a constant image"
+        if known:
+            reason = (f"a phase fraction outside the training images' {known[0]:.3g} to "
+                      f"{known[1]:.3g}, or {reason}")
+        listed = ", ".join(str(p) for p, o in zip(files, outside) if o)
+        print(f"warning: {int(outside.sum())} image(s) lie outside what the model was trained on "
+              f"({reason}); their predictions are extrapolations (out_of_range in {out}): "
+              f"{listed}", file=sys.stderr)
+    print(f"predicted {column} of {len(files)} image(s) in {time.perf_counter() - started:.2f} s; wrote {out}")
+    return 0
