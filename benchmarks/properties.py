@@ -1,4 +1,4 @@
-"""Structure-property prediction by transfer learning (METHOD.md section 5): the numbers to show.
+"""Structure-property prediction by transfer learning (docs/method.md section 5): the numbers to show.
 
 1. A dataset of generated 2D microstructures (five families, volume fraction uniform in the
    given range), labelled with D_eff of phase 1 along x by TauFactor: build and label time.

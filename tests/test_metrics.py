@@ -1,28 +1,24 @@
 """Tests of core.metrics: analytic cases, brute-force definitions, invariances, the measured floors
-of the real micrographs (METHOD.md section 7) and cross-checks against PoreSpy where it computes
+of the real micrographs (docs/method.md section 7) and cross-checks against PoreSpy where it computes
 the same quantity."""
 
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage as ndi
 
+from napari_microstructure._sample_data import load_sample
 from napari_microstructure.core import metrics as m
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-LI2018 = SHARED / "data" / "li2018"
 
 
 def _micrograph(name: str) -> np.ndarray:
-    path = LI2018 / f"{name}_256.npy"
-    if not path.exists():
-        pytest.skip(f"{path} is absent: the real micrographs live in ../shared next to the repo")
-    return np.load(path)
+    """A shipped 256x256 micrograph of Li et al. 2018."""
+    return load_sample(f"{name}_256")
 
 
 def _blobs(shape, sigma=2.0, fraction=0.4, seed=0) -> np.ndarray:
@@ -493,7 +489,7 @@ def test_floor_of_a_homogeneous_field_2d_and_3d():
 
 @pytest.mark.parametrize("name, expected", [("alloy", 0.020), ("carbonate", 0.028)])
 def test_floor_of_the_real_micrographs(name, expected):
-    """METHOD.md section 7: measured floors of e_S2, top-left vs bottom-right 128x128 quadrant."""
+    """docs/method.md section 7: measured floors of e_S2, top-left vs bottom-right 128x128 quadrant."""
     img = _micrograph(name)
     fl = m.floor(img)
     assert fl["piece_shape"] == (128, 128)
@@ -516,9 +512,7 @@ def porespy():
 def _reference_images():
     images = {"blobs": _blobs((256, 256), sigma=2.0, fraction=0.35, seed=22)}
     for name in ("alloy", "carbonate"):
-        path = LI2018 / f"{name}_256.npy"
-        if path.exists():
-            images[name] = np.load(path)
+        images[name] = _micrograph(name)
     return images
 
 

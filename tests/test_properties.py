@@ -17,6 +17,7 @@ from napari_microstructure.core.datasets import (
 )
 from napari_microstructure.core.errors import InputError, MicrostructureError
 from napari_microstructure.core.properties import load_model, train, train_steps
+from napari_microstructure.core.steps import STOP
 from napari_microstructure.core.weights import find_normalized_weights
 
 taufactor = pytest.importorskip("taufactor", reason="the physics labels need TauFactor (pip install taufactor)")
@@ -204,6 +205,26 @@ def test_training_reports_progress_and_stops_after_a_fold(small_dataset):
     assert stages[0] == "features" and stages.count("fold") == 1 and stages[-1] == "fit"
     assert model.header["provenance"]["partial"] and model.header["cross_validation"]["finished_folds"] == 1
     assert model.predict(small_dataset.images[0]).shape == (1,)
+
+
+def test_stop_while_computing_features_ends_after_one_batch_without_a_model(small_dataset):
+    seen = []
+
+    def stop_at_once(message):
+        seen.append(message)
+        return STOP
+
+    labels = small_dataset.table["D_eff_x"]
+    assert train(small_dataset.images, labels, weights="random", callback=stop_at_once) is None
+    assert [m.stage for m in seen] == ["features"] and seen[0].done < seen[0].total
+
+
+def test_stop_during_fine_tuning_keeps_the_best_epoch_so_far(small_dataset):
+    images, labels = small_dataset.images[:16], small_dataset.table["D_eff_x"][:16]
+    model = train(images, labels, mode="finetune", folds=0, epochs=5, weights="random",
+                  callback=lambda message: STOP if message.stage == "epoch" else None)
+    assert model.header["provenance"]["partial"]
+    assert len(model.header["training"]["history"]) == 1
 
 
 @needs_normalized

@@ -14,7 +14,7 @@ import pytest
 from napari_microstructure import load_sample
 from napari_microstructure.cli import main
 from napari_microstructure.core import pruning
-from napari_microstructure.core.decoder import run_to_end
+from napari_microstructure.core.steps import run_to_end
 from napari_microstructure.core.errors import InputError
 from napari_microstructure.core.weights import find_normalized_weights
 

@@ -1,7 +1,7 @@
 """Fidelity of the default reconstruction on the real micrographs, with the real weights.
 
 Each reconstruction takes 15-30 s on two CPU cores. The bounds are the project's targets
-(issue "Foundation"); the floors they compare with are in ../shared/docs/METHOD.md section 7.
+(issue "Foundation"); the floors they compare with are in docs/method.md section 7.
 """
 
 import numpy as np

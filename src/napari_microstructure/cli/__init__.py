@@ -1,4 +1,4 @@
-"""The command line: ``napari-microstructure reconstruct|prune|properties ...``.
+"""The command line: ``napari-microstructure reconstruct|prune|properties|info ...``.
 
 Each command is a module with ``add_parser(commands)``; its parser sets ``run``, the function
 that does the work and returns the exit code.
@@ -11,9 +11,9 @@ import sys
 
 from .. import __version__
 from ..core.errors import MicrostructureError
-from . import properties, prune, reconstruct
+from . import info, properties, prune, reconstruct
 
-COMMANDS = (reconstruct, prune, properties)
+COMMANDS = (reconstruct, prune, properties, info)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,35 +1,40 @@
-"""What the commands share: input loading, progress printers, refusing to overwrite."""
+"""What the commands share: input loading, the progress printer, refusing to overwrite."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
+from ..core.steps import describe, milestone
+
 #: The micrograph reconstructed when no INPUT is given.
 DEFAULT_SAMPLE = "alloy_256"
+#: Seconds between two rewrites of the progress line (a line that stays is written at once).
+PRINT_INTERVAL = 0.2
+#: Characters of the progress bar.
+BAR_WIDTH = 20
 
 
-def progress_printer(stream):
-    """Print a one-line progress bar that rewrites itself."""
-    state = {"last": 0.0}
+def printer(stream):
+    """A :func:`~napari_microstructure.core.steps.run_to_end` callback that shows any job's
+    progress messages on ``stream``: one line, rewritten at most every :data:`PRINT_INTERVAL`
+    seconds, with a bar of ``fraction_done`` and the message's description; a message that
+    marks a finished unit (a configuration, a fold) or the end keeps its line. Never stops the
+    job."""
+    shown = {"at": -math.inf, "width": 0}
 
-    def show(progress):
+    def show(message) -> None:
         now = time.perf_counter()
-        if now - state["last"] < 0.2 and progress.iteration < progress.total:
-            return None
-        state["last"] = now
-        width = 30
-        filled = int(width * progress.fraction_done)
-        remaining = progress.elapsed / max(progress.fraction_done, 1e-9) - progress.elapsed
-        stream.write(
-            f"\r[{'#' * filled}{'.' * (width - filled)}] {progress.iteration}/{progress.total} "
-            f"level {progress.level + 1}/{progress.n_levels} loss {progress.loss:.3e} "
-            f"{progress.elapsed:5.1f} s, ~{remaining:4.0f} s left "
-        )
-        if progress.iteration >= progress.total:
-            stream.write("\n")
+        kept = milestone(message)
+        if not kept and now - shown["at"] < PRINT_INTERVAL:
+            return
+        shown["at"] = now
+        filled = int(BAR_WIDTH * min(max(message.fraction_done, 0.0), 1.0))
+        line = f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {describe(message)}"
+        stream.write(f"\r{line.ljust(shown['width'])}" + ("\n" if kept else ""))
+        shown["width"] = 0 if kept else len(line)
         stream.flush()
-        return None
 
     return show
 
@@ -59,21 +64,3 @@ def image_files(inputs: list[str]) -> list[Path]:
         else:
             files.append(path)
     return files
-
-
-def counter(stream, what: str):
-    """Print ``what done/total`` on one line that rewrites itself."""
-    state = {"last": 0.0}
-
-    def show(message):
-        now = time.perf_counter()
-        if now - state["last"] < 0.2 and message.done < message.total:
-            return
-        state["last"] = now
-        stream.write(f"\r{what} {message.done}/{message.total} {message.elapsed:6.1f} s ")
-        if message.done >= message.total:
-            stream.write("\n")
-        stream.flush()
-
-    return show
-

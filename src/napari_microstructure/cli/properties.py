@@ -6,7 +6,8 @@ import sys
 import time
 from pathlib import Path
 
-from ._common import counter, image_files
+from ..core.steps import run_to_end
+from ._common import image_files, printer
 
 
 def add_parser(commands) -> None:
@@ -97,23 +98,6 @@ def add_parser(commands) -> None:
     pred.set_defaults(run=_properties_predict)
 
 
-def _training_printer(stream):
-    """Print the training's progress: features, then one line per fold or epoch."""
-    features = counter(stream, "features")
-
-    def show(message):
-        if message.stage == "features":
-            features(message)
-        elif message.stage == "fold":
-            stream.write(f"fold {message.fold}/{message.n_folds}: R2 {message.r2:.3f} ({message.elapsed:.1f} s)\n")
-        elif message.stage == "epoch":
-            stream.write(f"\r{'fold ' + str(message.fold) if message.fold else 'final fit'} epoch {message.epoch}: "
-                         f"train {message.train_loss:.4f} validation {message.val_loss:.4f} ")
-        stream.flush()
-
-    return show
-
-
 def _properties_label(args) -> int:
     import pandas as pd
 
@@ -150,7 +134,6 @@ def _properties_label(args) -> int:
 def _properties_build(args) -> int:
     from .. import io
     from ..core import datasets
-    from ..core.decoder import run_to_end
     from ..core.errors import InputError
 
     files = image_files(args.micrographs or [])
@@ -185,7 +168,7 @@ def _properties_build(args) -> int:
         phase=args.phase, axes=args.axes, label=label, cache=cache, seed=args.seed,
         device=args.device,
     )
-    dataset = run_to_end(steps, None if args.quiet else counter(sys.stderr, "samples"))
+    dataset = run_to_end(steps, None if args.quiet else printer(sys.stderr))
     datasets.write_dataset(dataset, out, overwrite=args.overwrite, inputs=files,
                            cache=cache if own_cache else None)
     timings = dataset.provenance["timings"]
@@ -219,7 +202,6 @@ def _properties_train(args) -> int:
     from .. import io
     from ..core import properties
     from ..core.datasets import LABELS_FILE, read_labels
-    from ..core.decoder import run_to_end
     from ..core.device import resolve_device
 
     properties.check_training_options(
@@ -248,7 +230,7 @@ def _properties_train(args) -> int:
         seed=args.seed, device=args.device, names=list(table["name"]), epochs=args.epochs,
     )
     print(f"Training a {args.mode} model of {args.column} on {len(images)} images", file=sys.stderr)
-    model = run_to_end(steps, None if args.quiet else _training_printer(sys.stderr))
+    model = run_to_end(steps, None if args.quiet else printer(sys.stderr))
     header = model.header
     cv = header.get("cross_validation")
     training = header["training"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
+
+from ..core.steps import run_to_end
+from ._common import printer
 
 
 def add_parser(commands) -> None:
@@ -40,42 +42,11 @@ def add_parser(commands) -> None:
     prune.set_defaults(run=run)
 
 
-
-def _study_printer(stream):
-    """Print the pruning study's progress on one line that rewrites itself, and a line per
-    finished configuration."""
-    state = {"last": 0.0}
-
-    def show(message):
-        now = time.perf_counter()
-        if message.finished:
-            row = message.result
-            stream.write(
-                f"\r[{message.index + 1}/{message.n_configurations}] {message.configuration}: e_S2 "
-                f"{row['e_s2_mean']:.4f} +- {row['e_s2_std']:.4f}, {row['seconds']:.1f} s{' ' * 30}\n"
-            )
-            stream.flush()
-            return None
-        if now - state["last"] < 0.2:
-            return None
-        state["last"] = now
-        step = message.step
-        stream.write(
-            f"\r[{message.index + 1}/{message.n_configurations}] {message.configuration} image "
-            f"{message.image + 1}/{message.n_images} step {step.iteration}/{step.total} "
-            f"{100 * message.fraction_done:3.0f} % {message.elapsed:6.1f} s "
-        )
-        stream.flush()
-        return None
-
-    return show
-
-
 def run(args) -> int:
     """Run the pruning study of INPUT...; return the exit code."""
     from .. import io
     from ..core import pruning
-    from ..core.decoder import check_levels, check_seed, run_to_end
+    from ..core.decoder import check_levels, check_seed
 
     images, names = [], []
     for path in args.inputs:
@@ -117,7 +88,7 @@ def run(args) -> int:
         f"({', '.join(c.name for c in configurations)}), {args.samples} sample(s) each, {budget}",
         file=sys.stderr,
     )
-    profile = run_to_end(steps, None if args.quiet else _study_printer(sys.stderr))
+    profile = run_to_end(steps, None if args.quiet else printer(sys.stderr))
     with io.atomic_outputs(planned, **outputs) as staged:
         profile.save(staged[planned[0]])
         profile.table().to_csv(staged[planned[1]], index=False)

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ._common import load_input, progress_printer
+from ..core.steps import run_to_end
+from ._common import load_input, printer
 
 
 def add_parser(commands) -> None:
@@ -49,7 +50,7 @@ def add_parser(commands) -> None:
 def run(args) -> int:
     """Reconstruct INPUT (2D, or a volume with ``--3d``); return the exit code."""
     from .. import io, report
-    from ..core.decoder import DEFAULT_ITERATIONS, DEFAULT_LEVELS, reconstruct_steps, run_to_end
+    from ..core.decoder import DEFAULT_ITERATIONS, DEFAULT_LEVELS, reconstruct_steps
     from ..core.phases import validate_image
 
     if args.volume is not None or args.x or args.y or args.z:
@@ -76,7 +77,7 @@ def run(args) -> int:
     io.check_outputs(planned, **outputs)
     size = tuple(args.size or image.shape)
     print(f"Reconstructing {stem} {image.shape} -> {args.samples} x {size}", file=sys.stderr)
-    result = run_to_end(steps, None if args.quiet else progress_printer(sys.stderr))
+    result = run_to_end(steps, None if args.quiet else printer(sys.stderr))
 
     kind = result.model.kind
     seconds = result.provenance["timings"]["total_seconds"]
@@ -110,7 +111,6 @@ def _run_volume(args) -> int:
     import numpy as np
 
     from .. import io, report
-    from ..core.decoder import run_to_end
     from ..core.errors import InputError
     from ..core.volume import reconstruct_volume_steps
 
@@ -154,7 +154,7 @@ def _run_volume(args) -> int:
     io.check_outputs(planned, **outputs)
     sources = ", ".join(f"{axis}: {Path(path).name}" for axis, path in paths.items())
     print(f"Reconstructing a volume from {sources}", file=sys.stderr)
-    result = run_to_end(steps, None if args.quiet else progress_printer(sys.stderr))
+    result = run_to_end(steps, None if args.quiet else printer(sys.stderr))
 
     kind = result.model.kind
     seconds = result.provenance["timings"]["total_seconds"]

@@ -1,4 +1,4 @@
-"""Labelled microstructures for structure-property models (METHOD.md section 5).
+"""Labelled microstructures for structure-property models (docs/method.md section 5).
 
 Labels
     :func:`transport_labels` computes, with TauFactor (:func:`~.physics.transport`), the volume
@@ -43,6 +43,7 @@ import numpy as np
 
 from .errors import InputError
 from .physics import transport
+from .steps import STOP, run_to_end, timing
 
 __all__ = [
     "AXIS_NAMES",
@@ -68,7 +69,6 @@ __all__ = [
     "write_dataset",
 ]
 
-STOP = "stop"
 #: Generated morphologies; phase 1 is the phase whose transport is labelled.
 FAMILIES: tuple[str, ...] = ("gaussian_field", "anisotropic_field", "overlapping_discs", "oriented_ellipses", "cell_boundaries")
 #: The file :class:`LabelCache` keeps in its folder.
@@ -540,6 +540,10 @@ class BuildProgress:
     def fraction_done(self) -> float:
         return self.done / max(self.total, 1)
 
+    def describe(self) -> str:
+        """One line: the sample just finished, its source, and the time."""
+        return f"sample {self.done}/{self.total}: {self.name} ({self.stage}) · {timing(self)}"
+
 
 def _spread(total: int, parts: int) -> list[int]:
     return [total // parts + (i < total % parts) for i in range(parts)]
@@ -700,8 +704,6 @@ def _build(generated, families, shape2d, fractions, micrographs, crops, reconstr
            cache, seed, device, names, size, reconstruction_steps):
     import pandas as pd
 
-    from .decoder import run_to_end
-
     started = time.perf_counter()
     cpu_started = time.process_time()
     images: list[np.ndarray] = []
@@ -766,8 +768,6 @@ def _build(generated, families, shape2d, fractions, micrographs, crops, reconstr
 def build_dataset(callback: Callable[[BuildProgress], object] | None = None, **options) -> Dataset:
     """Run :func:`build_dataset_steps` to the end; ``callback`` gets every message and may
     return ``"stop"``."""
-    from .decoder import run_to_end
-
     return run_to_end(build_dataset_steps(**options), callback)
 
 

@@ -9,6 +9,7 @@ current step with the partial result; closing it abandons the run.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 import platform
@@ -18,49 +19,57 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .descriptors import gram_loss, gram_matrices
+from ._optimize import (
+    LBFGS_HISTORY,
+    OPTIMIZERS,  # noqa: F401 (the choices, for the command line and the widget)
+    CachedClosure,
+    Objective,
+    PreviewClock,
+    check_finite,
+    check_optimizer,
+    finish,
+    initial_logits,
+    level_shape,
+    level_timing,
+    make_optimizer,
+    resize,
+    score_array,
+    share_steps,
+    take_step,
+)
+from .descriptors import GramLoss, check_terms
 from .device import free_memory_bytes, resolve_device
 from .encoder import LAYER_NAMES, check_layers, get_encoder, layer_channels, min_input_size
 from .errors import InputError, MemoryBudgetError
 from .phases import (
     ImageModel,
     describe_image,
-    drop_islands,
-    match_histogram,
     phase_colours,
     small_inner_clusters,
     to_colour,
     validate_image,
 )
+from .steps import STOP, describe_step, run_to_end
 from .weights import describe as describe_weights
 from .weights import load_weights
 
-# The defaults below were chosen by measurement on the shared micrographs alloy_256 (grains and
-# a one-cluster grain-boundary network) and carbonate_256, one 256x256 sample each, seeds 0-4,
-# 2 CPU cores, with benchmarks/reconstruction.py; alloy_256 figures unless said otherwise.
+# The defaults below were chosen by measurement on alloy_256 and carbonate_256 with
+# benchmarks/reconstruction.py; the tables are in docs/measurements/reconstruction.md.
 #
-#: Gram layers. conv1_1 + pool1 + pool2 reach e_S2 0.004-0.005 on both micrographs (floors
-#: 0.020 and 0.028) at 0.085 s per full-size evaluation. Adding pool3 did not change e_S2 and
-#: moved the boundary network's D_eff a little closer to the micrograph's, at 2.5x the cost per
-#: evaluation; the paper's five layers (to pool4) as a single-scale run cost 5-10x more.
+#: Gram layers: e_S2 0.004-0.005 on both micrographs (floors 0.020, 0.028); pool3 added no
+#: fidelity at 2.5x the cost per evaluation.
 DEFAULT_LAYERS: tuple[str, ...] = ("conv1_1", "pool1", "pool2")
-#: Optimizer steps over all resolution levels (L-BFGS, strong-Wolfe line search, about 1.05
-#: evaluations per step). 450 steps gave no better e_S2 or connectivity than 300.
+#: Optimizer steps over all resolution levels; 450 gave no better e_S2 or connectivity.
 DEFAULT_ITERATIONS = 300
-#: Resolution levels, coarse to fine, each half the size of the next. Full resolution only
-#: (1 level) broke the boundary network into ~1300 pieces (largest 7 % of the phase, spanning
-#: neither axis, e_S2 0.032); 2 levels: largest cluster 96 %, 3 levels: 96 %, e_S2 0.005;
-#: 4 levels: the same quality in half the time of 3.
+#: Resolution levels, coarse to fine, each half the size of the next: one level broke the
+#: alloy's boundary network into ~1300 pieces; 4 matched 3 in half the time.
 DEFAULT_LEVELS = 4
-#: Share of the finest level's steps relative to each coarser level. The coarse levels are cheap
-#: and set the network's topology; 0.4 (89/88/88/35 steps) instead of equal shares kept the
-#: largest boundary cluster at 97-99 % of the phase (96.7-99.1 % before) and D_eff along axis 0
-#: at -21 % of the micrograph's (mean of 5 seeds; -22 % over 3 before), in 60 % of the time.
+#: Share of the finest level's steps relative to each coarser level: the coarse levels set the
+#: topology cheaply; 0.4 kept the boundary network whole in 60 % of the time of equal shares.
 FINEST_LEVEL_WEIGHT = 0.4
 #: Islands (clusters of one phase) of fewer pixels than this are never kept, nor those smaller
-#: than nearly all clusters inside the micrograph (island_limits): pixels of one phase left
-#: inside another by the optimization. Without this the boundary phase came back as one network
-#: plus ~50 islands, most of them single pixels (the micrograph has 2 clusters); with it, 10-20.
+#: than nearly all clusters inside the micrograph (island_limits): without it the alloy's
+#: boundary phase came back with ~50 islands, most of them single pixels.
 MAX_ISLAND = 8
 #: Most resolution levels a run may ask for. A level halves the image of the next, and levels
 #: whose image would be smaller than the layers need are dropped anyway (a 4096-pixel output
@@ -68,9 +77,6 @@ MAX_ISLAND = 8
 MAX_LEVELS = 16
 #: Seeds run from 0 to this (2**63 - 1): the range that torch's and numpy's generators share.
 MAX_SEED = 2**63 - 1
-OPTIMIZERS = ("lbfgs", "adam")
-LBFGS_HISTORY = 20
-STOP = "stop"
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,10 @@ class Progress:
     @property
     def fraction_done(self) -> float:
         return self.iteration / max(self.total, 1)
+
+    def describe(self) -> str:
+        """One line: the step, the level, the loss and the time."""
+        return describe_step(self)
 
 
 @dataclass
@@ -180,20 +190,29 @@ def _output_size(size, shape: tuple[int, ...]) -> tuple[int, int]:
     return tuple(whole_number(v, "Each side of the output size", 1) for v in values)
 
 
-def _schedule(size: tuple[int, int], target_shape: tuple[int, int], levels: int, iterations: int, smallest: int):
+def _schedule(
+    size: tuple[int, int],
+    target_shape: tuple[int, int],
+    levels: int,
+    iterations: int,
+    smallest: int,
+):
     """Resolution levels ``[(factor, steps)]``, coarsest first; levels whose output or target
     would be smaller than the layers allow are dropped."""
     factors = [2 ** (levels - 1 - i) for i in range(levels)]
     factors = [f for f in factors if min(*size, *target_shape) // f >= smallest] or [1]
     # A step at a coarse level costs a quarter, a sixteenth ... of a full-size one; the coarse
     # levels share the budget equally and the finest level gets FINEST_LEVEL_WEIGHT of a share.
-    weights = np.array([1.0] * (len(factors) - 1) + [FINEST_LEVEL_WEIGHT if len(factors) > 1 else 1.0])
-    shares = np.floor(iterations * weights / weights.sum()).astype(int)
-    shares[0] += iterations - shares.sum()
-    return list(zip(factors, (int(s) for s in shares)))
+    return share_steps(factors, iterations, FINEST_LEVEL_WEIGHT)
 
 
-def estimate_memory(size: Sequence[int], samples: int, layers: Sequence[str], n_channels: int, optimizer: str = "lbfgs") -> int:
+def estimate_memory(
+    size: Sequence[int],
+    samples: int,
+    layers: Sequence[str],
+    n_channels: int,
+    optimizer: str = "lbfgs",
+) -> int:
     """Bytes that one optimization of ``samples`` images of ``size`` needs (an upper estimate)."""
     layers = check_layers(layers)
     plan = LAYER_NAMES[: LAYER_NAMES.index(layers[-1]) + 1]
@@ -219,50 +238,12 @@ def _check_memory(needed: int, device) -> None:
         )
 
 
-def _to_colour(parameters, model: ImageModel, colours):
-    """Network input (batch, 3, h, w) in [0, 1] from the optimized logits."""
-    import torch
-
-    if model.n_channels == 1:
-        return torch.sigmoid(parameters).expand(-1, 3, -1, -1)
-    probabilities = torch.softmax(parameters, dim=1)
-    return torch.einsum("bkhw,kc->bchw", probabilities, colours)
-
-
-def _scores(parameters, model: ImageModel) -> np.ndarray:
-    """Per-pixel scores (samples, ...) as numpy: the sigmoid value or the phase probabilities."""
-    import torch
-
-    with torch.no_grad():
-        if model.n_channels == 1:
-            return torch.sigmoid(parameters[:, 0]).float().cpu().numpy()
-        return torch.softmax(parameters, dim=1).float().cpu().numpy()
-
-
 def island_limits(micrograph: np.ndarray, model: ImageModel, largest: int = MAX_ISLAND) -> dict:
     """Per phase, the cluster size below which an island in a reconstruction is noise: the 5th
     percentile of the sizes of that phase's clusters inside the micrograph (away from its
     borders), at most ``largest`` pixels."""
     inner = small_inner_clusters(micrograph, model.labels)
     return {label: min(size or largest, largest) for label, size in inner.items()}
-
-
-def _finish(scores: np.ndarray, model: ImageModel, reference: np.ndarray, islands: dict) -> np.ndarray:
-    """Phase labels with exact fractions, or grey levels with the micrograph's histogram."""
-    if model.kind == "grey":
-        return match_histogram(scores, reference)
-    return drop_islands(scores, model, islands)
-
-
-def _target_grams(encoder, colour: np.ndarray, factor: int, device):
-    import torch
-    import torch.nn.functional as F
-
-    with torch.no_grad():
-        image = torch.from_numpy(colour).to(device)[None]
-        if factor > 1:
-            image = F.avg_pool2d(image, factor)
-        return {k: v[0] for k, v in gram_matrices(encoder(image)).items()}
 
 
 def reconstruct_steps(
@@ -283,6 +264,7 @@ def reconstruct_steps(
     weights: str = "normalized",
     preview_interval: float | None = None,
     max_island: int = MAX_ISLAND,
+    terms: Sequence = (),
 ) -> Generator[Progress, str | None, Reconstruction]:
     """Reconstruct ``samples`` microstructures statistically equivalent to a 2D micrograph.
 
@@ -308,6 +290,8 @@ def reconstruct_steps(
     preview_interval : seconds between previews in the progress messages (None: no previews).
     max_island : islands of a phase smaller than this (and than any cluster of that phase inside
         the micrograph) are given to the surrounding phase; 0 keeps every island.
+    terms : extra loss terms (:class:`~napari_microstructure.core.descriptors.LossTerm`), each
+        added with its weight to the Gram loss; the provenance records each one's final loss.
 
     Yields
     ------
@@ -326,8 +310,8 @@ def reconstruct_steps(
     micrograph = validate_image(image, 2, "micrograph")
     model = describe_image(micrograph, kind)
     layers = check_layers(layers)
-    if optimizer not in OPTIMIZERS:
-        raise InputError(f"Unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}.")
+    optimizer = check_optimizer(optimizer)
+    terms = check_terms(terms)
     samples = whole_number(samples, "samples")
     iterations = whole_number(iterations, "iterations")
     levels = check_levels(levels)
@@ -343,7 +327,9 @@ def reconstruct_steps(
             "the image). Choose shallower layers or a larger image."
         )
     torch_device = resolve_device(device)
-    _check_memory(estimate_memory(size, samples, layers, model.n_channels, optimizer), torch_device)
+    _check_memory(
+        estimate_memory(size, samples, layers, model.n_channels, optimizer), torch_device
+    )
     vgg_weights = load_weights(weights)
     encoder = get_encoder(layers, weights, torch_device)
     colour = to_colour(micrograph, model)
@@ -352,146 +338,155 @@ def reconstruct_steps(
     total = sum(steps for _, steps in schedule)
 
     generator = torch.Generator().manual_seed(seed)
-    coarse = tuple(math.ceil(s / schedule[0][0]) for s in size)
-    if model.kind == "labels":
-        prior = np.log(np.clip(np.asarray(model.fractions), 1e-6, None))
-        bias = prior[1] - prior[0] if model.n_channels == 1 else prior
-    else:
-        bias = 0.0
-    bias = torch.as_tensor(np.reshape(bias, (1, -1, 1, 1)), dtype=torch.float32)
-    noise = torch.randn((samples, model.n_channels, *coarse), generator=generator)
-    parameters = (noise + bias).to(torch_device)
-
-    setup = dict(
-        micrograph=micrograph, model=model, layers=layers, size=size, samples=samples,
-        schedule=schedule, total=total, parameters=parameters, encoder=encoder, colour=colour,
-        colours=colours, optimizer=optimizer, learning_rate=learning_rate,
-        layer_weights=layer_weights, periodic=bool(periodic), preview_interval=preview_interval,
-        device=torch_device, vgg_weights=vgg_weights, seed=seed,
-        iterations=iterations, levels=levels,
-        islands=island_limits(micrograph, model, int(max_island)) if model.kind == "labels" else {},
+    coarse = level_shape(size, schedule[0][0])
+    parameters = initial_logits(model, samples, coarse, generator).to(torch_device)
+    objective = Objective(
+        (GramLoss(layer_weights), *terms), encoder, colours, model, bool(periodic), torch_device
     )
-    return _optimize(**setup)
+    islands = island_limits(micrograph, model, int(max_island)) if model.kind == "labels" else {}
+    return _optimize(
+        micrograph=micrograph,
+        model=model,
+        layers=layers,
+        size=size,
+        samples=samples,
+        schedule=schedule,
+        total=total,
+        parameters=parameters,
+        objective=objective,
+        colour=colour,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        layer_weights=layer_weights,
+        preview_interval=preview_interval,
+        device=torch_device,
+        vgg_weights=vgg_weights,
+        seed=seed,
+        iterations=iterations,
+        levels=levels,
+        islands=islands,
+    )
 
 
 def _optimize(
-    *, micrograph, model, layers, size, samples, schedule, total, parameters, encoder, colour,
-    colours, optimizer, learning_rate, layer_weights, periodic, preview_interval, device,
-    vgg_weights, seed, iterations, levels, islands,
+    *,
+    micrograph,
+    model,
+    layers,
+    size,
+    samples,
+    schedule,
+    total,
+    parameters,
+    objective,
+    colour,
+    optimizer,
+    learning_rate,
+    layer_weights,
+    preview_interval,
+    device,
+    vgg_weights,
+    seed,
+    iterations,
+    levels,
+    islands,
 ) -> Generator[Progress, str | None, Reconstruction]:
     import torch
 
     started = time.perf_counter()
-    torch_device = device
     history: list[float] = []
+    # the loss per sample and each term's, at the point the last step arrived at
     per_sample = torch.zeros(samples)
+    per_term = {term.name: [math.nan] * samples for term in objective.terms}
     evaluations, done, partial = 0, 0, False
-    last_preview = -math.inf
+    clock = PreviewClock(preview_interval)
     timings = []
     for level, (factor, steps) in enumerate(schedule):
         level_started = time.perf_counter()
-        shape = tuple(math.ceil(s / factor) for s in size) if factor > 1 else size
-        if tuple(parameters.shape[-2:]) != shape:
-            parameters = torch.nn.functional.interpolate(parameters, size=shape, mode="bilinear", align_corners=False)
-        parameters = parameters.detach().requires_grad_(True)
-        targets = _target_grams(encoder, colour, factor, torch_device)
-
-        def objective():
-            features = encoder(_to_colour(parameters, model, colours), periodic=periodic)
-            return gram_loss(gram_matrices(features), targets, layer_weights)
-
-        cache: list = []
-
-        def closure():
-            nonlocal evaluations, per_sample
-            for saved, loss_value, gradient, sample_losses in cache:
-                if torch.equal(saved, parameters):
-                    parameters.grad = gradient.clone()
-                    per_sample = sample_losses
-                    return loss_value
-            optimizer_.zero_grad(set_to_none=False)
-            losses = objective()
-            loss = losses.sum()
-            loss.backward()
-            evaluations += 1
-            per_sample = losses.detach().cpu()
-            cache.append((parameters.detach().clone(), loss.detach(), parameters.grad.clone(), per_sample))
-            del cache[:-3]
-            return loss
-
-        if optimizer == "lbfgs":
-            optimizer_ = torch.optim.LBFGS(
-                [parameters], lr=1.0, max_iter=1, max_eval=25, history_size=LBFGS_HISTORY,
-                tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe",
-            )
-        else:
-            optimizer_ = torch.optim.Adam([parameters], lr=learning_rate)
-
+        shape = level_shape(size, factor)
+        parameters = resize(parameters, shape).detach().requires_grad_(True)
+        objective.prepare(micrograph, (colour,), level, factor)
+        optimizer_ = make_optimizer(optimizer, parameters, learning_rate)
+        evaluate = functools.partial(_evaluate, objective, parameters, level, factor)
+        closure = CachedClosure(optimizer_, parameters, evaluate)
         for _ in range(steps):
-            optimizer_.step(closure)
-            if optimizer == "lbfgs":
-                closure()  # the loss at the point the step arrived at (cached: no extra cost)
+            take_step(optimizer_, closure)
+            per_sample, per_term = closure.record
             done += 1
             history.append(float(per_sample.mean()))
             preview = None
             now = time.perf_counter()
-            if preview_interval is not None and now - last_preview >= preview_interval:
-                last_preview = now
-                preview = _finish(_scores(parameters[:1], model)[0], model, micrograph, islands)
-            command = yield Progress(done, total, history[-1], now - started, level, len(schedule), preview)
+            if clock.due(now):
+                preview = finish(score_array(parameters[:1], model)[0], model, micrograph, islands)
+            command = yield Progress(
+                done, total, history[-1], now - started, level, len(schedule), preview
+            )
             if command == STOP:
                 partial = True
                 break
-            if not math.isfinite(history[-1]):
-                raise FloatingPointError("The optimization diverged (loss is not finite); try another seed or optimizer='lbfgs'.")
-        timings.append({"level": level, "factor": factor, "size": list(shape), "steps": steps, "seconds": time.perf_counter() - level_started})
+            check_finite(history[-1], "try another seed or optimizer='lbfgs'")
+        evaluations += closure.evaluations
+        timings.append(level_timing(level, factor, shape, steps, level_started))
         if partial:
             break
-    if tuple(parameters.shape[-2:]) != size:
-        parameters = torch.nn.functional.interpolate(parameters.detach(), size=size, mode="bilinear", align_corners=False)
-    scores = _scores(parameters, model)
-    images = np.stack([_finish(s, model, micrograph, islands) for s in scores])
+    parameters = resize(parameters.detach(), size)
+    scores = score_array(parameters, model)
+    images = np.stack([finish(s, model, micrograph, islands) for s in scores])
     elapsed = time.perf_counter() - started
     provenance = {
         "method": "Gram-matrix reconstruction with a pretrained VGG19 (Li et al. 2018)",
         "parameters": {
-            "size": list(size), "samples": samples, "layers": list(layers),
-            "iterations": iterations, "levels": len(schedule), "levels_requested": levels,
+            "size": list(size),
+            "samples": samples,
+            "layers": list(layers),
+            "iterations": iterations,
+            "levels": len(schedule),
+            "levels_requested": levels,
             "optimizer": optimizer,
             "learning_rate": learning_rate if optimizer == "adam" else None,
-            "layer_weights": layer_weights, "periodic": periodic, "kind": model.kind,
+            "layer_weights": layer_weights,
+            "periodic": objective.periodic,
+            "kind": model.kind,
             "island_limits": {str(k): v for k, v in islands.items()},
         },
         "seed": seed,
         "weights": describe_weights(vgg_weights),
-        "device": str(torch_device),
+        "device": str(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "platform": platform.platform(),
-        "input": {"shape": list(micrograph.shape), "dtype": model.dtype, "labels": list(model.labels), "fractions": list(model.fractions)},
+        "input": {
+            "shape": list(micrograph.shape),
+            "dtype": model.dtype,
+            "labels": list(model.labels),
+            "fractions": list(model.fractions),
+        },
         "timings": {"total_seconds": elapsed, "levels": timings},
         "steps": done,
         "evaluations": evaluations,
         "final_loss": [float(v) for v in per_sample],
+        "loss_terms": objective.provenance(per_term),
         "partial": partial,
     }
-    if torch_device.type == "cuda":
+    if device.type == "cuda":
         torch.cuda.empty_cache()
-    return Reconstruction(images, model, history, [float(v) for v in per_sample], partial, provenance)
+    return Reconstruction(
+        images, model, history, [float(v) for v in per_sample], partial, provenance
+    )
 
 
-def run_to_end(steps: Generator, callback: Callable[[Progress], object] | None = None):
-    """Run a progress generator to the end and return its result; ``callback`` sees each message
-    (it may return ``"stop"`` to end the run early with the partial result)."""
-    command = None
-    while True:
-        try:
-            message = steps.send(command)
-        except StopIteration as finished:
-            return finished.value
-        command = callback(message) if callback is not None else None
+def _evaluate(objective: Objective, parameters, level: int, factor: int) -> tuple:
+    """The summed loss of the samples (back-propagated) and, on the CPU, the loss per sample
+    and each term's."""
+    losses, values = objective(parameters, level, factor)
+    loss = losses.sum()
+    loss.backward()
+    record = {name: value.detach().cpu() for name, value in values.items()}
+    return loss, (losses.detach().cpu(), record)
 
 
-def reconstruct(image, callback: Callable[[Progress], object] | None = None, **options) -> Reconstruction:
+def reconstruct(
+    image, callback: Callable[[Progress], object] | None = None, **options
+) -> Reconstruction:
     """Reconstruct microstructures from a micrograph; see :func:`reconstruct_steps` for options."""
     return run_to_end(reconstruct_steps(image, **options), callback)

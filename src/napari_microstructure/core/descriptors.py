@@ -1,13 +1,29 @@
-"""Gram-matrix descriptors of microstructures and the loss that compares them.
+"""Gram-matrix descriptors of microstructures, and the loss terms a reconstruction minimizes.
 
 For a layer with feature maps F (C channels by N = H*W positions) the Gram matrix is
 G = F Fᵀ / N. The Gram matrices of a few layers describe a microstructure's texture, whatever the
 image size, so a reconstruction may be of any size.
+
+A reconstruction minimizes a weighted sum of loss terms (:class:`LossTerm`): :class:`GramLoss`
+always, and any extra terms given to ``reconstruct_steps(..., terms=...)`` or
+``reconstruct_volume_steps(..., terms=...)``. At every resolution level a term is prepared from
+the micrograph (:class:`TargetContext`: once per level in 2D, once per level and axis in 3D), then
+called at every evaluation with the samples' soft phase scores and network features
+(:class:`LossContext`); it returns one loss per sample (a 3D run: per sampled slice).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .errors import InputError
+from .phases import ImageModel
 
 
 def gram_matrices(features: Mapping) -> dict:
@@ -32,3 +48,141 @@ def gram_loss(grams: Mapping, targets: Mapping, layer_weights: Mapping | None = 
         difference = ((gram - target) ** 2).sum(dim=(1, 2))
         total = total + weight * difference / (target**2).sum().clamp_min(1e-30)
     return total
+
+
+@dataclass(frozen=True)
+class TargetContext:
+    """What :meth:`LossTerm.prepare` sees: the micrograph the samples must match at one level."""
+
+    micrograph: np.ndarray  # phase labels or grey levels, full resolution
+    model: ImageModel  # the micrograph's kind, phases and fractions
+    views: (
+        tuple  # colour images (3, H, W) to match: the micrograph, or its 8 rotations/reflections
+    )
+    encoder: Any  # the network: images (n, 3, h, w) in [0, 1] -> {layer: features}
+    level: int  # resolution level, 0 = coarsest
+    factor: int  # the level's images are the full-resolution ones average-pooled by this
+    axis: int | None  # 3D: the samples are slices normal to this axis; None in 2D
+    device: Any  # torch device of the run
+
+    def images(self) -> Iterator:
+        """Each view at this level, as a tensor (1, 3, h, w) on the run's device."""
+        import torch
+        import torch.nn.functional as F
+
+        for view in self.views:
+            with torch.no_grad():
+                image = torch.from_numpy(np.ascontiguousarray(view)).to(self.device)[None]
+                if self.factor > 1:
+                    image = F.avg_pool2d(image, self.factor)
+            yield image
+
+    def features(self) -> Iterator[dict]:
+        """The network features of each view at this level (one view at a time, no gradient)."""
+        import torch
+
+        for image in self.images():
+            with torch.no_grad():
+                features = self.encoder(image)
+            yield features
+
+
+@dataclass(frozen=True)
+class LossContext:
+    """What a :class:`LossTerm` sees at one evaluation: the samples under optimization."""
+
+    scores: Any  # (n, C, h, w) soft scores, differentiable: softmax phase probabilities (C >= 3),
+    # or the sigmoid (C = 1) that is phase 1's probability of two phases or the grey level
+    features: Mapping  # {layer: features (n, channels, h', w')} of the samples, differentiable
+    model: ImageModel
+    level: int  # resolution level, 0 = coarsest
+    factor: int  # the samples' sides are the output's divided by this (1 at the finest level)
+    axis: int | None  # 3D: the samples are slices normal to this axis; None in 2D
+    periodic: bool  # the samples tile seamlessly (the network pads circularly)
+    device: Any
+
+    @property
+    def probabilities(self):
+        """Phase probabilities (n, K, h, w) of the samples (phase k: ``model.labels[k]``)."""
+        import torch
+
+        if self.model.kind != "labels":
+            raise ValueError("A grey reconstruction has grey levels (scores), not phases.")
+        if self.scores.shape[1] == 1:
+            return torch.cat([1 - self.scores, self.scores], dim=1)
+        return self.scores
+
+
+@runtime_checkable
+class LossTerm(Protocol):
+    """One term of a reconstruction's loss, added with ``weight`` to the others.
+
+    ``name`` (unique within a run) labels the term in the provenance; ``weight`` is a finite
+    number of 0 or more. ``prepare`` computes the term's targets from the micrograph at each
+    level (in 3D: for each axis, ``context.axis``); calling the term returns the differentiable
+    loss of each sample, a tensor of shape ``(n,)``.
+    """
+
+    name: str
+    weight: float
+
+    def prepare(self, context: TargetContext) -> None: ...
+
+    def __call__(self, context: LossContext): ...
+
+
+class GramLoss:
+    """The Gram-matrix loss (:func:`gram_loss`) of the samples' features against the
+    micrograph's; with several views, against the mean of their Gram matrices."""
+
+    name = "gram"
+
+    def __init__(self, layer_weights: Mapping | None = None, weight: float = 1.0):
+        self.layer_weights = layer_weights
+        self.weight = weight
+        self.targets: dict = {}  # axis (None in 2D) -> {layer: target Gram matrix (C, C)}
+
+    def prepare(self, context: TargetContext) -> None:
+        """Keep the target Gram matrices of this level (and axis)."""
+        views = [{k: v[0] for k, v in gram_matrices(f).items()} for f in context.features()]
+        self.targets[context.axis] = (
+            views[0]
+            if len(views) == 1
+            else {name: sum(view[name] for view in views) / len(views) for name in views[0]}
+        )
+
+    def __call__(self, context: LossContext):
+        """The loss of each sample, shape (n,)."""
+        grams = gram_matrices(context.features)
+        return gram_loss(grams, self.targets[context.axis], self.layer_weights)
+
+
+def check_terms(terms: Sequence) -> tuple:
+    """The extra loss terms as a tuple, or InputError: each must be a :class:`LossTerm` with a
+    unique name other than ``"gram"`` and a finite weight of 0 or more."""
+    if isinstance(terms, LossTerm) or not isinstance(terms, Sequence):
+        raise InputError(f"terms must be a list of loss terms; got {terms!r}.")
+    names = {GramLoss.name}
+    for term in terms:
+        if not isinstance(term, LossTerm):
+            raise InputError(
+                f"The loss term {term!r} needs a name, a weight, prepare(context) and "
+                "__call__(context) (see core.descriptors.LossTerm)."
+            )
+        if not isinstance(term.name, str) or not term.name or term.name in names:
+            raise InputError(
+                f"Each loss term needs its own name (not {', '.join(map(repr, sorted(names)))}); "
+                f"got {term.name!r}."
+            )
+        names.add(term.name)
+        weight = term.weight
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, Real)
+            or not (math.isfinite(weight) and weight >= 0)
+        ):
+            raise InputError(
+                f"The weight of loss term {term.name} must be a finite number of 0 or more; "
+                f"got {weight!r}."
+            )
+    return tuple(terms)

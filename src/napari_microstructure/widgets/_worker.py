@@ -35,10 +35,10 @@ from qtpy.QtCore import QEvent, QObject, QThreadPool
 from qtpy.QtWidgets import QFileDialog, QPushButton, QWidget
 
 from ..core.errors import MicrostructureError
+from ..core.steps import STOP
 from ._table import ResultsTable
 
 __all__ = [
-    "STOP",
     "USER_ERRORS",
     "JobRunner",
     "SavedTable",
@@ -49,8 +49,6 @@ __all__ = [
     "worker_settings",
 ]
 
-#: Sent into a job by Stop: the core's generators end after the current step, keeping the result.
-STOP = "stop"
 #: Errors a user can act on: one notification with the message, no traceback.
 USER_ERRORS = (MicrostructureError, FloatingPointError)
 #: Nice-value increment of a worker thread (Linux): the interface thread gets the CPU first.

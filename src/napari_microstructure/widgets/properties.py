@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -45,9 +46,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.datasets import BuildProgress
 from ..core.errors import InputError, MicrostructureError
-from ._worker import STOP, JobRunner, SavedTable, layer_files, worker_settings
+from ..core.properties import TrainProgress
+from ..core.steps import STOP, describe, relay, timing
+from ._worker import JobRunner, SavedTable, layer_files, worker_settings
 
 if TYPE_CHECKING:
     import napari
@@ -96,6 +98,15 @@ class LabelProgress:
 
     done: int
     total: int
+    elapsed: float  # seconds since the labelling started
+
+    @property
+    def fraction_done(self) -> float:
+        return self.done / max(self.total, 1)
+
+    def describe(self) -> str:
+        """One line: the labels computed so far, and the time."""
+        return f"labels {self.done}/{self.total} · {timing(self)}"
 
 
 def _folder_data(folder: str, column: str, phase):
@@ -123,13 +134,7 @@ def training_job(request: TrainingRequest):
         dataset = None
         if request.build is not None:
             building = build_dataset_steps(micrographs=dict(zip(names, images)), **request.build)
-            command = None
-            while True:
-                try:
-                    command = STOP if (yield building.send(command)) == STOP else None
-                except StopIteration as built:
-                    dataset = built.value
-                    break
+            dataset = yield from relay(building)
             if dataset.partial:
                 stopped = "Stopped while building the dataset."
                 return TrainingResult(stopped=stopped, dataset=dataset)
@@ -140,22 +145,18 @@ def training_job(request: TrainingRequest):
                 request.folder, options["property"], options["phase"]
             )
         elif targets is None:
-            values = []
+            values, started = [], time.perf_counter()
             for index, image in enumerate(images):
                 row = transport_labels(image, options["phase"], (options["axis"],))
                 values.append(row[options["property"]])
-                if (yield LabelProgress(index + 1, len(images))) == STOP:
+                progress = LabelProgress(index + 1, len(images), time.perf_counter() - started)
+                if (yield progress) == STOP:
                     return TrainingResult(stopped="Stopped while computing the labels.")
             targets = values
         targets = np.asarray(targets, dtype=float)
         steps = train_steps(images, targets, names=names, **options)
-        command = None
-        while True:
-            try:
-                message = steps.send(command)
-            except StopIteration as finished:
-                return TrainingResult(model=finished.value, targets=targets, names=names, dataset=dataset)
-            command = STOP if (yield message) == STOP else None
+        model = yield from relay(steps)
+        return TrainingResult(model=model, targets=targets, names=names, dataset=dataset)
 
 
 def prediction_job(model, images: list, threads: int = 0) -> list[float]:
@@ -677,23 +678,12 @@ class PropertyWidget(QWidget):
         self.runner.stop(STOP)
 
     def _on_yielded(self, message) -> None:
-        if isinstance(message, BuildProgress):
-            self.progress.setRange(0, message.total)
-            self.progress.setValue(message.done)
-            self.progress.setFormat(f"dataset {message.done}/{message.total} ({message.stage}) · {message.elapsed:.0f} s")
-            return
-        if isinstance(message, LabelProgress):
-            self.progress.setRange(0, message.total)
-            self.progress.setValue(message.done)
-            self.progress.setFormat(f"labels {message.done}/{message.total}")
-            return
-        if message.stage == "epoch":
+        # the dataset's, the labels' and the training's messages all count done of total
+        if isinstance(message, TrainProgress) and message.stage == "epoch":
             self.plot.add_epoch(message.epoch, message.train_loss, message.val_loss)
         self.progress.setRange(0, max(message.total, 1))
         self.progress.setValue(message.done)
-        stage = {"features": "features", "fold": f"fold {message.fold}/{message.n_folds}", "epoch": f"epoch {message.epoch}", "fit": "final fit"}
-        r2 = f" · R² {message.r2:.3f}" if message.r2 is not None else ""
-        self.progress.setFormat(f"{stage.get(message.stage, message.stage)} · {message.done}/{message.total}{r2} · {message.elapsed:.0f} s")
+        self.progress.setFormat(describe(message))
 
     def _on_returned(self, result: TrainingResult) -> None:
         if result.dataset is not None:

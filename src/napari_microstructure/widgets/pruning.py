@@ -48,8 +48,9 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.errors import InputError, MicrostructureError
+from ..core.steps import STOP, describe, relay
 from ._plot import theme_colours
-from ._worker import STOP, JobRunner, SavedTable, avoid_triton_llvm_crash, layer_files
+from ._worker import JobRunner, SavedTable, avoid_triton_llvm_crash, layer_files
 
 if TYPE_CHECKING:
     import napari
@@ -93,14 +94,7 @@ def pruning_job(request: PruningRequest):
         list(request.images), names=list(request.names), material=request.material,
         **request.options,
     )
-    command = None
-    while True:
-        try:
-            message = steps.send(command)
-        except StopIteration as finished:
-            return finished.value
-        reply = yield message
-        command = STOP if reply == STOP else None
+    return (yield from relay(steps))
 
 
 # ------------------------------------------------------------------------------------------
@@ -461,10 +455,7 @@ class PruningWidget(QWidget):
     # ------------------------------------------------------------------------------ slots (main thread)
     def _on_yielded(self, message) -> None:
         self.progress.setValue(int(round(1000 * message.fraction_done)))
-        done = message.fraction_done
-        left = message.elapsed * (1 - done) / done if done > 0 else float("nan")
-        left_text = f" · ~{left:.0f} s left" if math.isfinite(left) else ""
-        self.progress.setFormat(f"{message.configuration} ({message.index + 1}/{message.n_configurations}) · {100 * done:.0f} %{left_text}")
+        self.progress.setFormat(describe(message))
         if message.step is not None and not self.status.text().startswith("Stopping"):
             step = message.step
             self.status.setText(

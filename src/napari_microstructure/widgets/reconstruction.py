@@ -52,9 +52,9 @@ from ..core.decoder import (
     DEFAULT_LEVELS,
     MAX_ISLAND,
     OPTIMIZERS,
-    STOP,
 )
 from ..core.errors import InputError, MicrostructureError, WeightsError
+from ..core.steps import DISCARD, STOP, describe, relay
 from ..core.volume import DEFAULT_ITERATIONS as VOLUME_ITERATIONS
 from ..core.volume import DEFAULT_LEARNING_RATE as VOLUME_LEARNING_RATE
 from ..core.volume import DEFAULT_OPTIMIZER as VOLUME_OPTIMIZER
@@ -67,7 +67,6 @@ if TYPE_CHECKING:
     import napari
 
 __all__ = [
-    "DISCARD",
     "LAYER_PRESETS",
     "JobResult",
     "ReconstructionWidget",
@@ -76,8 +75,6 @@ __all__ = [
     "reconstruction_job",
 ]
 
-#: Sent into the worker by Stop when the partial result is not wanted.
-DISCARD = "discard"
 #: Yielded by the job once the optimization is over and the statistics are being computed.
 ANALYSING = "analysing"
 #: Layer-set presets: the project's default and the five layers of Li et al. 2018.
@@ -268,23 +265,18 @@ def reconstruction_job(request: RunRequest):
             steps = reconstruct_volume_steps(request.image, **request.options)
         else:
             steps = reconstruct_steps(request.image, **request.options)
-        command = None
-        while True:
-            try:
-                message = steps.send(command)
-            except StopIteration as finished:
-                reconstruction = finished.value
-                break
-            reply = yield message
+
+        def wait_for_preview_layer(message, reply):
             if message.preview is not None and not request.preview_layer_ready.is_set():
                 # The first preview makes napari create a layer (about 0.1 s of Python on the
                 # main thread): the worker waits for it rather than contend for the GIL, which
                 # would double the time the interface is frozen.
                 request.preview_layer_ready.wait(PREVIEW_LAYER_WAIT)
-            if reply == DISCARD:
-                steps.close()
-                return JobResult(discarded=True)
-            command = STOP if reply == STOP else None
+            return reply
+
+        reconstruction = yield from relay(steps, answer=wait_for_preview_layer)
+        if reconstruction is None:  # discarded
+            return JobResult(discarded=True)
         yield ANALYSING
         return analyse(request, reconstruction)
 
@@ -842,12 +834,7 @@ class ReconstructionWidget(QWidget):
         if self.progress.maximum() != message.total:
             self.progress.setRange(0, message.total)
         self.progress.setValue(message.iteration)
-        done = message.fraction_done
-        left = message.elapsed * (1 - done) / done if done > 0 else float("nan")
-        left_text = f"~{left:.0f} s left" if math.isfinite(left) else ""
-        self.progress.setFormat(
-            f"step {message.iteration}/{message.total} · loss {message.loss:.3g} · {left_text}".rstrip(" ·")
-        )
+        self.progress.setFormat(describe(message))
         level_text = f"Resolution level {message.level + 1} of {message.n_levels}"
         if self.status.text() != level_text and not self.status.text().startswith("Stopping"):
             self.status.setText(level_text)
