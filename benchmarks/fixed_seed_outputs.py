@@ -27,7 +27,8 @@ def _numeric_columns(table) -> dict[str, np.ndarray]:
     return {
         f"table.{column}": table[column].to_numpy(float)
         for column in table.columns
-        if table[column].dtype.kind in "biuf" and not any(w in column.lower() for w in TIMING_WORDS)
+        if table[column].dtype.kind in "biuf"
+        and not any(w in column.lower() for w in TIMING_WORDS)
     }
 
 
@@ -48,21 +49,32 @@ def run_jobs() -> dict[str, dict[str, np.ndarray]]:
     for name in ("alloy_256", "carbonate_256"):
         result = reconstruct(load_sample(name), seed=3, device="cpu")
         outputs[f"reconstruct_{name}"] = {
-            "images": result.images, "loss_history": np.asarray(result.loss_history)
+            "images": result.images,
+            "loss_history": np.asarray(result.loss_history),
         }
     volume = reconstruct_volume(load_sample("alloy_64"), 32, seed=3, device="cpu")
     outputs["volume_alloy_64_32"] = {"volume": volume.volume}
-    profile = prune(load_sample("alloy_64"), depths=[1, 2], samples=1, iterations=20, levels=2,
-                    seed=3, device="cpu")
+    profile = prune(
+        load_sample("alloy_64"),
+        depths=[1, 2],
+        samples=1,
+        iterations=20,
+        levels=2,
+        seed=3,
+        device="cpu",
+    )
     outputs["prune_alloy_64"] = _numeric_columns(profile.table())
     data = build_dataset(generated=60, size=64, seed=3, device="cpu")
-    model = train_property_model(data.images, data.table["D_eff_x"], property="D_eff_x", folds=3,
-                                 seed=3, device="cpu")
+    model = train_property_model(
+        data.images, data.table["D_eff_x"], property="D_eff_x", folds=3, seed=3, device="cpu"
+    )
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.npz"
         model.save(path)
         with np.load(path) as stored:
-            arrays = {f"model.{k}": stored[k] for k in stored.files if stored[k].dtype.kind in "biuf"}
+            arrays = {
+                f"model.{k}": stored[k] for k in stored.files if stored[k].dtype.kind in "biuf"
+            }
     arrays["dataset.labels"] = data.table["D_eff_x"].to_numpy(float)
     arrays["dataset.images"] = np.stack(data.images)
     arrays["predictions"] = np.asarray(model.predict(data.images[:10], device="cpu"), float)
@@ -88,7 +100,9 @@ def compare(first: Path, second: Path) -> int:
             for key in sorted(set(a.files) | set(b.files)):
                 if key not in a.files or key not in b.files:
                     differences.append(f"{path.name}:{key}: only in one of them")
-                elif a[key].shape != b[key].shape or not np.array_equal(a[key], b[key], equal_nan=True):
+                elif a[key].shape != b[key].shape or not np.array_equal(
+                    a[key], b[key], equal_nan=True
+                ):
                     differences.append(f"{path.name}:{key}: differs")
                 else:
                     print(f"identical  {path.name}:{key} {a[key].shape}")

@@ -48,7 +48,9 @@ def main() -> None:
     ]
     print(f"{'metric':<24} {'best of ' + str(args.repeat):>12}")
     for name, function, arguments in cases:
-        print(f"{name:<24} {best_seconds(function, *arguments, repeat=args.repeat) * 1000:9.1f} ms")
+        print(
+            f"{name:<24} {best_seconds(function, *arguments, repeat=args.repeat) * 1000:9.1f} ms"
+        )
 
 
 if __name__ == "__main__":

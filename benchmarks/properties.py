@@ -38,8 +38,11 @@ from napari_microstructure.core import datasets, properties
 
 LI2018 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "li2018"
 #: (micrograph, conducting phase, what it is)
-REAL = (("alloy_256", 0, "alloy grain boundaries"), ("carbonate_256", 1, "carbonate pores"),
-        ("carbonate_256", 0, "carbonate matrix"))
+REAL = (
+    ("alloy_256", 0, "alloy grain boundaries"),
+    ("carbonate_256", 1, "carbonate pores"),
+    ("carbonate_256", 0, "carbonate matrix"),
+)
 
 
 def load(name: str) -> np.ndarray:
@@ -82,15 +85,45 @@ def fit_and_test(features, targets, fit, test) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="/tmp/properties_bench", help="folder for the PNGs and results.json")
-    parser.add_argument("--samples", type=int, default=400, help="generated microstructures (default: %(default)s)")
-    parser.add_argument("--train", type=int, default=300, help="of which cross-validated and trained on (default: %(default)s)")
+    parser.add_argument(
+        "--out", default="/tmp/properties_bench", help="folder for the PNGs and results.json"
+    )
+    parser.add_argument(
+        "--samples", type=int, default=400, help="generated microstructures (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--train",
+        type=int,
+        default=300,
+        help="of which cross-validated and trained on (default: %(default)s)",
+    )
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--volume-fraction", nargs=2, type=float, default=[0.1, 0.9], metavar=("LOW", "HIGH"))
-    parser.add_argument("--crops", type=int, default=16, help="crops per real micrograph (default: %(default)s)")
-    parser.add_argument("--sizes", nargs="+", type=int, default=[25, 50, 100, 200], help="learning-curve training sizes")
-    parser.add_argument("--repeats", type=int, default=5, help="random draws per learning-curve size (default: %(default)s)")
-    parser.add_argument("--finetune", type=int, default=0, metavar="N", help="also fine-tune on N samples, pretrained and random")
+    parser.add_argument(
+        "--volume-fraction", nargs=2, type=float, default=[0.1, 0.9], metavar=("LOW", "HIGH")
+    )
+    parser.add_argument(
+        "--crops", type=int, default=16, help="crops per real micrograph (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        type=int,
+        default=[25, 50, 100, 200],
+        help="learning-curve training sizes",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="random draws per learning-curve size (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--finetune",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also fine-tune on N samples, pretrained and random",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -105,21 +138,34 @@ def main(argv=None) -> int:
 
     # 1. dataset --------------------------------------------------------------------------
     with Clock() as clock:
-        dataset = datasets.build_dataset(generated=args.samples, size=args.size, volume_fraction=tuple(args.volume_fraction),
-                                         seed=args.seed)
+        dataset = datasets.build_dataset(
+            generated=args.samples,
+            size=args.size,
+            volume_fraction=tuple(args.volume_fraction),
+            seed=args.seed,
+        )
     table = dataset.table
     targets = table["D_eff_x"].to_numpy(float)
     label_seconds = dataset.provenance["timings"]["label_seconds"]
-    print(f"\n## Dataset: {len(targets)} microstructures {args.size}x{args.size}, {table['family'].nunique()} families, "
-          f"volume fraction {table['volume_fraction'].min():.2f}-{table['volume_fraction'].max():.2f}")
-    print(f"built and labelled in {clock} (TauFactor {label_seconds:.1f} s); blocked (D_eff = 0): "
-          f"{(targets == 0).mean():.0%}")
-    results["dataset"] = {"n": len(targets), "seconds": clock.wall, "cpu_seconds": clock.cpu, "label_seconds": label_seconds,
-                          "blocked_fraction": float((targets == 0).mean()),
-                          "per_family": table.groupby("family")["D_eff_x"].agg(["count", "mean"]).to_dict()}
+    print(
+        f"\n## Dataset: {len(targets)} microstructures {args.size}x{args.size}, {table['family'].nunique()} families, "
+        f"volume fraction {table['volume_fraction'].min():.2f}-{table['volume_fraction'].max():.2f}"
+    )
+    print(
+        f"built and labelled in {clock} (TauFactor {label_seconds:.1f} s); blocked (D_eff = 0): "
+        f"{(targets == 0).mean():.0%}"
+    )
+    results["dataset"] = {
+        "n": len(targets),
+        "seconds": clock.wall,
+        "cpu_seconds": clock.cpu,
+        "label_seconds": label_seconds,
+        "blocked_fraction": float((targets == 0).mean()),
+        "per_family": table.groupby("family")["D_eff_x"].agg(["count", "mean"]).to_dict(),
+    }
 
     order = np.random.default_rng(args.seed).permutation(len(targets))
-    train_index, test_index = np.sort(order[: args.train]), np.sort(order[args.train:])
+    train_index, test_index = np.sort(order[: args.train]), np.sort(order[args.train :])
     train_images = [dataset.images[i] for i in train_index]
 
     # 2. cross-validation and training time ------------------------------------------------
@@ -129,21 +175,42 @@ def main(argv=None) -> int:
     print(row(*["---"] * 5))
     for weights in ("normalized", "random"):
         with Clock() as clock:
-            model = properties.train(train_images, targets[train_index], weights=weights, folds=5, seed=args.seed)
+            model = properties.train(
+                train_images, targets[train_index], weights=weights, folds=5, seed=args.seed
+            )
         models[weights] = model
         cv = model.header["cross_validation"]
         print(row(weights, f"{cv['r2']:.3f}", f"{cv['mae']:.4f}", f"{cv['rmse']:.4f}", str(clock)))
-        results[f"cv_{weights}"] = {k: cv[k] for k in ("r2", "mae", "rmse", "fold_r2")} | {"seconds": clock.wall, "cpu_seconds": clock.cpu}
+        results[f"cv_{weights}"] = {k: cv[k] for k in ("r2", "mae", "rmse", "fold_r2")} | {
+            "seconds": clock.wall,
+            "cpu_seconds": clock.cpu,
+        }
     model = models["normalized"]
     out_of_fold = np.array(model.header["cross_validation"]["predictions"], float)
     families = table["family"].to_numpy()[train_index]
-    print("\nper family (pretrained): " + ", ".join(
-        f"{f} R² {properties.scores(targets[train_index][families == f], out_of_fold[families == f])['r2']:.3f}"
-        for f in sorted(set(families))))
+    print(
+        "\nper family (pretrained): "
+        + ", ".join(
+            f"{f} R² {properties.scores(targets[train_index][families == f], out_of_fold[families == f])['r2']:.3f}"
+            for f in sorted(set(families))
+        )
+    )
 
     # 3. real micrographs ------------------------------------------------------------------
-    print(f"\n## {args.crops} random {args.size}x{args.size} crops of each real micrograph (not seen in training)\n")
-    print(row("micrograph, phase", "volume fraction", "D_eff TauFactor (mean)", "D_eff predicted (mean)", "blocked crops", "MAE", "R²"))
+    print(
+        f"\n## {args.crops} random {args.size}x{args.size} crops of each real micrograph (not seen in training)\n"
+    )
+    print(
+        row(
+            "micrograph, phase",
+            "volume fraction",
+            "D_eff TauFactor (mean)",
+            "D_eff predicted (mean)",
+            "blocked crops",
+            "MAE",
+            "R²",
+        )
+    )
     print(row(*["---"] * 7))
     real = {}
     for index, (name, phase, what) in enumerate(REAL):
@@ -153,11 +220,27 @@ def main(argv=None) -> int:
         fractions = np.array([(c == phase).mean() for c in crops])
         result = properties.scores(truth, predicted)
         r2 = f"{result['r2']:.3f}" if np.ptp(truth) > 0 else "n/a (all equal)"
-        print(row(f"{name}, phase {phase} ({what})", f"{fractions.mean():.3f}", f"{truth.mean():.4f}", f"{predicted.mean():.4f}",
-                  f"{(truth == 0).sum()}/{len(truth)}", f"{result['mae']:.4f}", r2))
+        print(
+            row(
+                f"{name}, phase {phase} ({what})",
+                f"{fractions.mean():.3f}",
+                f"{truth.mean():.4f}",
+                f"{predicted.mean():.4f}",
+                f"{(truth == 0).sum()}/{len(truth)}",
+                f"{result['mae']:.4f}",
+                r2,
+            )
+        )
         real[f"{name} phase {phase}"] = {"truth": truth, "predicted": predicted, **result}
-    results["real"] = {k: {"mae": v["mae"], "r2": v["r2"], "truth": v["truth"].tolist(), "predicted": v["predicted"].tolist()}
-                       for k, v in real.items()}
+    results["real"] = {
+        k: {
+            "mae": v["mae"],
+            "r2": v["r2"],
+            "truth": v["truth"].tolist(),
+            "predicted": v["predicted"].tolist(),
+        }
+        for k, v in real.items()
+    }
 
     # 4. learning curves -------------------------------------------------------------------
     all_features = {}
@@ -165,21 +248,32 @@ def main(argv=None) -> int:
         with Clock() as clock:
             all_features[weights] = properties.extract_features(dataset.images, weights=weights)
         print(f"\nfeatures of {len(targets)} samples, {weights} trunk: {clock}")
-    print(f"\n## Learning curves: test set of {len(test_index)} held-out samples, {args.repeats} draws per size\n")
+    print(
+        f"\n## Learning curves: test set of {len(test_index)} held-out samples, {args.repeats} draws per size\n"
+    )
     print(row("training samples", "R² pretrained", "R² random", "MAE pretrained", "MAE random"))
     print(row(*["---"] * 5))
     curves = {w: {"r2": [], "mae": []} for w in all_features}
     rng = np.random.default_rng(args.seed + 1)
     for size in args.sizes:
-        draws = [np.sort(rng.choice(train_index, size, replace=False)) for _ in range(args.repeats)]
+        draws = [
+            np.sort(rng.choice(train_index, size, replace=False)) for _ in range(args.repeats)
+        ]
         for weights, features in all_features.items():
             found = [fit_and_test(features, targets, fit, test_index) for fit in draws]
             curves[weights]["r2"].append([f["r2"] for f in found])
             curves[weights]["mae"].append([f["mae"] for f in found])
         r2 = {w: np.array(curves[w]["r2"][-1]) for w in curves}
         mae = {w: np.array(curves[w]["mae"][-1]) for w in curves}
-        print(row(size, f"{r2['normalized'].mean():.3f} ± {r2['normalized'].std():.3f}", f"{r2['random'].mean():.3f} ± {r2['random'].std():.3f}",
-                  f"{mae['normalized'].mean():.4f}", f"{mae['random'].mean():.4f}"))
+        print(
+            row(
+                size,
+                f"{r2['normalized'].mean():.3f} ± {r2['normalized'].std():.3f}",
+                f"{r2['random'].mean():.3f} ± {r2['random'].std():.3f}",
+                f"{mae['normalized'].mean():.4f}",
+                f"{mae['random'].mean():.4f}",
+            )
+        )
     results["learning_curves"] = {"sizes": args.sizes, **curves}
 
     # 5. prediction time -------------------------------------------------------------------
@@ -195,15 +289,22 @@ def main(argv=None) -> int:
                     model.predict(micrograph, phase=0)
                 walls.append(clock.wall)
                 cpus.append(clock.cpu)
-        print(f"\n## Prediction of one 256x256 micrograph, {threads} thread(s): median {np.median(walls):.3f} s wall, "
-              f"{np.median(cpus):.3f} s CPU (min {min(walls):.3f} s; 20 runs)")
+        print(
+            f"\n## Prediction of one 256x256 micrograph, {threads} thread(s): median {np.median(walls):.3f} s wall, "
+            f"{np.median(cpus):.3f} s CPU (min {min(walls):.3f} s; 20 runs)"
+        )
         results["prediction_seconds"][f"{threads}_threads"] = {
-            "median_wall": float(np.median(walls)), "median_cpu": float(np.median(cpus)), "min_wall": min(walls)}
+            "median_wall": float(np.median(walls)),
+            "median_cpu": float(np.median(cpus)),
+            "min_wall": min(walls),
+        }
     torch.set_num_threads(1)
 
     # optional: fine-tuning ----------------------------------------------------------------
     if args.finetune:
-        print(f"\n## Fine-tuning on {args.finetune} samples, tested on the {len(test_index)} held-out samples\n")
+        print(
+            f"\n## Fine-tuning on {args.finetune} samples, tested on the {len(test_index)} held-out samples\n"
+        )
         print(row("initialization", "test R²", "test MAE", "epochs", "time"))
         print(row(*["---"] * 5))
         fit = train_index[: args.finetune]
@@ -211,21 +312,43 @@ def main(argv=None) -> int:
         results["finetune"] = {}
         for weights in ("normalized", "random"):
             with Clock() as clock:
-                tuned = properties.train([dataset.images[i] for i in fit], targets[fit], mode="finetune", weights=weights, folds=0, seed=args.seed)
+                tuned = properties.train(
+                    [dataset.images[i] for i in fit],
+                    targets[fit],
+                    mode="finetune",
+                    weights=weights,
+                    folds=0,
+                    seed=args.seed,
+                )
             found = properties.scores(targets[test_index], tuned.predict(test_images))
             epochs = len(tuned.header["training"]["history"])
             print(row(weights, f"{found['r2']:.3f}", f"{found['mae']:.4f}", epochs, str(clock)))
-            results["finetune"][weights] = found | {"epochs": epochs, "seconds": clock.wall, "cpu_seconds": clock.cpu}
+            results["finetune"][weights] = found | {
+                "epochs": epochs,
+                "seconds": clock.wall,
+                "cpu_seconds": clock.cpu,
+            }
 
     # figures ------------------------------------------------------------------------------
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(10, 4.2), layout="constrained")
     left, right = figure.subplots(1, 2)
-    for weights, colour, label in (("normalized", "C0", "pretrained (normalized VGG19)"), ("random", "C3", "random initialization")):
+    for weights, colour, label in (
+        ("normalized", "C0", "pretrained (normalized VGG19)"),
+        ("random", "C3", "random initialization"),
+    ):
         for ax, metric in ((left, "r2"), (right, "mae")):
             values = np.array(curves[weights][metric])
-            ax.errorbar(args.sizes, values.mean(1), yerr=values.std(1), marker="o", color=colour, capsize=3, label=label)
+            ax.errorbar(
+                args.sizes,
+                values.mean(1),
+                yerr=values.std(1),
+                marker="o",
+                color=colour,
+                capsize=3,
+                label=label,
+            )
     left.set_ylabel("test R²")
     right.set_ylabel("test MAE of D_eff")
     for ax in (left, right):
@@ -234,20 +357,32 @@ def main(argv=None) -> int:
         ax.set_xlabel("training samples")
         ax.set_xticks(args.sizes, [str(s) for s in args.sizes])
     left.legend()
-    figure.suptitle(f"D_eff along x, frozen trunk to {model.header['depth']} + ridge; test set of {len(test_index)}")
+    figure.suptitle(
+        f"D_eff along x, frozen trunk to {model.header['depth']} + ridge; test set of {len(test_index)}"
+    )
     figure.savefig(out / "learning_curves.png", dpi=150)
 
     figure = Figure(figsize=(5, 5), layout="constrained")
-    properties.plot_parity(targets[train_index], out_of_fold, title="D_eff along x", label="5-fold CV", figure=figure)
+    properties.plot_parity(
+        targets[train_index], out_of_fold, title="D_eff along x", label="5-fold CV", figure=figure
+    )
     axes = figure.axes[0]
     for (key, found), marker in zip(real.items(), ("s", "^", "D")):
-        axes.scatter(found["truth"], found["predicted"], marker=marker, s=22, label=f"{key} crops: MAE {found['mae']:.3f}")
+        axes.scatter(
+            found["truth"],
+            found["predicted"],
+            marker=marker,
+            s=22,
+            label=f"{key} crops: MAE {found['mae']:.3f}",
+        )
     axes.legend(loc="upper left", fontsize=7)
     figure.savefig(out / "parity.png", dpi=150)
 
     results["load_average_end"] = load_average()
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
-    print(f"\nload average {results['load_average_end']}; wrote learning_curves.png, parity.png and results.json to {out}")
+    print(
+        f"\nload average {results['load_average_end']}; wrote learning_curves.png, parity.png and results.json to {out}"
+    )
     return 0
 
 

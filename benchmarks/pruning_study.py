@@ -86,27 +86,60 @@ def main() -> None:
         print(f"\n=== {name} {image.shape} ===", flush=True)
         t0 = time.perf_counter()
         profile = pruning.prune(
-            image, printer(), depths=args.depths, samples=args.samples, iterations=args.iterations,
-            seed=args.seed, device=args.device, material=name, names=[name],
+            image,
+            printer(),
+            depths=args.depths,
+            samples=args.samples,
+            iterations=args.iterations,
+            seed=args.seed,
+            device=args.device,
+            material=name,
+            names=[name],
         )
         seconds = time.perf_counter() - t0
         table = profile.table()
-        columns = ["name", "e_s2_mean", "e_s2_std", "e_lp_mean", "e_lp_std", "e_vf_mean", "e_conn_mean",
-                   "largest_cluster[0]_mean", "largest_cluster[1]_mean", "clusters[0]_mean", "clusters[1]_mean",
-                   "seconds", "cpu_seconds", "steps", "evaluations_per_iteration", "gflop_per_iteration", "peak_memory_mb",
-                   "memory_estimate_mb", "n_layers", "recommended"]
-        print(table[[c for c in columns if c in table.columns]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        columns = [
+            "name",
+            "e_s2_mean",
+            "e_s2_std",
+            "e_lp_mean",
+            "e_lp_std",
+            "e_vf_mean",
+            "e_conn_mean",
+            "largest_cluster[0]_mean",
+            "largest_cluster[1]_mean",
+            "clusters[0]_mean",
+            "clusters[1]_mean",
+            "seconds",
+            "cpu_seconds",
+            "steps",
+            "evaluations_per_iteration",
+            "gflop_per_iteration",
+            "peak_memory_mb",
+            "memory_estimate_mb",
+            "n_layers",
+            "recommended",
+        ]
+        print(
+            table[[c for c in columns if c in table.columns]].to_string(
+                index=False, float_format=lambda v: f"{v:.4g}"
+            )
+        )
         print(f"micrograph: {profile.reference}")
         print(f"floor e_S2: {profile.floor['e_s2_mean']:.4f}")
         print(f"recommendation: {profile.recommendation['reason']}")
-        print(f"run time {seconds:.0f} s ({seconds / 60:.1f} min); budget {profile.provenance['budget']}; load average now {load_average()}")
+        print(
+            f"run time {seconds:.0f} s ({seconds / 60:.1f} min); budget {profile.provenance['budget']}; load average now {load_average()}"
+        )
         if args.out:
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)
             profile.save(out / f"{name}_pruning.json", overwrite=True)
             table.to_csv(out / f"{name}_pruning.csv", index=False)
             pruning.save_plots(profile, out / f"{name}_pruning.png")
-    print(f"\ntotal run time {time.perf_counter() - started:.0f} s; load average at end: {load_average()}")
+    print(
+        f"\ntotal run time {time.perf_counter() - started:.0f} s; load average at end: {load_average()}"
+    )
 
 
 if __name__ == "__main__":

@@ -69,13 +69,24 @@ def main() -> None:
     for name in args.samples:
         original = load_sample(name)
         chosen = {k: v for k, v in (("levels", args.levels), ("iterations", args.iterations)) if v}
-        configurations = {"default": chosen} if args.no_baseline else {"default": chosen, "baseline": BASELINE}
+        configurations = (
+            {"default": chosen} if args.no_baseline else {"default": chosen, "baseline": BASELINE}
+        )
         for seed in args.seeds:
             for label, options in configurations.items():
                 started, cpu_started = time.perf_counter(), time.process_time()
                 result = reconstruct(original, seed=seed, device="cpu", **options)
-                seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-                row = {"micrograph": name, "run": label, "seed": seed, "cpu_seconds": cpu_seconds, **score(original, result, seconds, not args.no_transport)}
+                seconds, cpu_seconds = (
+                    time.perf_counter() - started,
+                    time.process_time() - cpu_started,
+                )
+                row = {
+                    "micrograph": name,
+                    "run": label,
+                    "seed": seed,
+                    "cpu_seconds": cpu_seconds,
+                    **score(original, result, seconds, not args.no_transport),
+                }
                 rows.append(row)
                 print(json.dumps(row, default=float), flush=True)
         floor = metrics.floor(original)
@@ -88,7 +99,11 @@ def main() -> None:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if not args.no_baseline:
         for name in args.samples:
-            mean = table[table.micrograph == name].groupby("run")[["seconds", "cpu_seconds", "e_s2"]].mean()
+            mean = (
+                table[table.micrograph == name]
+                .groupby("run")[["seconds", "cpu_seconds", "e_s2"]]
+                .mean()
+            )
             ratio = mean.loc["baseline", "seconds"] / mean.loc["default", "seconds"]
             cpu_ratio = mean.loc["baseline", "cpu_seconds"] / mean.loc["default", "cpu_seconds"]
             print(

@@ -41,14 +41,39 @@ def _percentiles(gaps: np.ndarray) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sample", default="alloy_256", help="shipped sample (default: %(default)s)")
-    parser.add_argument("--iterations", type=int, default=None, help="optimizer steps (default: the widget's)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads for the run (0: the widget's default)")
-    parser.add_argument("--preview", type=float, default=None, help="seconds between previews (default: the widget's)")
+    parser.add_argument(
+        "--sample", default="alloy_256", help="shipped sample (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--iterations", type=int, default=None, help="optimizer steps (default: the widget's)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads for the run (0: the widget's default)",
+    )
+    parser.add_argument(
+        "--preview",
+        type=float,
+        default=None,
+        help="seconds between previews (default: the widget's)",
+    )
     parser.add_argument("--weights", default="normalized")
-    parser.add_argument("--warm", action="store_true", help="load the weights before the measured run (as after a first run)")
-    parser.add_argument("--profile", action="store_true", help="also time the widget's main-thread slots")
-    parser.add_argument("--switch-interval", type=float, default=None, help="sys.setswitchinterval for the whole process, in seconds (default: the widget's choice)")
+    parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="load the weights before the measured run (as after a first run)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also time the widget's main-thread slots"
+    )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        help="sys.setswitchinterval for the whole process, in seconds (default: the widget's choice)",
+    )
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args(argv)
 
@@ -107,7 +132,9 @@ def main(argv: list[str] | None = None) -> dict:
                 try:
                     return _original(*a, **k)
                 finally:
-                    slot_times.setdefault(f"plot.{_name}", []).append(1000 * (time.perf_counter() - started))
+                    slot_times.setdefault(f"plot.{_name}", []).append(
+                        1000 * (time.perf_counter() - started)
+                    )
                     slot_calls.append((started, time.perf_counter(), f"plot.{_name}"))
 
             setattr(widget.plot, name, timed_plot)
@@ -119,7 +146,9 @@ def main(argv: list[str] | None = None) -> dict:
     timer = QTimer()
     timer.setTimerType(Qt.TimerType.PreciseTimer)
     timer.setInterval(TICK_MS)
-    timer.timeout.connect(lambda: (ticks.append(time.perf_counter()), tick_cpu.append(time.thread_time())))
+    timer.timeout.connect(
+        lambda: (ticks.append(time.perf_counter()), tick_cpu.append(time.thread_time()))
+    )
 
     def on_yielded(message):
         if "first_step" not in marks and not isinstance(message, str):
@@ -139,8 +168,10 @@ def main(argv: list[str] | None = None) -> dict:
     def finished():
         marks["finished"] = time.perf_counter()
         settings.update(
-            iterations=widget.iterations_spin.value(), preview_s=widget.preview_spin.value(),
-            provenance=widget.runs[-1]["provenance"] if widget.runs else {}, status=widget.status.text(),
+            iterations=widget.iterations_spin.value(),
+            preview_s=widget.preview_spin.value(),
+            provenance=widget.runs[-1]["provenance"] if widget.runs else {},
+            status=widget.status.text(),
         )
         QTimer.singleShot(1000, app.quit)  # keep measuring while the new layers are drawn
 
@@ -172,35 +203,66 @@ def main(argv: list[str] | None = None) -> dict:
         "status": settings["status"],
         "run_seconds": marks["finished"] - marks["run"],
         "tick_ms": TICK_MS,
-        "phases": {name: _percentiles(gaps[(mid > a) & (mid <= b)]) for name, (a, b) in phases.items()},
-        "main_thread_cpu": {name: _percentiles(busy[(mid > a) & (mid <= b)]) for name, (a, b) in phases.items()},
+        "phases": {
+            name: _percentiles(gaps[(mid > a) & (mid <= b)]) for name, (a, b) in phases.items()
+        },
+        "main_thread_cpu": {
+            name: _percentiles(busy[(mid > a) & (mid <= b)]) for name, (a, b) in phases.items()
+        },
     }
     if args.profile:
-        report["slots_ms"] = {name: {"n": len(v), "max": max(v), "total": sum(v), "cpu_total": sum(slot_cpu.get(name, [0.0]))} for name, v in slot_times.items()}
+        report["slots_ms"] = {
+            name: {
+                "n": len(v),
+                "max": max(v),
+                "total": sum(v),
+                "cpu_total": sum(slot_cpu.get(name, [0.0])),
+            }
+            for name, v in slot_times.items()
+        }
         longest = []
         for i in np.argsort(gaps)[::-1][:8]:
             a, b = t[i], t[i + 1]
             inside = sorted({n for s0, s1, n in slot_calls if s0 < b and s1 > a})
-            phase = next((p for p, (x, y) in phases.items() if p != "whole run" and x < b <= y), "outside")
-            longest.append({"gap_ms": float(gaps[i]), "at_s": float(a - marks["run"]), "phase": phase, "slots": inside})
+            phase = next(
+                (p for p, (x, y) in phases.items() if p != "whole run" and x < b <= y), "outside"
+            )
+            longest.append(
+                {
+                    "gap_ms": float(gaps[i]),
+                    "at_s": float(a - marks["run"]),
+                    "phase": phase,
+                    "slots": inside,
+                }
+            )
         report["longest_gaps"] = longest
     result = settings["provenance"]
     report["torch_threads_in_run"] = result.get("threads")
     report["steps"] = result.get("steps")
 
-    print(f"{args.sample}, {report['iterations']} iterations on the CPU, torch threads {report['torch_threads_in_run']}, run {report['run_seconds']:.1f} s")
+    print(
+        f"{args.sample}, {report['iterations']} iterations on the CPU, torch threads {report['torch_threads_in_run']}, run {report['run_seconds']:.1f} s"
+    )
     for name, stats in report["phases"].items():
         if stats.get("n"):
-            print(f"  {name:11s} longest gap {stats['max_ms']:7.1f} ms   p99 {stats['p99_ms']:6.1f} ms   "
-                  f"gaps > 50 ms: {stats['over_50ms']:3d}   > 100 ms: {stats['over_100ms']:3d}")
+            print(
+                f"  {name:11s} longest gap {stats['max_ms']:7.1f} ms   p99 {stats['p99_ms']:6.1f} ms   "
+                f"gaps > 50 ms: {stats['over_50ms']:3d}   > 100 ms: {stats['over_100ms']:3d}"
+            )
     stats = report["main_thread_cpu"]["whole run"]
     if stats.get("n"):
-        print(f"  main-thread CPU time between two ticks (the widget's and napari's own work, without waiting "
-              f"for a core): longest {stats['max_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms")
+        print(
+            f"  main-thread CPU time between two ticks (the widget's and napari's own work, without waiting "
+            f"for a core): longest {stats['max_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms"
+        )
     for name, stats in report.get("slots_ms", {}).items():
-        print(f"  slot {name:18s} n {stats['n']:5d}  max {stats['max']:7.1f} ms  total {stats['total']:8.1f} ms  (main-thread CPU {stats['cpu_total']:8.1f} ms)")
+        print(
+            f"  slot {name:18s} n {stats['n']:5d}  max {stats['max']:7.1f} ms  total {stats['total']:8.1f} ms  (main-thread CPU {stats['cpu_total']:8.1f} ms)"
+        )
     for gap in report.get("longest_gaps", []):
-        print(f"  gap {gap['gap_ms']:6.1f} ms at {gap['at_s']:6.2f} s ({gap['phase']}): {', '.join(gap['slots']) or 'no widget slot'}")
+        print(
+            f"  gap {gap['gap_ms']:6.1f} ms at {gap['at_s']:6.2f} s ({gap['phase']}): {', '.join(gap['slots']) or 'no widget slot'}"
+        )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=2)

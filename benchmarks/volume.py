@@ -92,7 +92,9 @@ def run_once(args) -> dict:
     load_after = os.getloadavg()[0]
     volume = result.volume
     row = {
-        "micrograph": args.micrograph, "size": args.size, "seed": args.seed,
+        "micrograph": args.micrograph,
+        "size": args.size,
+        "seed": args.seed,
         "optimizer": result.provenance["parameters"]["optimizer"],
         "slices_per_axis": result.provenance["parameters"]["slices_per_axis"],
         "iterations": result.provenance["parameters"]["iterations"],
@@ -104,20 +106,35 @@ def run_once(args) -> dict:
         "symmetric": result.provenance["parameters"]["symmetric"],
         "finest": result.provenance["parameters"]["finest_level_weight"],
         "level_steps": [t["steps"] for t in result.provenance["timings"]["levels"]],
-        "seconds": round(seconds, 1), "peak_rss_gib": round(_rss_bytes() / 2**30, 3),
-        "load_before": load_before, "load_after": load_after, "threads": torch.get_num_threads(),
+        "seconds": round(seconds, 1),
+        "peak_rss_gib": round(_rss_bytes() / 2**30, 3),
+        "load_before": load_before,
+        "load_after": load_after,
+        "threads": torch.get_num_threads(),
         "evaluations": result.provenance["evaluations"],
         "level_seconds": [round(t["seconds"], 1) for t in result.provenance["timings"]["levels"]],
         "loss_final": round(result.loss_history[-1], 5),
     }
     scores = compare_volume(micrographs, volume)
     row["e_vf_voxels"] = round(scores["e_vf"] * volume.size, 2)
-    row.update({k: round(float(v), 4) for k, v in scores.items() if k.startswith(("e_s2", "e_lp", "e_vf"))})
+    row.update(
+        {
+            k: round(float(v), 4)
+            for k, v in scores.items()
+            if k.startswith(("e_s2", "e_lp", "e_vf"))
+        }
+    )
     for key in [k for k in scores if k.startswith(("largest_cluster_fraction", "n_clusters"))]:
         row[key] = round(float(scores[key]), 3)
     if original is not None:
         against = compare_volume(original, volume)
-        row.update({f"orig_{k}": round(float(v), 4) for k, v in against.items() if k.startswith(("e_s2", "e_lp", "e_vf"))})
+        row.update(
+            {
+                f"orig_{k}": round(float(v), 4)
+                for k, v in against.items()
+                if k.startswith(("e_s2", "e_lp", "e_vf"))
+            }
+        )
         if args.transport:
             from napari_microstructure.core.physics import transport
 
@@ -154,25 +171,60 @@ def _table(rows: list[dict], columns: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", nargs="?", default="benchmark", choices=("benchmark", "must-show", "study", "run"))
-    parser.add_argument("--micrograph", default="alloy_64", help="alloy_64, carbonate_64, alloy_256, carbonate_256, electrode or a .npy")
+    parser.add_argument(
+        "mode", nargs="?", default="benchmark", choices=("benchmark", "must-show", "study", "run")
+    )
+    parser.add_argument(
+        "--micrograph",
+        default="alloy_64",
+        help="alloy_64, carbonate_64, alloy_256, carbonate_256, electrode or a .npy",
+    )
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128], help="benchmark: volume sides")
-    parser.add_argument("--slices", nargs="+", default=None, help="slices per axis per step (a number or 'all'); study: several")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[64, 128], help="benchmark: volume sides"
+    )
+    parser.add_argument(
+        "--slices",
+        nargs="+",
+        default=None,
+        help="slices per axis per step (a number or 'all'); study: several",
+    )
     parser.add_argument("--optimizer", choices=("adam", "lbfgs"))
     parser.add_argument("--learning-rate", dest="learning_rate", type=float)
     parser.add_argument("--iterations", type=int)
     parser.add_argument("--levels", type=int)
-    parser.add_argument("--symmetric", choices=("yes", "no"), help="override the default target symmetrization")
-    parser.add_argument("--lr-floor", dest="lr_floor", type=float, help="study: Adam's final fraction of the learning rate")
-    parser.add_argument("--finest", type=float, help="study: the finest level's share of steps relative to a coarser level's")
+    parser.add_argument(
+        "--symmetric", choices=("yes", "no"), help="override the default target symmetrization"
+    )
+    parser.add_argument(
+        "--lr-floor",
+        dest="lr_floor",
+        type=float,
+        help="study: Adam's final fraction of the learning rate",
+    )
+    parser.add_argument(
+        "--finest",
+        type=float,
+        help="study: the finest level's share of steps relative to a coarser level's",
+    )
     parser.add_argument("--layers", nargs="+", help="VGG19 layers (default: the core's)")
     parser.add_argument("--periodic", action="store_true", help="periodic volume")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--electrode-seeds", dest="electrode_seeds", type=int, nargs="+", default=[0, 1, 2], help="must-show: seeds of the electrode runs")
+    parser.add_argument(
+        "--electrode-seeds",
+        dest="electrode_seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="must-show: seeds of the electrode runs",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument("--transport", action="store_true", help="D_eff of the pore phase (label 0) per axis, with a 3D original")
+    parser.add_argument(
+        "--transport",
+        action="store_true",
+        help="D_eff of the pore phase (label 0) per axis, with a 3D original",
+    )
     parser.add_argument("--save", help="run: save the volume to this .npy")
     parser.add_argument("--json", help="append the rows to this file (JSON lines)")
     args = parser.parse_args()
@@ -185,7 +237,20 @@ def main() -> None:
 
     def forward(**override) -> list[str]:
         options = []
-        for key in ("micrograph", "size", "optimizer", "learning_rate", "iterations", "levels", "seed", "device", "threads", "symmetric", "lr_floor", "finest"):
+        for key in (
+            "micrograph",
+            "size",
+            "optimizer",
+            "learning_rate",
+            "iterations",
+            "levels",
+            "seed",
+            "device",
+            "threads",
+            "symmetric",
+            "lr_floor",
+            "finest",
+        ):
             value = override.get(key, getattr(args, key))
             if value is not None:
                 options += [f"--{key.replace('_', '-')}", str(value)]
@@ -202,9 +267,27 @@ def main() -> None:
             options += ["--save", override["save"]]
         return options
 
-    columns = ["micrograph", "size", "seed", "periodic", "optimizer", "slices_per_axis", "iterations", "levels", "seconds",
-               "peak_rss_gib", "load_before", "load_after", "e_vf_voxels", "e_s2_axis0", "e_s2_axis1",
-               "e_s2_axis2", "e_lp", "orig_e_s2_3d", "orig_e_s2"]
+    columns = [
+        "micrograph",
+        "size",
+        "seed",
+        "periodic",
+        "optimizer",
+        "slices_per_axis",
+        "iterations",
+        "levels",
+        "seconds",
+        "peak_rss_gib",
+        "load_before",
+        "load_after",
+        "e_vf_voxels",
+        "e_s2_axis0",
+        "e_s2_axis1",
+        "e_s2_axis2",
+        "e_lp",
+        "orig_e_s2_3d",
+        "orig_e_s2",
+    ]
     rows = []
     if args.mode == "benchmark":
         for size in args.sizes:
@@ -218,7 +301,14 @@ def main() -> None:
         # periodic: seeds 0/1/2 reached a worst axis of 0.053/0.045/0.038 periodic and
         # 0.058 (seed 0) without (see the table in core/volume.py)
         for seed in args.electrode_seeds:
-            rows.append(_spawn(forward(micrograph="electrode", size=96, transport=True, periodic=True, seed=seed), args.json))
+            rows.append(
+                _spawn(
+                    forward(
+                        micrograph="electrode", size=96, transport=True, periodic=True, seed=seed
+                    ),
+                    args.json,
+                )
+            )
         columns += [f"D_eff_pore_axis{a}{s}" for a in range(3) for s in ("", "_original")]
     _table(rows, columns)
 

@@ -24,11 +24,29 @@ COLOURS = {0: "#27304a", 1: "#e8c872", 2: "#c0504d", 3: "#6fb3b8"}
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sample", default="alloy_256", help="shipped sample (default: %(default)s)")
-    parser.add_argument("--iterations", type=int, default=None, help="optimizer steps (default: the widget's)")
-    parser.add_argument("--device", default="cpu", help="cpu, auto, cuda ... (default: %(default)s)")
-    parser.add_argument("--size", type=int, nargs=2, default=(1600, 1000), metavar=("W", "H"), help="window size in pixels")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="PNG to write (default: docs/images/reconstruction.png)")
+    parser.add_argument(
+        "--sample", default="alloy_256", help="shipped sample (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--iterations", type=int, default=None, help="optimizer steps (default: the widget's)"
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="cpu, auto, cuda ... (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=(1600, 1000),
+        metavar=("W", "H"),
+        help="window size in pixels",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="PNG to write (default: docs/images/reconstruction.png)",
+    )
     args = parser.parse_args(argv)
 
     import napari
@@ -41,7 +59,9 @@ def main(argv: list[str] | None = None) -> Path:
     viewer = napari.Viewer(title="napari-microstructure", show=True)
     viewer.window.set_geometry(0, 0, *args.size)
     data = _sample_data.load_sample(args.sample)
-    layer = viewer.add_labels(data, name=args.sample, metadata=_sample_data.sample_metadata(args.sample))
+    layer = viewer.add_labels(
+        data, name=args.sample, metadata=_sample_data.sample_metadata(args.sample)
+    )
     widget = ReconstructionWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Microstructure reconstruction", area="right")
     widget.device_combo.setCurrentIndex(max(0, widget.device_combo.findData(args.device)))
@@ -57,7 +77,10 @@ def main(argv: list[str] | None = None) -> Path:
             app.quit()
             return
         # phase 0 is a phase here, not background: give every phase a colour
-        colours = {None: "transparent", **{v: COLOURS.get(v, "white") for v in np.unique(data).tolist()}}
+        colours = {
+            None: "transparent",
+            **{v: COLOURS.get(v, "white") for v in np.unique(data).tolist()},
+        }
         for target in [layer, *widget.runs[-1]["layers"]]:
             target.colormap = DirectLabelColormap(color_dict=colours, background_value=-1)
         viewer.canvas.grid.enabled = True

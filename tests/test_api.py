@@ -35,4 +35,4 @@ def test_unknown_name_raises_attribute_error():
     import pytest
 
     with pytest.raises(AttributeError):
-        napari_microstructure.no_such_thing
+        _ = napari_microstructure.no_such_thing

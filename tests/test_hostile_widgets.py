@@ -9,9 +9,9 @@ comes before any optimization. Each Save button writes all or nothing: a save th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest

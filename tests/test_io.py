@@ -402,7 +402,11 @@ def test_shared_fixtures_are_read_only(alloy_64: np.ndarray) -> None:
 
 
 def _folder_state(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_atomic_outputs_write_every_file_and_no_temporary(tmp_path: Path) -> None:
@@ -437,7 +441,9 @@ def test_an_interrupted_write_removes_the_folders_it_made(tmp_path: Path) -> Non
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_failure_while_renaming_puts_back_the_replaced_files(tmp_path: Path, monkeypatch) -> None:
+def test_a_failure_while_renaming_puts_back_the_replaced_files(
+    tmp_path: Path, monkeypatch
+) -> None:
     import os
 
     for name in ("a.json", "b.json"):
@@ -464,7 +470,9 @@ def test_stale_files_of_an_earlier_run_are_refused_or_removed(tmp_path: Path) ->
     stale.write_bytes(b"earlier")
     with pytest.raises(FileExistsError, match="x_reconstruction_3"):
         check_outputs([tmp_path / "x_reconstruction_1.tif"], stale=[stale])
-    with atomic_outputs([tmp_path / "x_reconstruction_1.tif"], overwrite=True, stale=[stale]) as staged:
+    with atomic_outputs(
+        [tmp_path / "x_reconstruction_1.tif"], overwrite=True, stale=[stale]
+    ) as staged:
         write_tif(staged[tmp_path / "x_reconstruction_1.tif"], LABELS)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x_reconstruction_1.tif"]
 
@@ -479,7 +487,9 @@ def test_an_output_may_never_be_an_input(tmp_path: Path) -> None:
     assert source.read_bytes() == before
 
 
-def test_outputs_that_cannot_be_written_are_refused_before_work(tmp_path: Path, monkeypatch) -> None:
+def test_outputs_that_cannot_be_written_are_refused_before_work(
+    tmp_path: Path, monkeypatch
+) -> None:
     import os
 
     a_file = tmp_path / "file.txt"
@@ -500,7 +510,9 @@ def test_a_read_only_folder_is_refused(tmp_path: Path) -> None:
     import os
 
     if os.geteuid() == 0:
-        pytest.skip("root writes into read-only folders: the refusal is tested with os.access patched")
+        pytest.skip(
+            "root writes into read-only folders: the refusal is tested with os.access patched"
+        )
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o500)

@@ -15,7 +15,6 @@ from napari_microstructure._sample_data import load_sample
 from napari_microstructure.core import metrics as m
 
 
-
 def _micrograph(name: str) -> np.ndarray:
     """A shipped 256x256 micrograph of Li et al. 2018."""
     return load_sample(f"{name}_256")
@@ -179,8 +178,8 @@ def test_two_point_of_a_filling_phase_uses_the_constant_convention():
 def _brute_force_lineal(ind: np.ndarray, axis: int, max_length: int) -> np.ndarray:
     return np.array(
         [
-            sliding_window_view(ind, l, axis=axis).all(axis=-1).mean()
-            for l in range(1, max_length + 1)
+            sliding_window_view(ind, length, axis=axis).all(axis=-1).mean()
+            for length in range(1, max_length + 1)
         ]
     )
 
@@ -256,7 +255,9 @@ def test_chord_lengths_3d_and_consistency_with_lineal_path():
         # windows of length l counted from the chords = lineal path numerator
         n = img.shape[axis]
         lp = m.lineal_path(img, 1, axis, max_length=n)
-        windows = [(np.maximum(0, ch.length - l + 1) * ch.count).sum() for l in range(1, n + 1)]
+        windows = [
+            (np.maximum(0, ch.length - length + 1) * ch.count).sum() for length in range(1, n + 1)
+        ]
         lines = img.size // n
         expected = np.array(windows) / (lines * (n - lp.length + 1))
         np.testing.assert_allclose(lp.probability, expected)
@@ -421,8 +422,11 @@ def test_a_reconstruction_smaller_than_the_radii_is_compared_on_the_radii_it_all
     small = a[:20, :24]  # the original's radii go to 16; 20 // 2 = 10 is what it allows
     assert m.comparison_max_length(a.shape, small.shape) == 10
     assert m.comparison_max_length(a.shape, (32, 40)) == 16  # large enough: the original's
-    expected = np.sqrt(np.mean((m.two_point(small, 1, 10).autocovariance
-                                - m.two_point(a, 1, 10).autocovariance) ** 2))
+    expected = np.sqrt(
+        np.mean(
+            (m.two_point(small, 1, 10).autocovariance - m.two_point(a, 1, 10).autocovariance) ** 2
+        )
+    )
     assert m.e_s2_by_phase(a, small)[1] == pytest.approx(expected)
     table = m.compare(a, [small, a], names=["small", "same"])  # one table, two radius ranges
     assert table.loc[1, "e_s2[phase 1]"] == pytest.approx(expected)
@@ -561,7 +565,7 @@ def test_lineal_path_against_porespy(porespy):
                 )
                 n = img.shape[axis]
                 ell = np.arange(1, 65)
-                ref = np.array([np.count_nonzero(dt >= l) for l in ell]) / (
+                ref = np.array([np.count_nonzero(dt >= length) for length in ell]) / (
                     (img.size // n) * (n - ell + 1)
                 )
                 ours = m.lineal_path(img, phase, axis, max_length=64).probability

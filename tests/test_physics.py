@@ -33,7 +33,9 @@ def test_three_dimensional_channel():
     volume = np.zeros((16, 16, 16), np.uint8)
     volume[:, 4:8, 4:8] = 1
     result = transport(volume, 1, axis=0)
-    assert result.tau == pytest.approx(1.0, abs=0.02) and result.d_eff == pytest.approx(1 / 16, abs=0.005)
+    assert result.tau == pytest.approx(1.0, abs=0.02) and result.d_eff == pytest.approx(
+        1 / 16, abs=0.005
+    )
     assert transport(volume, 1, axis=2).d_eff == 0.0
 
 
@@ -58,9 +60,14 @@ def test_a_device_this_machine_lacks_is_refused_not_replaced_by_the_cpu():
         transport(image, 1, axis=0, device="cuda:99")
 
 
-@pytest.mark.parametrize("settings, message", [({"iter_limit": 0}, "iter_limit"),
-                                               ({"conv_crit": float("nan")}, "conv_crit"),
-                                               ({"conv_crit": -1.0}, "conv_crit")])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"iter_limit": 0}, "iter_limit"),
+        ({"conv_crit": float("nan")}, "conv_crit"),
+        ({"conv_crit": -1.0}, "conv_crit"),
+    ],
+)
 def test_solver_settings_are_checked(settings, message):
     with pytest.raises(InputError, match=message):
         transport(np.eye(8, dtype=np.uint8), 1, axis=0, **settings)

@@ -20,7 +20,9 @@ from napari_microstructure.core.properties import load_model, train, train_steps
 from napari_microstructure.core.steps import STOP
 from napari_microstructure.core.weights import find_normalized_weights
 
-taufactor = pytest.importorskip("taufactor", reason="the physics labels need TauFactor (pip install taufactor)")
+taufactor = pytest.importorskip(
+    "taufactor", reason="the physics labels need TauFactor (pip install taufactor)"
+)
 
 needs_normalized = pytest.mark.skipif(
     find_normalized_weights() is None,
@@ -94,7 +96,11 @@ def test_3d_labels_name_the_axes_z_y_x():
     volume = np.zeros((16, 16, 16), np.uint8)
     volume[:, 4:8, :] = 1  # a slab open along z and x
     row = transport_labels(volume, 1, ("z", "y", "x"))
-    assert row["D_eff_y"] == 0.0 and row["tau_z"] == pytest.approx(1.0, abs=0.02) and row["tau_x"] == pytest.approx(1.0, abs=0.02)
+    assert (
+        row["D_eff_y"] == 0.0
+        and row["tau_z"] == pytest.approx(1.0, abs=0.02)
+        and row["tau_x"] == pytest.approx(1.0, abs=0.02)
+    )
 
 
 def test_user_labels_are_read_by_name(tmp_path):
@@ -102,7 +108,9 @@ def test_user_labels_are_read_by_name(tmp_path):
     table.write_text("file,modulus,note\na/one.tif,1.5,x\ntwo.tif,2.5,y\n")
     labels = datasets.read_labels(table)
     assert list(labels["stem"]) == ["one", "two"] and list(labels["modulus"]) == [1.5, 2.5]
-    np.testing.assert_array_equal(datasets.labels_for(["two", "one.tif", "a/one.tif"], labels, "modulus"), [2.5, 1.5, 1.5])
+    np.testing.assert_array_equal(
+        datasets.labels_for(["two", "one.tif", "a/one.tif"], labels, "modulus"), [2.5, 1.5, 1.5]
+    )
     with pytest.raises(InputError, match="no row for three"):
         datasets.labels_for(["three"], labels, "modulus")
     with pytest.raises(InputError, match="no column stiffness"):
@@ -125,20 +133,39 @@ def test_every_family_reaches_about_its_volume_fraction(family):
 
 
 def test_the_builder_writes_tifs_and_a_table_and_can_be_stopped(tmp_path):
-    steps = build_dataset_steps(generated=8, size=32, seed=1, micrographs={"grf": datasets.generate("gaussian_field", (64, 64))},
-                                crops=2, cache=LabelCache(tmp_path / "cache"))
+    steps = build_dataset_steps(
+        generated=8,
+        size=32,
+        seed=1,
+        micrographs={"grf": datasets.generate("gaussian_field", (64, 64))},
+        crops=2,
+        cache=LabelCache(tmp_path / "cache"),
+    )
     messages = [next(steps)]
     messages.append(steps.send(None))
     with pytest.raises(StopIteration) as stopped:
         steps.send("stop")
     partial = stopped.value.value
-    assert partial.partial and len(partial.images) == 2 and messages[-1].done == 2 and messages[-1].total == 10
+    assert (
+        partial.partial
+        and len(partial.images) == 2
+        and messages[-1].done == 2
+        and messages[-1].total == 10
+    )
 
-    dataset = build_dataset(generated=8, size=32, seed=1, micrographs={"grf": datasets.generate("gaussian_field", (64, 64))}, crops=2)
+    dataset = build_dataset(
+        generated=8,
+        size=32,
+        seed=1,
+        micrographs={"grf": datasets.generate("gaussian_field", (64, 64))},
+        crops=2,
+    )
     datasets.write_dataset(dataset, tmp_path / "set")
     table = pd.read_csv(tmp_path / "set" / "labels.csv")
     assert len(table) == 10 and set(table["family"]) == {*datasets.FAMILIES, "grf"}
-    assert {"file", "source", "phase", "seed", "volume_fraction", "D_eff_x", "tau_x"} <= set(table.columns)
+    assert {"file", "source", "phase", "seed", "volume_fraction", "D_eff_x", "tau_x"} <= set(
+        table.columns
+    )
     assert all((tmp_path / "set" / name).is_file() for name in table["file"])
     again = datasets.read_dataset(tmp_path / "set")
     np.testing.assert_array_equal(again.images[3], dataset.images[3])
@@ -176,8 +203,14 @@ def test_a_saved_model_predicts_exactly_as_before(tmp_path, small_dataset, froze
     np.testing.assert_array_equal(loaded.predict(images), frozen_model.predict(images))
     header = loaded.header
     assert header["weights"]["source"] == "normalized" and len(header["weights"]["sha256"]) == 64
-    assert header["layers"] == ["conv1_1", "pool1", "pool2"] and header["preprocessing"]["axis"] == "x"
-    assert len(header["cross_validation"]["predictions"]) == 60 and header["provenance"]["timings"]["total_seconds"] > 0
+    assert (
+        header["layers"] == ["conv1_1", "pool1", "pool2"]
+        and header["preprocessing"]["axis"] == "x"
+    )
+    assert (
+        len(header["cross_validation"]["predictions"]) == 60
+        and header["provenance"]["timings"]["total_seconds"] > 0
+    )
     with pytest.raises(FileExistsError):
         frozen_model.save(path)
 
@@ -185,7 +218,9 @@ def test_a_saved_model_predicts_exactly_as_before(tmp_path, small_dataset, froze
 @needs_normalized
 def test_axes_and_volumes(small_dataset, frozen_model):
     image = small_dataset.images[0]
-    assert frozen_model.predict(image, axis="y")[0] == pytest.approx(frozen_model.predict(image.T)[0], rel=1e-5)
+    assert frozen_model.predict(image, axis="y")[0] == pytest.approx(
+        frozen_model.predict(image.T)[0], rel=1e-5
+    )
     volume = np.stack([small_dataset.images[i] for i in range(48)])
     value = frozen_model.predict(volume)
     assert value.shape == (1,) and np.isfinite(value).all() and value[0] >= 0
@@ -203,7 +238,10 @@ def test_training_reports_progress_and_stops_after_a_fold(small_dataset):
     except StopIteration as finished:
         model = finished.value
     assert stages[0] == "features" and stages.count("fold") == 1 and stages[-1] == "fit"
-    assert model.header["provenance"]["partial"] and model.header["cross_validation"]["finished_folds"] == 1
+    assert (
+        model.header["provenance"]["partial"]
+        and model.header["cross_validation"]["finished_folds"] == 1
+    )
     assert model.predict(small_dataset.images[0]).shape == (1,)
 
 
@@ -221,8 +259,15 @@ def test_stop_while_computing_features_ends_after_one_batch_without_a_model(smal
 
 def test_stop_during_fine_tuning_keeps_the_best_epoch_so_far(small_dataset):
     images, labels = small_dataset.images[:16], small_dataset.table["D_eff_x"][:16]
-    model = train(images, labels, mode="finetune", folds=0, epochs=5, weights="random",
-                  callback=lambda message: STOP if message.stage == "epoch" else None)
+    model = train(
+        images,
+        labels,
+        mode="finetune",
+        folds=0,
+        epochs=5,
+        weights="random",
+        callback=lambda message: STOP if message.stage == "epoch" else None,
+    )
     assert model.header["provenance"]["partial"]
     assert len(model.header["training"]["history"]) == 1
 
@@ -233,7 +278,9 @@ def test_finetuning_and_the_random_control_train_the_same_way(tmp_path, small_da
     finetuned = train(images, labels, mode="finetune", folds=0, epochs=2, seed=0)
     assert len(finetuned.header["training"]["history"]) == 2
     loaded = load_model(finetuned.save(tmp_path / "finetuned.npz"))
-    np.testing.assert_allclose(loaded.predict(images[:3]), finetuned.predict(images[:3]), rtol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(images[:3]), finetuned.predict(images[:3]), rtol=1e-6
+    )
     control = train(images, labels, weights="random", folds=0)
     assert control.header["weights"]["source"] == "random"
 
@@ -282,13 +329,20 @@ def test_files_that_are_not_models_are_refused(tmp_path):
     not_a_model = tmp_path / "weights.npz"
     np.savez(not_a_model, a=np.zeros(3))
     pickled = tmp_path / "pickled.npz"
-    np.savez(pickled, header=np.array([{"format": "napari-microstructure property model"}], dtype=object))
+    np.savez(
+        pickled,
+        header=np.array([{"format": "napari-microstructure property model"}], dtype=object),
+    )
     text = tmp_path / "model.npz"
     text.write_text("hello")
     other = tmp_path / "other.npz"
     np.savez(other, header=np.array('{"format": "something else"}'))
-    refused = ((not_a_model, "no header"), (pickled, "pickled Python objects"),
-               (text, "not a numpy .npz"), (other, "not a property model"))
+    refused = (
+        (not_a_model, "no header"),
+        (pickled, "pickled Python objects"),
+        (text, "not a numpy .npz"),
+        (other, "not a property model"),
+    )
     for path, message in refused:
         with pytest.raises(MicrostructureError, match=message):
             load_model(path)
@@ -301,8 +355,9 @@ def test_files_that_are_not_models_are_refused(tmp_path):
 
 
 @needs_normalized
-def test_constant_images_and_fractions_outside_the_training_range_are_flagged(small_dataset,
-                                                                              frozen_model):
+def test_constant_images_and_fractions_outside_the_training_range_are_flagged(
+    small_dataset, frozen_model
+):
     inside = small_dataset.images[0]
     all_phase_1 = np.ones((48, 48), np.uint8)  # TauFactor: D_eff 1; the model says about 0.3
     sparse = np.zeros((48, 48), np.uint8)
@@ -327,8 +382,12 @@ def test_training_never_returns_a_model_with_non_finite_metrics(small_dataset, m
     real = properties.scores
     monkeypatch.setattr(properties, "scores", lambda y, p: {**real(y, p), "mae": float("nan")})
     with pytest.raises(InputError, match="no model was made"):
-        train(small_dataset.images[:12], small_dataset.table["D_eff_x"][:12], folds=3,
-              weights="random")
+        train(
+            small_dataset.images[:12],
+            small_dataset.table["D_eff_x"][:12],
+            folds=3,
+            weights="random",
+        )
 
 
 def test_an_interrupted_save_keeps_the_earlier_model(tmp_path, small_dataset, monkeypatch):

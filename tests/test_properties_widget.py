@@ -25,7 +25,10 @@ def _structures(count: int, shape=(48, 48)) -> list[np.ndarray]:
 
     families = ("gaussian_field", "overlapping_discs", "anisotropic_field")
     fractions = np.linspace(0.3, 0.8, count)
-    return [generate(families[i % 3], shape, seed=i, volume_fraction=float(f)) for i, f in enumerate(fractions)]
+    return [
+        generate(families[i % 3], shape, seed=i, volume_fraction=float(f))
+        for i, f in enumerate(fractions)
+    ]
 
 
 @pytest.fixture
@@ -61,15 +64,21 @@ def _predict(qtbot, widget):
 def test_widget_is_contributed_to_the_plugins_menu(viewer) -> None:
     from napari_microstructure.widgets import PropertyWidget
 
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-microstructure", "Property prediction")
+    _dock, widget = viewer.window.add_plugin_dock_widget(
+        "napari-microstructure", "Property prediction"
+    )
     assert isinstance(widget, PropertyWidget)
-    assert widget.mode_combo.currentText() == "frozen" and widget.depth_combo.currentText() == "pool2"
+    assert (
+        widget.mode_combo.currentText() == "frozen" and widget.depth_combo.currentText() == "pool2"
+    )
     assert not widget.predict_button.isEnabled() and not widget.save_button.isEnabled()
 
 
 @needs_weights
 @pytest.mark.gui
-def test_physics_labels_train_predict_on_2d_and_3d_layers_and_save_load(viewer, widget, qtbot, tmp_path) -> None:
+def test_physics_labels_train_predict_on_2d_and_3d_layers_and_save_load(
+    viewer, widget, qtbot, tmp_path
+) -> None:
     from napari_microstructure.core.datasets import transport_labels
 
     images = _structures(8)
@@ -85,7 +94,9 @@ def test_physics_labels_train_predict_on_2d_and_3d_layers_and_save_load(viewer, 
     expected = [transport_labels(image, 1, ("x",))["D_eff_x"] for image in images]
     np.testing.assert_allclose(model.header["training"]["targets"], expected)
     assert "R²" in widget.plot.metrics.text() and "R²" in widget.status.text()
-    assert len(widget.plot.parity_figure.axes) == 1 and widget.plot.parity_figure.axes[0].collections  # the points
+    assert (
+        len(widget.plot.parity_figure.axes) == 1 and widget.plot.parity_figure.axes[0].collections
+    )  # the points
     assert {"Property model", "Property predictions"} <= set(viewer.window.dock_widgets)
 
     # predict a 2D layer and a 3D volume: table rows and metadata, data untouched
@@ -120,18 +131,25 @@ def test_csv_labels_are_matched_by_layer_name(viewer, widget, qtbot, tmp_path) -
         viewer.add_labels(image, name=name)
     labels = tmp_path / "labels.csv"
     values = [float((image == 1).mean()) for image in images]
-    labels.write_text("name,porosity\n" + "".join(f"{n},{v}\n" for n, v in zip(reversed(names), reversed(values))))
+    labels.write_text(
+        "name,porosity\n"
+        + "".join(f"{n},{v}\n" for n, v in zip(reversed(names), reversed(values)))
+    )
     widget.table_edit.setText(str(labels))
     widget._read_columns()
     assert widget.property_combo.currentText() == "porosity"
     widget.select_layers(names)
     _train(qtbot, widget)
     assert widget.model is not None, widget.status.text()
-    np.testing.assert_allclose(widget.model.header["training"]["targets"], values)  # in layer order
+    np.testing.assert_allclose(
+        widget.model.header["training"]["targets"], values
+    )  # in layer order
 
 
 @pytest.mark.gui
-def test_bad_choices_give_a_notification_and_start_nothing(viewer, widget, tmp_path, monkeypatch) -> None:
+def test_bad_choices_give_a_notification_and_start_nothing(
+    viewer, widget, tmp_path, monkeypatch
+) -> None:
     from napari_microstructure.widgets import properties
 
     shown = []
@@ -148,7 +166,9 @@ def test_bad_choices_give_a_notification_and_start_nothing(viewer, widget, tmp_p
 
 @needs_weights
 @pytest.mark.gui
-def test_dataset_built_from_crops_of_a_layer_trains_and_saves(viewer, widget, qtbot, tmp_path) -> None:
+def test_dataset_built_from_crops_of_a_layer_trains_and_saves(
+    viewer, widget, qtbot, tmp_path
+) -> None:
     micrograph = _structures(1, shape=(96, 96))[0]
     viewer.add_labels(micrograph, name="micrograph")
     widget.source_combo.setCurrentText("crops of the layers, D_eff by TauFactor")
@@ -159,7 +179,9 @@ def test_dataset_built_from_crops_of_a_layer_trains_and_saves(viewer, widget, qt
     _train(qtbot, widget)
     assert widget.model is not None, widget.status.text()
     assert widget.model.header["training"]["n_samples"] == 12
-    assert widget.dataset is not None and all(image.shape == (48, 48) for image in widget.dataset.images)
+    assert widget.dataset is not None and all(
+        image.shape == (48, 48) for image in widget.dataset.images
+    )
     written = widget.save_dataset(tmp_path / "dataset")
     assert written is not None and written.name == "labels.csv"
     assert len(list((tmp_path / "dataset").glob("*.tif"))) == 12
@@ -168,10 +190,14 @@ def test_dataset_built_from_crops_of_a_layer_trains_and_saves(viewer, widget, qt
 
 @needs_weights
 @pytest.mark.gui
-def test_a_dataset_folder_trains_with_its_own_phase_column(viewer, widget, qtbot, tmp_path) -> None:
+def test_a_dataset_folder_trains_with_its_own_phase_column(
+    viewer, widget, qtbot, tmp_path
+) -> None:
     from napari_microstructure.core.datasets import build_dataset, write_dataset
 
-    dataset = build_dataset(generated=6, size=48, families=("gaussian_field", "overlapping_discs"), seed=3)
+    dataset = build_dataset(
+        generated=6, size=48, families=("gaussian_field", "overlapping_discs"), seed=3
+    )
     write_dataset(dataset, tmp_path / "data")
     widget.source_combo.setCurrentText("dataset folder")
     widget.folder_edit.setText(str(tmp_path / "data"))
@@ -181,4 +207,6 @@ def test_a_dataset_folder_trains_with_its_own_phase_column(viewer, widget, qtbot
     widget.phase_spin.setValue(0)  # the folder's phase column (1) wins
     _train(qtbot, widget)
     assert widget.model is not None, widget.status.text()
-    np.testing.assert_allclose(widget.model.header["training"]["targets"], dataset.table["D_eff_x"])
+    np.testing.assert_allclose(
+        widget.model.header["training"]["targets"], dataset.table["D_eff_x"]
+    )

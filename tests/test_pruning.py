@@ -14,8 +14,8 @@ import pytest
 from napari_microstructure import load_sample
 from napari_microstructure.cli import main
 from napari_microstructure.core import pruning
-from napari_microstructure.core.steps import run_to_end
 from napari_microstructure.core.errors import InputError
+from napari_microstructure.core.steps import run_to_end
 from napari_microstructure.core.weights import find_normalized_weights
 
 needs_normalized = pytest.mark.skipif(
@@ -39,8 +39,14 @@ def test_default_configurations_are_the_five_truncations():
 
 
 def test_subsets_are_named_by_their_layers_and_duplicates_dropped():
-    configs = pruning.default_configurations([1, 2], [["pool2"], "pool1,conv1_1", ("conv1_1", "pool1", "pool2")])
-    assert [c.name for c in configs] == ["pool1", "pool2", "only pool2"]  # the last two repeat depths 1 and 2
+    configs = pruning.default_configurations(
+        [1, 2], [["pool2"], "pool1,conv1_1", ("conv1_1", "pool1", "pool2")]
+    )
+    assert [c.name for c in configs] == [
+        "pool1",
+        "pool2",
+        "only pool2",
+    ]  # the last two repeat depths 1 and 2
     parsed = pruning.parse_configurations([3, "depth 1", "pool3", "conv1_1+pool4"])
     assert [c.name for c in parsed] == ["pool3", "pool1", "only pool3", "only conv1_1+pool4"]
     with pytest.raises(InputError, match="Unknown depth"):
@@ -56,8 +62,16 @@ def test_flops_against_a_hand_count():
     # conv1_1 alone on 64x64: one 3x3 convolution 3 -> 64 channels at 64x64, one Gram of 64 channels.
     conv = 64 * 64 * 64 * 3 * 9  # 7,077,888 multiply-adds
     gram = 64 * 64 * 64 * 64  # 16,777,216
-    assert pruning.forward_macs(["conv1_1"], (64, 64)) == {"conv": conv, "gram": gram, "total": conv + gram}
-    assert pruning.flops_per_iteration(["conv1_1"], (64, 64)) == 2 * (2 * conv + 3 * gram) == 128_974_848
+    assert pruning.forward_macs(["conv1_1"], (64, 64)) == {
+        "conv": conv,
+        "gram": gram,
+        "total": conv + gram,
+    }
+    assert (
+        pruning.flops_per_iteration(["conv1_1"], (64, 64))
+        == 2 * (2 * conv + 3 * gram)
+        == 128_974_848
+    )
 
     # depth 2 (conv1_1, pool1, pool2) on 32x48: conv1_1, conv1_2 at 32x48; pool1 -> 16x24;
     # conv2_1, conv2_2 at 16x24; pool2 -> 8x12. Grams: conv1_1 (64 ch, 32x48), pool1 (64 ch,
@@ -66,7 +80,9 @@ def test_flops_against_a_hand_count():
     gram = 64 * 64 * 32 * 48 + 64 * 64 * 16 * 24 + 128 * 128 * 8 * 12
     assert conv == 144_211_968 and gram == 9_437_184
     assert pruning.forward_macs(["conv1_1", "pool1", "pool2"], (32, 48))["total"] == conv + gram
-    assert pruning.flops_per_iteration(["conv1_1", "pool1", "pool2"], (32, 48)) == 2 * (2 * conv + 3 * gram)
+    assert pruning.flops_per_iteration(["conv1_1", "pool1", "pool2"], (32, 48)) == 2 * (
+        2 * conv + 3 * gram
+    )
 
 
 def test_flops_agree_with_torchs_flop_counter():
@@ -93,8 +109,14 @@ def _rows(values: dict, seconds: dict | None = None) -> list[dict]:
     rows = []
     for name, value in values.items():
         config = pruning.depth_configuration(name)
-        rows.append({"name": name, "layers": " ".join(config.layers), "e_s2_mean": value,
-                     "seconds": (seconds or {}).get(name, 10.0 * config.depth)})
+        rows.append(
+            {
+                "name": name,
+                "layers": " ".join(config.layers),
+                "e_s2_mean": value,
+                "seconds": (seconds or {}).get(name, 10.0 * config.depth),
+            }
+        )
     return rows
 
 
@@ -124,16 +146,24 @@ def test_recommendation_when_the_best_is_the_shallowest_and_edge_cases():
     rec = pruning.recommend(_rows({"pool1": 0.02, "pool2": 0.03}), floor=0.01)
     assert rec.configuration == "pool1" and "lowest mean e_S2" in rec.reason
     rec = pruning.recommend(_rows({"pool3": 0.05, "pool1": 0.09, "pool2": 0.04}), floor=0.01)
-    assert rec.configuration == "pool2" and "no shallower configuration comes within 10 %" in rec.reason
+    assert (
+        rec.configuration == "pool2"
+        and "no shallower configuration comes within 10 %" in rec.reason
+    )
     # a subset as shallow as a depth but with fewer layers wins the tie
-    rows = _rows({"pool2": 0.030}) + [{"name": "only pool2", "layers": "pool2", "e_s2_mean": 0.031}]
+    rows = _rows({"pool2": 0.030}) + [
+        {"name": "only pool2", "layers": "pool2", "e_s2_mean": 0.031}
+    ]
     assert pruning.recommend(rows).configuration == "only pool2"
     # NaN rows are ignored; an empty table has no recommendation
     rows = _rows({"pool1": float("nan"), "pool2": 0.03})
     assert pruning.recommend(rows).configuration == "pool2"
     empty = pruning.recommend([])
     assert empty.configuration is None and "No configuration finished" in empty.reason
-    assert pruning.recommend(pd.DataFrame(_rows({"pool1": 0.1, "pool2": 0.05}))).configuration == "pool2"
+    assert (
+        pruning.recommend(pd.DataFrame(_rows({"pool1": 0.1, "pool2": 0.05}))).configuration
+        == "pool2"
+    )
     with pytest.raises(InputError):
         pruning.recommend(_rows({"pool1": 0.1}), tolerance=-1)
 
@@ -157,14 +187,22 @@ def test_recommendation_warns_when_another_depth_keeps_connectivity_better():
 def _hand_profile() -> pruning.PruningProfile:
     rows = _rows({"pool1": 0.05, "pool2": 0.021})
     for row in rows:
-        row.update(e_s2_std=0.002, gflop_per_iteration=1.5, peak_memory_mb=None, budget_stopped=False)
+        row.update(
+            e_s2_std=0.002, gflop_per_iteration=1.5, peak_memory_mb=None, budget_stopped=False
+        )
     rec = pruning.recommend(rows, 0.1, 0.02)
     return pruning.PruningProfile(
-        material="alloy", configurations=[{"name": "pool1", "layers": ["conv1_1", "pool1"], "kind": "depth"}],
-        rows=rows, recommendation=dataclasses.asdict(rec),
-        weights={"source": "normalized", "path": "/x.pkl", "sha256": "ab" * 32}, image_shapes=[[64, 64]],
-        floor={"e_s2_mean": 0.02}, reference={"largest_cluster[0]": 0.99}, provenance={"seeds": {"a": 0}},
-        partial=True, images={"pool1": {"image": np.zeros((4, 4))}},
+        material="alloy",
+        configurations=[{"name": "pool1", "layers": ["conv1_1", "pool1"], "kind": "depth"}],
+        rows=rows,
+        recommendation=dataclasses.asdict(rec),
+        weights={"source": "normalized", "path": "/x.pkl", "sha256": "ab" * 32},
+        image_shapes=[[64, 64]],
+        floor={"e_s2_mean": 0.02},
+        reference={"largest_cluster[0]": 0.99},
+        provenance={"seeds": {"a": 0}},
+        partial=True,
+        images={"pool1": {"image": np.zeros((4, 4))}},
     )
 
 
@@ -181,7 +219,10 @@ def test_profile_round_trip(tmp_path):
     again = pruning.load_profile(profile.save(tmp_path / "nan.json"))
     assert math.isnan(again.rows[0]["peak_memory_mb"])
     data = json.loads(path.read_text())
-    assert data["format"] == "napari-microstructure pruning profile" and data["weights"]["sha256"] == "ab" * 32
+    assert (
+        data["format"] == "napari-microstructure pruning profile"
+        and data["weights"]["sha256"] == "ab" * 32
+    )
     with pytest.raises(FileExistsError):
         profile.save(path)
     (tmp_path / "other.json").write_text('{"format": "something else"}')
@@ -258,7 +299,11 @@ def test_study_rows_messages_and_best_images(study):
         pytest.approx(pruning.flops_per_iteration(c.layers, (64, 64)) / 1e9)
         for c in pruning.parse_configurations([1, 2, ["pool1"]])
     ]
-    assert (table["seconds"] > 0).all() and (table["cpu_seconds"] > 0).all() and (table["memory_estimate_mb"] > 0).all()
+    assert (
+        (table["seconds"] > 0).all()
+        and (table["cpu_seconds"] > 0).all()
+        and (table["memory_estimate_mb"] > 0).all()
+    )
     assert table["recommended"].sum() == 1 and profile.recommended in set(table["name"])
     assert profile.recommendation["reason"]
     assert profile.image_shapes == [[64, 64], [64, 64]] and not profile.partial
@@ -290,7 +335,9 @@ def test_study_profile_saves_loads_and_plots(study, tmp_path):
 @needs_normalized
 def test_stopping_mid_study_keeps_the_finished_rows():
     alloy = load_sample("alloy_64")
-    steps = pruning.prune_steps(alloy, depths=[1, 2, 3], material="alloy", **{**TINY, "iterations": 4})
+    steps = pruning.prune_steps(
+        alloy, depths=[1, 2, 3], material="alloy", **{**TINY, "iterations": 4}
+    )
     seen, command = [], None
     while True:
         try:
@@ -299,7 +346,13 @@ def test_stopping_mid_study_keeps_the_finished_rows():
             profile = done.value
             break
         seen.append(message)
-        command = "stop" if message.configuration == "pool2" and message.step is not None and message.step.iteration == 2 else None
+        command = (
+            "stop"
+            if message.configuration == "pool2"
+            and message.step is not None
+            and message.step.iteration == 2
+            else None
+        )
     assert profile.partial and profile.provenance["stopped_by_user"]
     assert [row["name"] for row in profile.rows] == ["pool1"]  # pool2 was cut short: not kept
     assert profile.recommended == "pool1" and len(profile.configurations) == 3
@@ -311,7 +364,9 @@ def test_stopping_mid_study_keeps_the_finished_rows():
 def test_a_seconds_budget_stops_each_reconstruction():
     """A budget spent before the first step ends (1 microsecond) stops every machine early."""
     alloy = load_sample("alloy_64")
-    profile = pruning.prune(alloy, depths=[1], samples=1, iterations=500, seconds=1e-6, levels=1, device="cpu")
+    profile = pruning.prune(
+        alloy, depths=[1], samples=1, iterations=500, seconds=1e-6, levels=1, device="cpu"
+    )
     (row,) = profile.rows
     assert row["budget_stopped"] and 1 <= row["steps"] < 500
     assert profile.provenance["budget"] == {"iterations": 500, "seconds": 1e-6, "levels": 1}
@@ -325,19 +380,61 @@ def test_cli_prune_writes_profile_table_and_plots(tmp_path, capsys):
     source = tmp_path / "alloy.npy"
     np.save(source, load_sample("alloy_64"))
     out = tmp_path / "out"
-    code = main(["prune", str(source), "--depths", "1", "2", "--subsets", "conv1_1,pool2", "--samples", "1",
-                 "--iterations", "3", "--levels", "2", "--device", "cpu", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "prune",
+            str(source),
+            "--depths",
+            "1",
+            "2",
+            "--subsets",
+            "conv1_1,pool2",
+            "--samples",
+            "1",
+            "--iterations",
+            "3",
+            "--levels",
+            "2",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["alloy_pruning.csv", "alloy_pruning.json", "alloy_pruning.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "alloy_pruning.csv",
+        "alloy_pruning.json",
+        "alloy_pruning.png",
+    ]
     profile = pruning.load_profile(out / "alloy_pruning.json")
     assert [r["name"] for r in profile.rows] == ["pool1", "pool2", "only conv1_1+pool2"]
     assert profile.material == "alloy" and profile.provenance["samples"] == 1
     table = pd.read_csv(out / "alloy_pruning.csv")
-    assert list(table["name"]) == ["pool1", "pool2", "only conv1_1+pool2"] and table["recommended"].sum() == 1
+    assert (
+        list(table["name"]) == ["pool1", "pool2", "only conv1_1+pool2"]
+        and table["recommended"].sum() == 1
+    )
     printed = capsys.readouterr().out
     assert "recommendation:" in printed and "e_s2_mean" in printed
     # outputs are never overwritten without --overwrite; bad arguments exit with a message
-    assert main(["prune", str(source), "--depths", "1", "--iterations", "1", "--out", str(out), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "prune",
+                str(source),
+                "--depths",
+                "1",
+                "--iterations",
+                "1",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "exists" in capsys.readouterr().err
     assert main(["prune", str(source), "--depths", "7", "--out", str(tmp_path / "x")]) == 2
     assert "Unknown depth" in capsys.readouterr().err

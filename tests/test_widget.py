@@ -98,7 +98,11 @@ def _widget(viewer, iterations: int = 12):
 @pytest.fixture
 def alloy(viewer):
     return viewer.add_labels(
-        load_sample("alloy_64"), name=INPUT, scale=(0.5, 0.25), translate=(3.0, -2.0), units=("um", "um")
+        load_sample("alloy_64"),
+        name=INPUT,
+        scale=(0.5, 0.25),
+        translate=(3.0, -2.0),
+        units=("um", "um"),
     )
 
 
@@ -124,13 +128,23 @@ def _names(viewer) -> list[str]:
 def test_widget_is_contributed_to_the_plugins_menu(viewer) -> None:
     from napari_microstructure.widgets import ReconstructionWidget
 
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-microstructure", "Microstructure reconstruction")
+    _dock, widget = viewer.window.add_plugin_dock_widget(
+        "napari-microstructure", "Microstructure reconstruction"
+    )
     assert isinstance(widget, ReconstructionWidget)
     assert widget.device_combo.itemData(0) == "auto" and widget.device_combo.findData("cpu") >= 0
     assert widget.preset_combo.findText("Li et al. 2018 (five layers)") >= 0
     widget.preset_combo.setCurrentText("Li et al. 2018 (five layers)")
     assert widget.layers_edit.text() == "conv1_1, pool1, pool2, pool3, pool4"
-    assert all(w.toolTip() for w in (widget.iterations_spin, widget.samples_spin, widget.seed_spin, widget.weights_combo))
+    assert all(
+        w.toolTip()
+        for w in (
+            widget.iterations_spin,
+            widget.samples_spin,
+            widget.seed_spin,
+            widget.weights_combo,
+        )
+    )
 
 
 @pytest.mark.gui
@@ -167,11 +181,17 @@ def test_run_emits_layers_table_and_plot(viewer, alloy, qtbot, tmp_path) -> None
         assert isinstance(layer, Labels) and layer.data.shape == (64, 64)
         provenance = layer.metadata["provenance"]
         assert provenance["steps"] == 12 and provenance["partial"] is False
-        assert provenance["input_layer"] == INPUT and provenance["weights"]["source"] == "normalized"
+        assert (
+            provenance["input_layer"] == INPUT and provenance["weights"]["source"] == "normalized"
+        )
     # the table: the original, its floor and both reconstructions
     frame = widget.table.frame
-    assert list(frame["name"]) == ["original", "floor (two quadrants of the original)",
-                                   f"{INPUT} reconstruction 1", f"{INPUT} reconstruction 2"]
+    assert list(frame["name"]) == [
+        "original",
+        "floor (two quadrants of the original)",
+        f"{INPUT} reconstruction 1",
+        f"{INPUT} reconstruction 2",
+    ]
     for column in ("e_VF", "e_S2", "e_LP", "clusters[0]", "clusters[1]", "run time (s)"):
         assert column in frame.columns
     assert frame["e_VF"].iloc[2:].max() < 1e-3
@@ -179,21 +199,33 @@ def test_run_emits_layers_table_and_plot(viewer, alloy, qtbot, tmp_path) -> None
     # the plot: curves of the original and both reconstructions, and 12 loss values
     assert len(widget.plot.ax_c.lines) == 3 and len(widget.plot.ax_lp.lines) == 3
     assert widget.plot._loss_line.get_xdata().size == 12
-    assert DOCK_NAMES <= set(viewer.window.dock_widgets)
+    assert set(viewer.window.dock_widgets) >= DOCK_NAMES
     # the input is unchanged
     np.testing.assert_array_equal(alloy.data, before)
 
     written = widget.save_report(tmp_path / "report")
     names = {p.name for p in written}
-    assert {"results.csv", "autocovariance.png", "lineal_path.png", "loss.png", "provenance.json",
-            "run1_input_alloy.tif", "run1_alloy_reconstruction_1.tif"} <= names
-    assert json.loads((tmp_path / "report" / "provenance.json").read_text())["runs"][0]["input_layer"] == INPUT
+    assert {
+        "results.csv",
+        "autocovariance.png",
+        "lineal_path.png",
+        "loss.png",
+        "provenance.json",
+        "run1_input_alloy.tif",
+        "run1_alloy_reconstruction_1.tif",
+    } <= names
+    assert (
+        json.loads((tmp_path / "report" / "provenance.json").read_text())["runs"][0]["input_layer"]
+        == INPUT
+    )
     assert widget.save_report(tmp_path / "report") == []  # never overwrites
 
 
 @needs_weights
 @pytest.mark.gui
-def test_labels_in_labels_out_with_the_same_phase_fractions_and_scale(viewer, alloy, qtbot) -> None:
+def test_labels_in_labels_out_with_the_same_phase_fractions_and_scale(
+    viewer, alloy, qtbot
+) -> None:
     from napari.layers import Labels
 
     widget = _widget(viewer, iterations=10)
@@ -230,8 +262,16 @@ def test_grey_image_in_image_out_and_input_unchanged(viewer, qtbot) -> None:
     from napari_microstructure.report import run_table
 
     frame = widget.table.frame
-    expected = run_table(grey, [out.data], ["grey reconstruction 1"], run=1, seconds=0.0,
-                         final_loss=[0.0], partial=False, kind="grey")
+    expected = run_table(
+        grey,
+        [out.data],
+        ["grey reconstruction 1"],
+        run=1,
+        seconds=0.0,
+        final_loss=[0.0],
+        partial=False,
+        kind="grey",
+    )
     assert {"e_hist", "e_AC"} <= set(frame.columns) and "e_S2" not in frame.columns
     np.testing.assert_allclose(frame["e_AC"].to_numpy(float), expected["e_AC"].to_numpy(float))
 
@@ -245,7 +285,10 @@ def test_stop_mid_run_keeps_a_partial_result_and_the_widget_usable(viewer, alloy
     with qtbot.waitSignal(widget.run_finished, timeout=RUN_TIMEOUT_MS):
         worker = widget.run()
         assert widget.run_button.text() == "Stop"
-        qtbot.waitUntil(lambda: widget._last_progress is not None and widget._last_progress.iteration >= 3, timeout=RUN_TIMEOUT_MS)
+        qtbot.waitUntil(
+            lambda: widget._last_progress is not None and widget._last_progress.iteration >= 3,
+            timeout=RUN_TIMEOUT_MS,
+        )
         stopped_at = widget._last_progress.iteration
         qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)  # Stop
     assert widget.worker is None and not worker.is_running
@@ -260,7 +303,10 @@ def test_stop_mid_run_keeps_a_partial_result_and_the_widget_usable(viewer, alloy
     widget.keep_partial.setChecked(False)
     with qtbot.waitSignal(widget.run_finished, timeout=RUN_TIMEOUT_MS):
         widget.run()
-        qtbot.waitUntil(lambda: widget._last_progress is not None and widget._last_progress.iteration >= 2, timeout=RUN_TIMEOUT_MS)
+        qtbot.waitUntil(
+            lambda: widget._last_progress is not None and widget._last_progress.iteration >= 2,
+            timeout=RUN_TIMEOUT_MS,
+        )
         widget.stop()
     assert _names(viewer) == [INPUT, name]
     qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=10_000)
@@ -268,7 +314,11 @@ def test_stop_mid_run_keeps_a_partial_result_and_the_widget_usable(viewer, alloy
     # and a full run still works
     widget.iterations_spin.setValue(10)
     _run(qtbot, widget)
-    assert _names(viewer) == [INPUT, name, f"{INPUT} reconstruction 2"]  # the discarded run took no number
+    assert _names(viewer) == [
+        INPUT,
+        name,
+        f"{INPUT} reconstruction 2",
+    ]  # the discarded run took no number
 
 
 @needs_weights
@@ -279,7 +329,9 @@ def test_bad_input_gives_a_notification_and_no_layer(viewer, qtbot, errors) -> N
     widget = _widget(viewer)
     assert widget.run() is None  # refused before any thread starts
     assert "constant" in messages[-1]
-    qtbot.waitUntil(lambda: "constant" in widget.input_info.text(), timeout=3000)  # shown before Run too
+    qtbot.waitUntil(
+        lambda: "constant" in widget.input_info.text(), timeout=3000
+    )  # shown before Run too
     assert _names(viewer) == ["constant"] and widget.worker is None
 
     # an error raised by the core in the worker (an output too small for pool5) arrives the same way
@@ -314,7 +366,9 @@ def test_two_runs_in_a_row(viewer, alloy, qtbot) -> None:
 
 @needs_weights
 @pytest.mark.gui
-def test_screenshot_in_grid_mode_shows_original_and_reconstruction(make_napari_viewer, qtbot, tmp_path) -> None:
+def test_screenshot_in_grid_mode_shows_original_and_reconstruction(
+    make_napari_viewer, qtbot, tmp_path
+) -> None:
     from PIL import Image as PILImage
 
     viewer = make_napari_viewer(show=True)  # a hidden canvas does not render the grid
@@ -369,13 +423,20 @@ def test_3d_output_is_a_labels_volume_with_the_input_pixel_size_and_per_axis_sta
     assert out.metadata["provenance"]["parameters"]["size"] == [36, 32, 40]
     # per-axis statistics in the table and the plot
     frame = widget.table.frame
-    assert list(frame["name"]) == ["micrograph (2D)", "floor (two quadrants of the micrograph)", f"{INPUT} reconstruction 1"]
+    assert list(frame["name"]) == [
+        "micrograph (2D)",
+        "floor (two quadrants of the micrograph)",
+        f"{INPUT} reconstruction 1",
+    ]
     volume_row = frame.iloc[-1]
     for column in ("e_S2 ⊥z", "e_S2 ⊥y", "e_S2 ⊥x", "e_LP ⊥z", "e_LP ⊥y", "e_LP ⊥x"):
         assert 0.0 <= volume_row[column] <= volume_row[column.split()[0]]  # the worst axis
     assert set(volume_row["spans[1]"].split()) <= {"z", "y", "x"}
     labels = [line.get_label() for line in widget.plot.ax_c.lines]
-    assert labels == ["original (micrograph)", *(f"{INPUT} reconstruction 1, slices ⊥{a}" for a in "zyx")]
+    assert labels == [
+        "original (micrograph)",
+        *(f"{INPUT} reconstruction 1, slices ⊥{a}" for a in "zyx"),
+    ]
     assert len(widget.plot.ax_lp.lines) == 4
     assert "3D" in widget.status.text()
     np.testing.assert_array_equal(alloy.data, before)

@@ -41,7 +41,9 @@ GENERATED_SAMPLES: tuple[str, ...] = ("gaussian_field", "particles", "three_phas
 LayerData = list[tuple[np.ndarray, dict[str, Any], str]]
 
 
-def _smooth_noise(shape: tuple[int, int], correlation_length: float, rng: np.random.Generator) -> np.ndarray:
+def _smooth_noise(
+    shape: tuple[int, int], correlation_length: float, rng: np.random.Generator
+) -> np.ndarray:
     """White noise smoothed with a periodic Gaussian of standard deviation ``correlation_length``
     pixels, scaled to zero mean and unit variance: a stationary Gaussian random field that tiles."""
     field = ndi.gaussian_filter(rng.standard_normal(shape), correlation_length, mode="wrap")
@@ -70,9 +72,13 @@ def gaussian_random_field(
     ``round(volume_fraction * size)`` pixels; the result tiles seamlessly.
     """
     if not 0.0 < volume_fraction < 1.0:
-        raise ValueError(f"volume_fraction must lie strictly between 0 and 1; got {volume_fraction}.")
+        raise ValueError(
+            f"volume_fraction must lie strictly between 0 and 1; got {volume_fraction}."
+        )
     rng = np.random.default_rng(seed)
-    return _threshold_at_fraction(_smooth_noise(tuple(shape), correlation_length, rng), volume_fraction)
+    return _threshold_at_fraction(
+        _smooth_noise(tuple(shape), correlation_length, rng), volume_fraction
+    )
 
 
 def particle_dispersion(
@@ -135,7 +141,9 @@ def three_phase(
     rng = np.random.default_rng(seed)
     field = _smooth_noise(tuple(shape), correlation_length, rng)
     base = _threshold_at_fraction(field, matrix_fraction)
-    particles = particle_dispersion(shape, particle_fraction, radius=(2.0, 5.0), gap=2.0, seed=seed + 1)
+    particles = particle_dispersion(
+        shape, particle_fraction, radius=(2.0, 5.0), gap=2.0, seed=seed + 1
+    )
     image = base.copy()
     image[particles == 1] = 2
     return image
@@ -171,29 +179,44 @@ def gaussian_field_sample() -> LayerData:
     data = gaussian_random_field((SIZE, SIZE), 6.0, 0.4, seed=0)
     meta = _metadata(
         "thresholded Gaussian random field: two interpenetrating phases, phase 1 is 40 %",
-        "gaussian_random_field", params,
+        "gaussian_random_field",
+        params,
     )
     return [(data, {"name": "gaussian_field", "metadata": meta}, "labels")]
 
 
 def particles_sample() -> LayerData:
     """Two-phase particle dispersion (30 % discs of radius 4-10 px), 256x256, as Labels."""
-    params = {"shape": [SIZE, SIZE], "area_fraction": 0.3, "radius": [4.0, 10.0], "gap": 1.0, "seed": 0}
+    params = {
+        "shape": [SIZE, SIZE],
+        "area_fraction": 0.3,
+        "radius": [4.0, 10.0],
+        "gap": 1.0,
+        "seed": 0,
+    }
     data = particle_dispersion((SIZE, SIZE), 0.3, (4.0, 10.0), 1.0, seed=0)
     meta = _metadata(
         "two-phase particle dispersion: non-overlapping discs (1) in a matrix (0)",
-        "particle_dispersion", params,
+        "particle_dispersion",
+        params,
     )
     return [(data, {"name": "particles", "metadata": meta}, "labels")]
 
 
 def three_phase_sample() -> LayerData:
     """Three-phase structure (two-phase random field with particles of a third), 256x256, as Labels."""
-    params = {"shape": [SIZE, SIZE], "correlation_length": 8.0, "matrix_fraction": 0.5, "particle_fraction": 0.12, "seed": 0}
+    params = {
+        "shape": [SIZE, SIZE],
+        "correlation_length": 8.0,
+        "matrix_fraction": 0.5,
+        "particle_fraction": 0.12,
+        "seed": 0,
+    }
     data = three_phase((SIZE, SIZE), 8.0, 0.5, 0.12, seed=0)
     meta = _metadata(
         "three phases: a random-field structure of phases 0 and 1 with particles of phase 2",
-        "three_phase", params,
+        "three_phase",
+        params,
     )
     return [(data, {"name": "three_phase", "metadata": meta}, "labels")]
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import secrets
 import enum
 import json
 import os
+import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePath
 from typing import Any
@@ -471,7 +471,9 @@ def atomic_outputs(
     stale_files = [Path(p) for p in stale if Path(p).exists()]
     created = _make_folders({path.parent for path in planned})
     token = secrets.token_hex(4)
-    staged = {path: path.with_name(f".{path.stem}.partial-{token}{path.suffix}") for path in planned}
+    staged = {
+        path: path.with_name(f".{path.stem}.partial-{token}{path.suffix}") for path in planned
+    }
     try:
         yield staged
         missing = [str(path) for path, temporary in staged.items() if not temporary.exists()]

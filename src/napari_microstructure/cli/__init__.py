@@ -40,8 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as error:  # a file that cannot be read or written, a full disk
         where = f" ({error.filename})" if error.filename else ""
-        print(f"napari-microstructure: error: {error.strerror or error}{where}; nothing was "
-              "written.", file=sys.stderr)
+        print(
+            f"napari-microstructure: error: {error.strerror or error}{where}; nothing was "
+            "written.",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("\nnapari-microstructure: interrupted; nothing was written.", file=sys.stderr)

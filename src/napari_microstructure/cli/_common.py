@@ -59,7 +59,9 @@ def image_files(inputs: list[str]) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                raise InputError(f"The folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)}).")
+                raise InputError(
+                    f"The folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)})."
+                )
             files.extend(found)
         else:
             files.append(path)

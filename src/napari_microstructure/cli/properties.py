@@ -32,54 +32,172 @@ def add_parser(commands) -> None:
         "CPU (default: %(default)s)",
     }
 
-    label = tasks.add_parser("label", help="compute D_eff and tau (TauFactor) of a folder of images into a CSV")
-    label.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (.tif, .npy, .png; 2D or 3D) or folders of them")
+    label = tasks.add_parser(
+        "label", help="compute D_eff and tau (TauFactor) of a folder of images into a CSV"
+    )
+    label.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files (.tif, .npy, .png; 2D or 3D) or folders of them",
+    )
     label.add_argument("--out", default="labels.csv", help="CSV to write (default: %(default)s)")
-    label.add_argument("--phase", type=int, default=1, help="label of the conducting phase (default: %(default)s)")
-    label.add_argument("--axes", nargs="+", type=axis_or_index, default=["x"], help="transport axes: x y z (x: the last array axis) or indices (default: x)")
+    label.add_argument(
+        "--phase", type=int, default=1, help="label of the conducting phase (default: %(default)s)"
+    )
+    label.add_argument(
+        "--axes",
+        nargs="+",
+        type=axis_or_index,
+        default=["x"],
+        help="transport axes: x y z (x: the last array axis) or indices (default: x)",
+    )
     label.add_argument("--cache", help="folder of a label cache (results kept between runs)")
     label.add_argument("--device", **device)
     label.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
     label.add_argument("--quiet", action="store_true", help="no progress")
     label.set_defaults(run=_properties_label)
 
-    build = tasks.add_parser("build", help="build a labelled dataset of generated microstructures, crops and reconstructions")
-    build.add_argument("--out", required=True, help="dataset folder: .tif images, labels.csv, provenance.json")
-    build.add_argument("--generated", type=int, default=300, help="generated microstructures (default: %(default)s)")
-    build.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES, help="generated families (default: all)")
-    build.add_argument("--size", type=int, default=128, help="side of every sample in pixels (default: %(default)s)")
-    build.add_argument("--volume-fraction", nargs=2, type=float, default=[0.2, 0.8], metavar=("LOW", "HIGH"), help="range of phase 1's volume fraction (default: 0.2 0.8)")
-    build.add_argument("--micrographs", nargs="+", metavar="FILE", help="micrographs (or folders) to take crops and reconstructions of")
-    build.add_argument("--crops", type=int, default=0, help="random crops per micrograph (default: %(default)s)")
-    build.add_argument("--reconstructions", type=int, default=0, help="reconstructions per 2D micrograph (default: %(default)s)")
-    build.add_argument("--iterations", type=int, help="optimizer steps per reconstruction (default: the decoder's)")
-    build.add_argument("--phase", type=int, default=1, help="conducting phase of the micrographs (generated samples: 1) (default: %(default)s)")
-    build.add_argument("--axes", nargs="+", type=axis_or_index, default=["x"], help="transport axes to label (default: x)")
-    build.add_argument("--no-labels", action="store_true", help="write the samples without computing D_eff and tau")
-    build.add_argument("--cache", help="folder of a label cache that keeps every result at once "
-                       "(default: the --out folder's, written with the dataset)")
+    build = tasks.add_parser(
+        "build",
+        help="build a labelled dataset of generated microstructures, crops and reconstructions",
+    )
+    build.add_argument(
+        "--out", required=True, help="dataset folder: .tif images, labels.csv, provenance.json"
+    )
+    build.add_argument(
+        "--generated",
+        type=int,
+        default=300,
+        help="generated microstructures (default: %(default)s)",
+    )
+    build.add_argument(
+        "--families",
+        nargs="+",
+        default=list(FAMILIES),
+        choices=FAMILIES,
+        help="generated families (default: all)",
+    )
+    build.add_argument(
+        "--size",
+        type=int,
+        default=128,
+        help="side of every sample in pixels (default: %(default)s)",
+    )
+    build.add_argument(
+        "--volume-fraction",
+        nargs=2,
+        type=float,
+        default=[0.2, 0.8],
+        metavar=("LOW", "HIGH"),
+        help="range of phase 1's volume fraction (default: 0.2 0.8)",
+    )
+    build.add_argument(
+        "--micrographs",
+        nargs="+",
+        metavar="FILE",
+        help="micrographs (or folders) to take crops and reconstructions of",
+    )
+    build.add_argument(
+        "--crops", type=int, default=0, help="random crops per micrograph (default: %(default)s)"
+    )
+    build.add_argument(
+        "--reconstructions",
+        type=int,
+        default=0,
+        help="reconstructions per 2D micrograph (default: %(default)s)",
+    )
+    build.add_argument(
+        "--iterations",
+        type=int,
+        help="optimizer steps per reconstruction (default: the decoder's)",
+    )
+    build.add_argument(
+        "--phase",
+        type=int,
+        default=1,
+        help="conducting phase of the micrographs (generated samples: 1) (default: %(default)s)",
+    )
+    build.add_argument(
+        "--axes",
+        nargs="+",
+        type=axis_or_index,
+        default=["x"],
+        help="transport axes to label (default: x)",
+    )
+    build.add_argument(
+        "--no-labels",
+        action="store_true",
+        help="write the samples without computing D_eff and tau",
+    )
+    build.add_argument(
+        "--cache",
+        help="folder of a label cache that keeps every result at once "
+        "(default: the --out folder's, written with the dataset)",
+    )
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--device", **device)
     build.add_argument("--overwrite", action="store_true", help="replace existing files")
     build.add_argument("--quiet", action="store_true", help="no progress")
     build.set_defaults(run=_properties_build)
 
-    train = tasks.add_parser("train", help="train a model on a dataset folder and a label column; cross-validate")
+    train = tasks.add_parser(
+        "train", help="train a model on a dataset folder and a label column; cross-validate"
+    )
     train.add_argument("dataset", help="folder of the images")
-    train.add_argument("--labels", help="CSV with a file (or name) column and the label column (default: DATASET/labels.csv)")
-    train.add_argument("--column", default="D_eff_x", help="the property to learn (default: %(default)s)")
-    train.add_argument("--units", default="", help="units of the property, for the record and the plot")
-    train.add_argument("--mode", choices=MODES, default="frozen", help="frozen pretrained features + ridge, or fine-tuning (default: %(default)s)")
+    train.add_argument(
+        "--labels",
+        help="CSV with a file (or name) column and the label column (default: DATASET/labels.csv)",
+    )
+    train.add_argument(
+        "--column", default="D_eff_x", help="the property to learn (default: %(default)s)"
+    )
+    train.add_argument(
+        "--units", default="", help="units of the property, for the record and the plot"
+    )
+    train.add_argument(
+        "--mode",
+        choices=MODES,
+        default="frozen",
+        help="frozen pretrained features + ridge, or fine-tuning (default: %(default)s)",
+    )
     trunk = train.add_mutually_exclusive_group()
     trunk.add_argument("--depth", help="trunk depth pool1 ... pool5 (default: pool2)")
-    trunk.add_argument("--profile", help="pruning profile (JSON) whose recommended configuration sets the trunk")
-    train.add_argument("--weights", default="normalized", help="normalized (pretrained), random (the control), or a weights file (default: %(default)s)")
-    train.add_argument("--phase", type=int, help="phase of interest (default: the table's phase column, else 1)")
-    train.add_argument("--axis", type=axis_or_index, default="x", help="transport axis of the property (default: %(default)s)")
-    train.add_argument("--input", choices=INPUTS, default="spanning", help="what the trunk sees: the phase's spanning clusters or the whole phase (default: %(default)s)")
-    train.add_argument("--folds", type=int, default=5, help="k-fold cross-validation, 0 for none (default: %(default)s)")
-    train.add_argument("--epochs", type=int, default=40, help="fine-tuning: most epochs (default: %(default)s)")
-    train.add_argument("--out", default="property_model", help="output folder (default: %(default)s)")
+    trunk.add_argument(
+        "--profile", help="pruning profile (JSON) whose recommended configuration sets the trunk"
+    )
+    train.add_argument(
+        "--weights",
+        default="normalized",
+        help="normalized (pretrained), random (the control), or a weights file (default: %(default)s)",
+    )
+    train.add_argument(
+        "--phase", type=int, help="phase of interest (default: the table's phase column, else 1)"
+    )
+    train.add_argument(
+        "--axis",
+        type=axis_or_index,
+        default="x",
+        help="transport axis of the property (default: %(default)s)",
+    )
+    train.add_argument(
+        "--input",
+        choices=INPUTS,
+        default="spanning",
+        help="what the trunk sees: the phase's spanning clusters or the whole phase (default: %(default)s)",
+    )
+    train.add_argument(
+        "--folds",
+        type=int,
+        default=5,
+        help="k-fold cross-validation, 0 for none (default: %(default)s)",
+    )
+    train.add_argument(
+        "--epochs", type=int, default=40, help="fine-tuning: most epochs (default: %(default)s)"
+    )
+    train.add_argument(
+        "--out", default="property_model", help="output folder (default: %(default)s)"
+    )
     train.add_argument("--name", help="file name stem of the outputs (default: COLUMN_MODE)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", **device)
@@ -89,8 +207,12 @@ def add_parser(commands) -> None:
 
     pred = tasks.add_parser("predict", help="predict a property of images with a trained model")
     pred.add_argument("model", help="model file (.npz) written by train")
-    pred.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (2D or 3D) or folders of them")
-    pred.add_argument("--out", default="predictions.csv", help="CSV to write (default: %(default)s)")
+    pred.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image files (2D or 3D) or folders of them"
+    )
+    pred.add_argument(
+        "--out", default="predictions.csv", help="CSV to write (default: %(default)s)"
+    )
     pred.add_argument("--phase", type=int, help="phase of interest (default: the model's)")
     pred.add_argument("--axis", type=axis_or_index, help="transport axis (default: the model's)")
     pred.add_argument("--device", **device)
@@ -150,8 +272,11 @@ def _properties_build(args) -> int:
     # nothing; an explicit --cache folder keeps every result as soon as it is computed
     own_cache = label and not args.cache
     names = datasets.planned_files(
-        generated=args.generated, families=args.families, micrographs=micrographs,
-        crops=args.crops, reconstructions=args.reconstructions,
+        generated=args.generated,
+        families=args.families,
+        micrographs=micrographs,
+        crops=args.crops,
+        reconstructions=args.reconstructions,
     )
     outputs = datasets.dataset_outputs(out, names, cache=own_cache)
     stale = datasets.stale_files(out, names, files)
@@ -162,19 +287,31 @@ def _properties_build(args) -> int:
         cache = datasets.LabelCache(args.cache) if label else None
     iterations = {"iterations": args.iterations} if args.iterations is not None else None
     steps = datasets.build_dataset_steps(
-        generated=args.generated, families=args.families, size=args.size,
-        volume_fraction=tuple(args.volume_fraction), micrographs=micrographs, crops=args.crops,
-        reconstructions=args.reconstructions, reconstruction_options=iterations,
-        phase=args.phase, axes=args.axes, label=label, cache=cache, seed=args.seed,
+        generated=args.generated,
+        families=args.families,
+        size=args.size,
+        volume_fraction=tuple(args.volume_fraction),
+        micrographs=micrographs,
+        crops=args.crops,
+        reconstructions=args.reconstructions,
+        reconstruction_options=iterations,
+        phase=args.phase,
+        axes=args.axes,
+        label=label,
+        cache=cache,
+        seed=args.seed,
         device=args.device,
     )
     dataset = run_to_end(steps, None if args.quiet else printer(sys.stderr))
-    datasets.write_dataset(dataset, out, overwrite=args.overwrite, inputs=files,
-                           cache=cache if own_cache else None)
+    datasets.write_dataset(
+        dataset, out, overwrite=args.overwrite, inputs=files, cache=cache if own_cache else None
+    )
     timings = dataset.provenance["timings"]
-    print(f"{len(dataset.images)} samples in {timings['total_seconds']:.1f} s "
-          f"(labels {timings['label_seconds']:.1f} s); "
-          f"wrote {out / datasets.LABELS_FILE} and the images to {out}")
+    print(
+        f"{len(dataset.images)} samples in {timings['total_seconds']:.1f} s "
+        f"(labels {timings['label_seconds']:.1f} s); "
+        f"wrote {out / datasets.LABELS_FILE} and the images to {out}"
+    )
     return 0
 
 
@@ -187,10 +324,15 @@ def _dataset_paths(folder: Path, names) -> list[Path]:
     for name in names:
         path = folder / name
         if not path.is_file():
-            matches = sorted(p for p in folder.glob(f"{Path(name).stem}.*")
-                             if p.suffix.lower() in io.IMAGE_SUFFIXES)
+            matches = sorted(
+                p
+                for p in folder.glob(f"{Path(name).stem}.*")
+                if p.suffix.lower() in io.IMAGE_SUFFIXES
+            )
             if not matches:
-                raise InputError(f"The label table names {name!r}, but {folder} holds no such image.")
+                raise InputError(
+                    f"The label table names {name!r}, but {folder} holds no such image."
+                )
             path = matches[0]
         paths.append(path)
     return paths
@@ -205,19 +347,31 @@ def _properties_train(args) -> int:
     from ..core.device import resolve_device
 
     properties.check_training_options(
-        mode=args.mode, input=args.input, folds=args.folds, seed=args.seed, epochs=args.epochs,
+        mode=args.mode,
+        input=args.input,
+        folds=args.folds,
+        seed=args.seed,
+        epochs=args.epochs,
     )
     resolve_device(args.device)
     folder = Path(args.dataset)
     table_path = Path(args.labels) if args.labels else folder / LABELS_FILE
     table = read_labels(table_path, [args.column])
     raw = pd.read_csv(table_path)
-    phase = args.phase if args.phase is not None else (list(raw["phase"]) if "phase" in raw.columns else 1)
+    phase = (
+        args.phase
+        if args.phase is not None
+        else (list(raw["phase"]) if "phase" in raw.columns else 1)
+    )
     paths = _dataset_paths(folder, table["name"])
     out = Path(args.out)
     stem = args.name or f"{args.column}_{args.mode}"
-    planned = [out / f"{stem}.npz", out / f"{stem}_metrics.json", out / f"{stem}_parity.png",
-               out / f"{stem}_predictions.csv"]
+    planned = [
+        out / f"{stem}.npz",
+        out / f"{stem}_metrics.json",
+        out / f"{stem}_parity.png",
+        out / f"{stem}_predictions.csv",
+    ]
     # without cross-validation there is no parity plot nor predictions: an earlier run's are stale
     written, stale = (planned, []) if args.folds else (planned[:2], planned[2:])
     weights_file = [args.weights] if Path(args.weights).is_file() else []
@@ -225,11 +379,26 @@ def _properties_train(args) -> int:
     io.check_outputs(written, overwrite=args.overwrite, inputs=inputs, stale=stale)
     images = [io.read_image(path) for path in paths]
     steps = properties.train_steps(
-        images, table[args.column].to_numpy(), property=args.column, units=args.units, mode=args.mode, depth=args.depth,
-        profile=args.profile, weights=args.weights, phase=phase, axis=args.axis, input=args.input, folds=args.folds,
-        seed=args.seed, device=args.device, names=list(table["name"]), epochs=args.epochs,
+        images,
+        table[args.column].to_numpy(),
+        property=args.column,
+        units=args.units,
+        mode=args.mode,
+        depth=args.depth,
+        profile=args.profile,
+        weights=args.weights,
+        phase=phase,
+        axis=args.axis,
+        input=args.input,
+        folds=args.folds,
+        seed=args.seed,
+        device=args.device,
+        names=list(table["name"]),
+        epochs=args.epochs,
     )
-    print(f"Training a {args.mode} model of {args.column} on {len(images)} images", file=sys.stderr)
+    print(
+        f"Training a {args.mode} model of {args.column} on {len(images)} images", file=sys.stderr
+    )
     model = run_to_end(steps, None if args.quiet else printer(sys.stderr))
     header = model.header
     cv = header.get("cross_validation")
@@ -242,14 +411,20 @@ def _properties_train(args) -> int:
         io.write_json(staged[planned[1]], metrics)
         if cv:
             title = f"{args.column}, {cv['folds']}-fold CV"
-            figure = properties.plot_parity(training["targets"], cv["predictions"], title=title,
-                                            units=args.units)
+            figure = properties.plot_parity(
+                training["targets"], cv["predictions"], title=title, units=args.units
+            )
             figure.savefig(staged[planned[2]], dpi=150)
-            predictions = {"file": training["names"], args.column: training["targets"],
-                           "predicted": cv["predictions"]}
+            predictions = {
+                "file": training["names"],
+                args.column: training["targets"],
+                "predicted": cv["predictions"],
+            }
             pd.DataFrame(predictions).to_csv(staged[planned[3]], index=False)
     if cv:
-        print(f"cross-validated R2 {cv['r2']:.3f}, MAE {cv['mae']:.4g}, RMSE {cv['rmse']:.4g} ({cv['folds']} folds)")
+        print(
+            f"cross-validated R2 {cv['r2']:.3f}, MAE {cv['mae']:.4g}, RMSE {cv['rmse']:.4g} ({cv['folds']} folds)"
+        )
     print(f"{header['provenance']['timings']['total_seconds']:.1f} s; wrote {planned[0]}")
     return 0
 
@@ -273,19 +448,29 @@ def _properties_predict(args) -> int:
     values = model.predict(images, phase=args.phase, axis=args.axis, device=device, names=names)
     outside = model.out_of_range(images, phase=args.phase)
     column = model.header["property"]
-    table = {"file": [str(p) for p in files], f"{column}_predicted": values,
-             "out_of_range": outside}
+    table = {
+        "file": [str(p) for p in files],
+        f"{column}_predicted": values,
+        "out_of_range": outside,
+    }
     with io.atomic_outputs([out], overwrite=args.overwrite, inputs=inputs) as staged:
         pd.DataFrame(table).to_csv(staged[out], index=False)
     if outside.any():
         known = model.header.get("training", {}).get("volume_fraction_range")
         reason = "a constant image"
         if known:
-            reason = (f"a phase fraction outside the training images' {known[0]:.3g} to "
-                      f"{known[1]:.3g}, or {reason}")
+            reason = (
+                f"a phase fraction outside the training images' {known[0]:.3g} to "
+                f"{known[1]:.3g}, or {reason}"
+            )
         listed = ", ".join(str(p) for p, o in zip(files, outside) if o)
-        print(f"warning: {int(outside.sum())} image(s) lie outside what the model was trained on "
-              f"({reason}); their predictions are extrapolations (out_of_range in {out}): "
-              f"{listed}", file=sys.stderr)
-    print(f"predicted {column} of {len(files)} image(s) in {time.perf_counter() - started:.2f} s; wrote {out}")
+        print(
+            f"warning: {int(outside.sum())} image(s) lie outside what the model was trained on "
+            f"({reason}); their predictions are extrapolations (out_of_range in {out}): "
+            f"{listed}",
+            file=sys.stderr,
+        )
+    print(
+        f"predicted {column} of {len(files)} image(s) in {time.perf_counter() - started:.2f} s; wrote {out}"
+    )
     return 0

@@ -23,20 +23,72 @@ def add_parser(commands) -> None:
         "mean e_S2 is within the tolerance of the best or at the floor. Writes the profile "
         "(JSON), the table (CSV) and the plots (PNG).",
     )
-    prune.add_argument("inputs", nargs="+", metavar="INPUT", help=".npy, .tif or .png micrographs of one material (a 3D .npy/.tif is a stack of micrographs)")
-    prune.add_argument("--depths", nargs="*", help="depths 1-5 (or pool1 ... pool5) to study (default: all five; --depths alone: none, subsets only)")
-    prune.add_argument("--subsets", nargs="+", metavar="LAYERS", help="extra configurations, each a comma-separated list of layers, e.g. conv1_1,pool2 pool3")
-    prune.add_argument("--samples", type=int, default=2, help="reconstructions per image and configuration (default: %(default)s)")
+    prune.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help=".npy, .tif or .png micrographs of one material (a 3D .npy/.tif is a stack of micrographs)",
+    )
+    prune.add_argument(
+        "--depths",
+        nargs="*",
+        help="depths 1-5 (or pool1 ... pool5) to study (default: all five; --depths alone: none, subsets only)",
+    )
+    prune.add_argument(
+        "--subsets",
+        nargs="+",
+        metavar="LAYERS",
+        help="extra configurations, each a comma-separated list of layers, e.g. conv1_1,pool2 pool3",
+    )
+    prune.add_argument(
+        "--samples",
+        type=int,
+        default=2,
+        help="reconstructions per image and configuration (default: %(default)s)",
+    )
     budget = prune.add_mutually_exclusive_group()
-    budget.add_argument("--iterations", type=int, help=f"optimizer steps per reconstruction (default: {DEFAULT_ITERATIONS})")
-    budget.add_argument("--seconds", type=float, help="wall-time budget per image and configuration instead of --iterations")
-    prune.add_argument("--levels", type=int, default=DEFAULT_LEVELS, help="coarse-to-fine levels (default: %(default)s)")
-    prune.add_argument("--tolerance", type=float, default=0.10, help="a configuration within this fraction of the best mean e_S2 is as good (default: %(default)s)")
-    prune.add_argument("--material", help="name of the material (default: the input file names' common prefix)")
+    budget.add_argument(
+        "--iterations",
+        type=int,
+        help=f"optimizer steps per reconstruction (default: {DEFAULT_ITERATIONS})",
+    )
+    budget.add_argument(
+        "--seconds",
+        type=float,
+        help="wall-time budget per image and configuration instead of --iterations",
+    )
+    prune.add_argument(
+        "--levels",
+        type=int,
+        default=DEFAULT_LEVELS,
+        help="coarse-to-fine levels (default: %(default)s)",
+    )
+    prune.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.10,
+        help="a configuration within this fraction of the best mean e_S2 is as good (default: %(default)s)",
+    )
+    prune.add_argument(
+        "--material", help="name of the material (default: the input file names' common prefix)"
+    )
     prune.add_argument("--out", default="pruning", help="output folder (default: %(default)s)")
-    prune.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N (default: auto)")
-    prune.add_argument("--weights", default="normalized", help="normalized, torchvision, random, or a weights file (default: %(default)s)")
-    prune.add_argument("--seed", type=int, default=0, help="image i uses seed + i in every configuration (default: %(default)s)")
+    prune.add_argument(
+        "--device",
+        default="auto",
+        help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N (default: auto)",
+    )
+    prune.add_argument(
+        "--weights",
+        default="normalized",
+        help="normalized, torchvision, random, or a weights file (default: %(default)s)",
+    )
+    prune.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="image i uses seed + i in every configuration (default: %(default)s)",
+    )
     prune.add_argument("--overwrite", action="store_true", help="replace existing output files")
     prune.add_argument("--quiet", action="store_true", help="no progress")
     prune.set_defaults(run=run)
@@ -70,9 +122,18 @@ def run(args) -> int:
     # Everything (images, configurations, device, weights, memory, outputs) is checked here,
     # before the study; the outputs are written at the end, all or nothing.
     steps = pruning.prune_steps(
-        images, configurations=configurations, samples=args.samples, iterations=args.iterations,
-        seconds=args.seconds, levels=args.levels, seed=args.seed, device=args.device,
-        weights=args.weights, tolerance=args.tolerance, material=material, names=names,
+        images,
+        configurations=configurations,
+        samples=args.samples,
+        iterations=args.iterations,
+        seconds=args.seconds,
+        levels=args.levels,
+        seed=args.seed,
+        device=args.device,
+        weights=args.weights,
+        tolerance=args.tolerance,
+        material=material,
+        names=names,
     )
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in material)
     out = Path(args.out)

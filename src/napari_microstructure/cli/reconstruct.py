@@ -24,26 +24,83 @@ def add_parser(commands) -> None:
         "with the micrograph's phases and exact phase fractions; write them as .tif with a "
         "provenance JSON and a CSV of fidelity metrics.",
     )
-    rec.add_argument("input", nargs="?", help=".npy, .tif or .png micrograph (default: the alloy sample shipped with the package)")
-    rec.add_argument("--out", default="reconstructions", help="output folder (default: %(default)s)")
-    rec.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="output size (default: the input's)")
-    rec.add_argument("--samples", type=int, default=1, help="number of reconstructions (default: %(default)s)")
-    rec.add_argument("--layers", nargs="+", default=list(DEFAULT_LAYERS), help="VGG19 layers whose Gram matrices are matched (default: %(default)s)")
+    rec.add_argument(
+        "input",
+        nargs="?",
+        help=".npy, .tif or .png micrograph (default: the alloy sample shipped with the package)",
+    )
+    rec.add_argument(
+        "--out", default="reconstructions", help="output folder (default: %(default)s)"
+    )
+    rec.add_argument(
+        "--size", nargs=2, type=int, metavar=("H", "W"), help="output size (default: the input's)"
+    )
+    rec.add_argument(
+        "--samples", type=int, default=1, help="number of reconstructions (default: %(default)s)"
+    )
+    rec.add_argument(
+        "--layers",
+        nargs="+",
+        default=list(DEFAULT_LAYERS),
+        help="VGG19 layers whose Gram matrices are matched (default: %(default)s)",
+    )
     # None: the 2D defaults, or the 3D ones (core.volume) with --3d
-    rec.add_argument("--iterations", type=int, help=f"optimizer steps (default: {DEFAULT_ITERATIONS}; 3D: {volume.DEFAULT_ITERATIONS})")
-    rec.add_argument("--levels", type=int, help=f"coarse-to-fine resolution levels (default: {DEFAULT_LEVELS}; 3D: {volume.DEFAULT_LEVELS})")
-    rec.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: lbfgs; 3D: {volume.DEFAULT_OPTIMIZER})")
-    rec.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N (default: auto)")
-    rec.add_argument("--weights", default="normalized", help="normalized, torchvision, random, or a weights file (default: %(default)s)")
+    rec.add_argument(
+        "--iterations",
+        type=int,
+        help=f"optimizer steps (default: {DEFAULT_ITERATIONS}; 3D: {volume.DEFAULT_ITERATIONS})",
+    )
+    rec.add_argument(
+        "--levels",
+        type=int,
+        help=f"coarse-to-fine resolution levels (default: {DEFAULT_LEVELS}; 3D: {volume.DEFAULT_LEVELS})",
+    )
+    rec.add_argument(
+        "--optimizer", choices=OPTIMIZERS, help=f"(default: lbfgs; 3D: {volume.DEFAULT_OPTIMIZER})"
+    )
+    rec.add_argument(
+        "--device",
+        default="auto",
+        help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N (default: auto)",
+    )
+    rec.add_argument(
+        "--weights",
+        default="normalized",
+        help="normalized, torchvision, random, or a weights file (default: %(default)s)",
+    )
     rec.add_argument("--seed", type=int, default=0)
     rec.add_argument("--periodic", action="store_true", help="make outputs that tile seamlessly")
-    rec.add_argument("--kind", choices=("auto", "labels", "grey"), default="auto", help="phase labels or grey levels (default: detect)")
+    rec.add_argument(
+        "--kind",
+        choices=("auto", "labels", "grey"),
+        default="auto",
+        help="phase labels or grey levels (default: detect)",
+    )
     rec.add_argument("--overwrite", action="store_true", help="replace existing output files")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
-    rec.add_argument("--3d", dest="volume", nargs="+", type=int, metavar="SIZE", help="reconstruct one SIZE^3 volume (or D H W) whose slices match INPUT along all three axes, or --x/--y/--z")
-    for axis, plane in (("x", "the yz plane, rows z"), ("y", "the xz plane, rows z"), ("z", "the xy plane, rows y")):
-        rec.add_argument(f"--{axis}", metavar="MICROGRAPH", help=f"with --3d: the micrograph normal to {axis} ({plane})")
-    rec.add_argument("--slices", type=int, help=f"with --3d: slices per axis in each step, 0 for all (default: {volume.DEFAULT_SLICES_PER_AXIS}; all with --optimizer lbfgs)")
+    rec.add_argument(
+        "--3d",
+        dest="volume",
+        nargs="+",
+        type=int,
+        metavar="SIZE",
+        help="reconstruct one SIZE^3 volume (or D H W) whose slices match INPUT along all three axes, or --x/--y/--z",
+    )
+    for axis, plane in (
+        ("x", "the yz plane, rows z"),
+        ("y", "the xz plane, rows z"),
+        ("z", "the xy plane, rows y"),
+    ):
+        rec.add_argument(
+            f"--{axis}",
+            metavar="MICROGRAPH",
+            help=f"with --3d: the micrograph normal to {axis} ({plane})",
+        )
+    rec.add_argument(
+        "--slices",
+        type=int,
+        help=f"with --3d: slices per axis in each step, 0 for all (default: {volume.DEFAULT_SLICES_PER_AXIS}; all with --optimizer lbfgs)",
+    )
     rec.set_defaults(run=run)
 
 
@@ -58,11 +115,17 @@ def run(args) -> int:
     image, stem = load_input(args.input)
     image = validate_image(image, 2, "input image")
     options = dict(
-        size=args.size, samples=args.samples, layers=args.layers,
+        size=args.size,
+        samples=args.samples,
+        layers=args.layers,
         iterations=DEFAULT_ITERATIONS if args.iterations is None else args.iterations,
         levels=DEFAULT_LEVELS if args.levels is None else args.levels,
-        optimizer=args.optimizer or "lbfgs", periodic=args.periodic, kind=args.kind,
-        seed=args.seed, device=args.device, weights=args.weights,
+        optimizer=args.optimizer or "lbfgs",
+        periodic=args.periodic,
+        kind=args.kind,
+        seed=args.seed,
+        device=args.device,
+        weights=args.weights,
     )
     # Everything (image, options, device, memory, weights, outputs) is checked here, before the
     # optimization; the outputs are written at the end, all or nothing.
@@ -72,8 +135,11 @@ def run(args) -> int:
     tifs = [out / f"{name}.tif" for name in names]
     provenance_file, metrics_file = out / f"{stem}_provenance.json", out / f"{stem}_metrics.csv"
     planned = [*tifs, provenance_file, metrics_file]
-    outputs = dict(overwrite=args.overwrite, inputs=[args.input] if args.input else [],
-                   stale=_other_samples(out, stem, args.samples))
+    outputs = dict(
+        overwrite=args.overwrite,
+        inputs=[args.input] if args.input else [],
+        stale=_other_samples(out, stem, args.samples),
+    )
     io.check_outputs(planned, **outputs)
     size = tuple(args.size or image.shape)
     print(f"Reconstructing {stem} {image.shape} -> {args.samples} x {size}", file=sys.stderr)
@@ -81,10 +147,22 @@ def run(args) -> int:
 
     kind = result.model.kind
     seconds = result.provenance["timings"]["total_seconds"]
-    table = report.run_table(image, list(result.images), names, run=1, seconds=seconds,
-                             final_loss=list(result.final_loss), partial=result.partial, kind=kind)
-    provenance = {**result.provenance, "input_file": args.input or f"sample:{stem}",
-                  "floor": report.floor_of(image, kind), "package_version": __version__}
+    table = report.run_table(
+        image,
+        list(result.images),
+        names,
+        run=1,
+        seconds=seconds,
+        final_loss=list(result.final_loss),
+        partial=result.partial,
+        kind=kind,
+    )
+    provenance = {
+        **result.provenance,
+        "input_file": args.input or f"sample:{stem}",
+        "floor": report.floor_of(image, kind),
+        "package_version": __version__,
+    }
     with io.atomic_outputs(planned, **outputs) as staged:
         for path, reconstruction in zip(tifs, result.images):
             io.write_tif(staged[path], reconstruction, metadata={"source": stem})
@@ -102,7 +180,7 @@ def _other_samples(out: Path, stem: str, samples: int) -> list[Path]:
     ``samples``: a run with fewer samples leaves them out of date."""
     prefix = f"{stem}_reconstruction_"
     found = out.glob(f"{glob.escape(prefix)}*.tif") if out.is_dir() else ()
-    numbers = {path: path.stem[len(prefix):] for path in found}
+    numbers = {path: path.stem[len(prefix) :] for path in found}
     return sorted(path for path, n in numbers.items() if n.isdigit() and int(n) > samples)
 
 
@@ -138,11 +216,20 @@ def _run_volume(args) -> int:
         inputs = [args.input] if args.input else []
     out = Path(args.out)
     planned = [out / f"{stem}_volume{end}" for end in (".tif", "_provenance.json", "_metrics.csv")]
-    given = (("iterations", args.iterations), ("levels", args.levels),
-             ("optimizer", args.optimizer), ("slices_per_axis", args.slices))
+    given = (
+        ("iterations", args.iterations),
+        ("levels", args.levels),
+        ("optimizer", args.optimizer),
+        ("slices_per_axis", args.slices),
+    )
     options = dict(
-        layers=args.layers, periodic=args.periodic, kind=args.kind, seed=args.seed,
-        device=args.device, weights=args.weights, **{k: v for k, v in given if v is not None},
+        layers=args.layers,
+        periodic=args.periodic,
+        kind=args.kind,
+        seed=args.seed,
+        device=args.device,
+        weights=args.weights,
+        **{k: v for k, v in given if v is not None},
     )
     if args.slices == 0 or (args.slices is None and args.optimizer == "lbfgs"):
         options["slices_per_axis"] = None  # every slice: L-BFGS needs a fixed objective
@@ -159,8 +246,14 @@ def _run_volume(args) -> int:
     kind = result.model.kind
     seconds = result.provenance["timings"]["total_seconds"]
     table = report.volume_run_table(
-        micrographs, result.volume, f"{stem}_volume", run=1, seconds=seconds,
-        final_loss=list(result.final_loss), partial=result.partial, kind=kind,
+        micrographs,
+        result.volume,
+        f"{stem}_volume",
+        run=1,
+        seconds=seconds,
+        final_loss=list(result.final_loss),
+        partial=result.partial,
+        kind=kind,
     )
     provenance = {**result.provenance, "input_files": paths, "package_version": __version__}
     with io.atomic_outputs(planned, **outputs) as staged:

@@ -70,7 +70,13 @@ __all__ = [
 ]
 
 #: Generated morphologies; phase 1 is the phase whose transport is labelled.
-FAMILIES: tuple[str, ...] = ("gaussian_field", "anisotropic_field", "overlapping_discs", "oriented_ellipses", "cell_boundaries")
+FAMILIES: tuple[str, ...] = (
+    "gaussian_field",
+    "anisotropic_field",
+    "overlapping_discs",
+    "oriented_ellipses",
+    "cell_boundaries",
+)
 #: The file :class:`LabelCache` keeps in its folder.
 CACHE_FILE = "transport_labels.json"
 #: The table :func:`write_dataset` writes beside the images.
@@ -89,7 +95,9 @@ def axis_index(axis: int | str, ndim: int) -> int:
     """The array axis of ``axis``: an index, or a name (``x`` is the last axis, then ``y``, ``z``)."""
     if isinstance(axis, str):
         if axis not in AXIS_NAMES[ndim]:
-            raise InputError(f"Axis {axis!r} does not exist in {ndim}D: choose one of {', '.join(AXIS_NAMES[ndim])}.")
+            raise InputError(
+                f"Axis {axis!r} does not exist in {ndim}D: choose one of {', '.join(AXIS_NAMES[ndim])}."
+            )
         return AXIS_NAMES[ndim].index(axis)
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
         raise InputError(f"Axis {axis!r} is neither a name (x, y, z) nor an array index.")
@@ -103,11 +111,24 @@ def axis_index(axis: int | str, ndim: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def image_key(image: np.ndarray, phase, axis: int, iter_limit: int = ITER_LIMIT, conv_crit: float = CONV_CRIT) -> str:
+def image_key(
+    image: np.ndarray, phase, axis: int, iter_limit: int = ITER_LIMIT, conv_crit: float = CONV_CRIT
+) -> str:
     """sha256 of an image's bytes, shape and dtype, the phase, the axis and the solver settings."""
     array = np.ascontiguousarray(image)
     digest = hashlib.sha256(array.tobytes())
-    digest.update(json.dumps([list(array.shape), str(array.dtype), str(phase), int(axis), int(iter_limit), float(conv_crit)]).encode())
+    digest.update(
+        json.dumps(
+            [
+                list(array.shape),
+                str(array.dtype),
+                str(phase),
+                int(axis),
+                int(iter_limit),
+                float(conv_crit),
+            ]
+        ).encode()
+    )
     return digest.hexdigest()
 
 
@@ -283,8 +304,9 @@ def transport_labels(
     return _label_row(array, phase, indices, cache, resolve_device(device), iter_limit, conv_crit)
 
 
-def _label_row(array, phase, indices, cache, device, iter_limit=ITER_LIMIT,
-               conv_crit=CONV_CRIT) -> dict:
+def _label_row(
+    array, phase, indices, cache, device, iter_limit=ITER_LIMIT, conv_crit=CONV_CRIT
+) -> dict:
     """:func:`transport_labels` of a checked image, along checked axis indices."""
     row = {"volume_fraction": float((array == phase).mean())}
     for index in indices:
@@ -292,9 +314,15 @@ def _label_row(array, phase, indices, cache, device, iter_limit=ITER_LIMIT,
         key = image_key(array, phase, index, iter_limit, conv_crit) if cache is not None else None
         entry = cache.get(key) if cache is not None else None
         if entry is None:
-            result = transport(array, phase, index, device=device, iter_limit=iter_limit, conv_crit=conv_crit)
-            entry = {"d_eff": result.d_eff, "tau": result.tau,
-                     "volume_fraction": result.volume_fraction, "percolates": result.percolates}
+            result = transport(
+                array, phase, index, device=device, iter_limit=iter_limit, conv_crit=conv_crit
+            )
+            entry = {
+                "d_eff": result.d_eff,
+                "tau": result.tau,
+                "volume_fraction": result.volume_fraction,
+                "percolates": result.percolates,
+            }
             if cache is not None:
                 cache.put(key, entry)
         row[f"D_eff_{name}"] = float(entry["d_eff"])
@@ -303,7 +331,9 @@ def _label_row(array, phase, indices, cache, device, iter_limit=ITER_LIMIT,
     return row
 
 
-def read_labels(path: str | os.PathLike, columns: Sequence[str] | None = None, name_column: str | None = None):
+def read_labels(
+    path: str | os.PathLike, columns: Sequence[str] | None = None, name_column: str | None = None
+):
     """Read a table of user labels: one row per image, a name column and property columns.
 
     The name column is ``name_column``, else the first of ``file``, ``name``, ``layer``,
@@ -331,15 +361,21 @@ def read_labels(path: str | os.PathLike, columns: Sequence[str] | None = None, n
     if names.duplicated().any():
         raise InputError(f"{path}: the image {names[names.duplicated()].iloc[0]!r} appears twice.")
     if columns is None:
-        columns = [c for c in table.columns if c != found[0] and pd.api.types.is_numeric_dtype(table[c])]
+        columns = [
+            c for c in table.columns if c != found[0] and pd.api.types.is_numeric_dtype(table[c])
+        ]
     missing = [c for c in columns if c not in table.columns]
     if missing:
-        raise InputError(f"{path} has no column {', '.join(missing)}; its columns are {', '.join(map(str, table.columns))}.")
+        raise InputError(
+            f"{path} has no column {', '.join(missing)}; its columns are {', '.join(map(str, table.columns))}."
+        )
     result = pd.DataFrame({"name": names, "stem": [Path(n).stem for n in names]})
     for column in columns:
         values = pd.to_numeric(table[column], errors="coerce")
         if values.isna().any():
-            raise InputError(f"{path}: column {column!r} holds a value that is not a number (row {int(values.isna().idxmax()) + 2}).")
+            raise InputError(
+                f"{path}: column {column!r} holds a value that is not a number (row {int(values.isna().idxmax()) + 2})."
+            )
         result[column] = values.to_numpy(float)
     return result
 
@@ -356,7 +392,9 @@ def labels_for(names: Sequence[str], table, column: str) -> np.ndarray:
             missing.append(str(name))
         values.append(value)
     if missing:
-        raise InputError(f"The label table has no row for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}.")
+        raise InputError(
+            f"The label table has no row for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}."
+        )
     return np.asarray(values, float)
 
 
@@ -375,7 +413,7 @@ def _threshold(field: np.ndarray, fraction: float) -> np.ndarray:
     """1 on the highest ``fraction`` of the field's values (exact count)."""
     n_one = round(fraction * field.size)
     labels = np.zeros(field.size, np.uint8)
-    labels[np.argsort(field.ravel(), kind="stable")[field.size - n_one:]] = 1
+    labels[np.argsort(field.ravel(), kind="stable")[field.size - n_one :]] = 1
     return labels.reshape(field.shape)
 
 
@@ -383,7 +421,9 @@ def _overlapping_ellipses(shape, fraction, semi_major, semi_minor, angle, rng) -
     """Union of ellipses (a Boolean model) with Poisson centres over the periodic image, their
     number chosen so that the expected covered fraction is ``fraction``."""
     height, width = shape
-    count = max(1, round(-math.log(1.0 - fraction) * height * width / (math.pi * semi_major * semi_minor)))
+    count = max(
+        1, round(-math.log(1.0 - fraction) * height * width / (math.pi * semi_major * semi_minor))
+    )
     covered = np.zeros(shape, bool)
     cos, sin = math.cos(angle), math.sin(angle)
     reach = math.ceil(semi_major) + 1
@@ -418,7 +458,9 @@ def _cell_boundaries(shape, fraction, cell_size, rng) -> np.ndarray:
     return _threshold(-to_bisector.reshape(shape), fraction)
 
 
-def random_parameters(family: str, rng: np.random.Generator, volume_fraction: tuple[float, float] = (0.2, 0.8)) -> dict:
+def random_parameters(
+    family: str, rng: np.random.Generator, volume_fraction: tuple[float, float] = (0.2, 0.8)
+) -> dict:
     """Random parameters of a family (see :func:`generate`), volume fraction uniform in range."""
     if family not in FAMILIES:
         raise InputError(f"Unknown family {family!r}: choose one of {', '.join(FAMILIES)}.")
@@ -426,19 +468,35 @@ def random_parameters(family: str, rng: np.random.Generator, volume_fraction: tu
     if family == "gaussian_field":
         return {"volume_fraction": fraction, "correlation_length": float(rng.uniform(1.5, 8.0))}
     if family == "anisotropic_field":
-        length, ratio = float(rng.uniform(2.0, 6.0)), float(np.exp(rng.uniform(np.log(0.2), np.log(5.0))))
-        return {"volume_fraction": fraction, "correlation_length_y": length / math.sqrt(ratio), "correlation_length_x": length * math.sqrt(ratio)}
+        length, ratio = (
+            float(rng.uniform(2.0, 6.0)),
+            float(np.exp(rng.uniform(np.log(0.2), np.log(5.0)))),
+        )
+        return {
+            "volume_fraction": fraction,
+            "correlation_length_y": length / math.sqrt(ratio),
+            "correlation_length_x": length * math.sqrt(ratio),
+        }
     if family == "overlapping_discs":
-        return {"volume_fraction": fraction, "radius": float(rng.uniform(3.0, 10.0)), "phase_1": str(rng.choice(["discs", "matrix"]))}
+        return {
+            "volume_fraction": fraction,
+            "radius": float(rng.uniform(3.0, 10.0)),
+            "phase_1": str(rng.choice(["discs", "matrix"])),
+        }
     if family == "cell_boundaries":
         return {"volume_fraction": fraction, "cell_size": float(rng.uniform(15.0, 40.0))}
     return {
-        "volume_fraction": fraction, "semi_major": float(rng.uniform(6.0, 16.0)), "aspect_ratio": float(rng.uniform(2.0, 6.0)),
-        "angle_degrees": float(rng.uniform(0.0, 180.0)), "phase_1": str(rng.choice(["ellipses", "matrix"])),
+        "volume_fraction": fraction,
+        "semi_major": float(rng.uniform(6.0, 16.0)),
+        "aspect_ratio": float(rng.uniform(2.0, 6.0)),
+        "angle_degrees": float(rng.uniform(0.0, 180.0)),
+        "phase_1": str(rng.choice(["ellipses", "matrix"])),
     }
 
 
-def generate(family: str, shape: Sequence[int] = (128, 128), seed: int = 0, **parameters) -> np.ndarray:
+def generate(
+    family: str, shape: Sequence[int] = (128, 128), seed: int = 0, **parameters
+) -> np.ndarray:
     """One generated 2D microstructure as ``uint8`` labels; phase 1 is the phase of interest.
 
     Families and their parameters (:func:`random_parameters` draws them):
@@ -466,27 +524,38 @@ def generate(family: str, shape: Sequence[int] = (128, 128), seed: int = 0, **pa
         raise InputError(f"volume_fraction must lie strictly between 0 and 1; got {fraction}.")
     rng = np.random.default_rng(seed)
     if family == "gaussian_field":
-        field_ = _periodic_smooth_noise(shape, float(parameters.get("correlation_length", 4.0)), rng)
+        field_ = _periodic_smooth_noise(
+            shape, float(parameters.get("correlation_length", 4.0)), rng
+        )
         return _threshold(field_, fraction)
     if family == "anisotropic_field":
-        lengths = (float(parameters.get("correlation_length_y", 2.0)), float(parameters.get("correlation_length_x", 8.0)))
+        lengths = (
+            float(parameters.get("correlation_length_y", 2.0)),
+            float(parameters.get("correlation_length_x", 8.0)),
+        )
         return _threshold(_periodic_smooth_noise(shape, lengths, rng), fraction)
     if family == "cell_boundaries":
         return _cell_boundaries(shape, fraction, float(parameters.get("cell_size", 20.0)), rng)
     if family == "overlapping_discs":
         inverted = parameters.get("phase_1", "discs") == "matrix"
         radius = float(parameters.get("radius", 6.0))
-        discs = _overlapping_ellipses(shape, 1.0 - fraction if inverted else fraction, radius, radius, 0.0, rng)
+        discs = _overlapping_ellipses(
+            shape, 1.0 - fraction if inverted else fraction, radius, radius, 0.0, rng
+        )
         return 1 - discs if inverted else discs
     inverted = parameters.get("phase_1", "ellipses") == "matrix"
     semi_major = float(parameters.get("semi_major", 10.0))
     semi_minor = semi_major / float(parameters.get("aspect_ratio", 3.0))
     angle = math.radians(float(parameters.get("angle_degrees", 0.0)))
-    ellipses = _overlapping_ellipses(shape, 1.0 - fraction if inverted else fraction, semi_major, semi_minor, angle, rng)
+    ellipses = _overlapping_ellipses(
+        shape, 1.0 - fraction if inverted else fraction, semi_major, semi_minor, angle, rng
+    )
     return 1 - ellipses if inverted else ellipses
 
 
-def random_crops(image: np.ndarray, size: int | Sequence[int], count: int, seed: int = 0) -> tuple[list[np.ndarray], list[tuple[int, ...]]]:
+def random_crops(
+    image: np.ndarray, size: int | Sequence[int], count: int, seed: int = 0
+) -> tuple[list[np.ndarray], list[tuple[int, ...]]]:
     """``count`` crops of ``size`` (a side, or one per axis) at uniform random corners.
 
     Returns the crops and their corners (the index of each crop's first pixel).
@@ -641,11 +710,14 @@ def build_dataset_steps(
     families = [families] if isinstance(families, str) else list(families)
     unknown = [str(f) for f in families if f not in FAMILIES]
     if unknown:
-        raise InputError(f"Unknown famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}: choose from {', '.join(FAMILIES)}.")
+        raise InputError(
+            f"Unknown famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}: choose from {', '.join(FAMILIES)}."
+        )
     generated = whole_number(generated, "The number of generated samples", 0)
     crops = whole_number(crops, "The number of crops per micrograph", 0)
-    reconstructions = whole_number(reconstructions, "The number of reconstructions per micrograph",
-                                   0)
+    reconstructions = whole_number(
+        reconstructions, "The number of reconstructions per micrograph", 0
+    )
     if generated and not families:
         raise InputError("Choose at least one family of generated microstructures.")
     fractions = _volume_fraction_range(volume_fraction)
@@ -683,8 +755,13 @@ def build_dataset_steps(
                 array, size=shape2d, samples=reconstructions, seed=seed + 2000 + m, **options
             )
             ndims.add(2)
-    names = planned_files(generated=generated, families=families, micrographs=micrographs,
-                          crops=crops, reconstructions=reconstructions)
+    names = planned_files(
+        generated=generated,
+        families=families,
+        micrographs=micrographs,
+        crops=crops,
+        reconstructions=reconstructions,
+    )
     if not names:
         raise InputError("Nothing to build: ask for generated samples, crops or reconstructions.")
     if len(set(names)) != len(names):
@@ -695,13 +772,46 @@ def build_dataset_steps(
         _axis_indices(axes, ndim)
     axes = [axes] if isinstance(axes, (str, int, np.integer)) else list(axes)
     torch_device = resolve_device(device) if label else device
-    return _build(generated, families, shape2d, fractions, micrographs, crops, reconstructions,
-                  options, phase, axes, label, cache, seed, torch_device, names, size,
-                  reconstruction_steps)
+    return _build(
+        generated,
+        families,
+        shape2d,
+        fractions,
+        micrographs,
+        crops,
+        reconstructions,
+        options,
+        phase,
+        axes,
+        label,
+        cache,
+        seed,
+        torch_device,
+        names,
+        size,
+        reconstruction_steps,
+    )
 
 
-def _build(generated, families, shape2d, fractions, micrographs, crops, reconstructions, options, phase, axes, label,
-           cache, seed, device, names, size, reconstruction_steps):
+def _build(
+    generated,
+    families,
+    shape2d,
+    fractions,
+    micrographs,
+    crops,
+    reconstructions,
+    options,
+    phase,
+    axes,
+    label,
+    cache,
+    seed,
+    device,
+    names,
+    size,
+    reconstruction_steps,
+):
     import pandas as pd
 
     started = time.perf_counter()
@@ -722,8 +832,14 @@ def _build(generated, families, shape2d, fractions, micrographs, crops, reconstr
         timings["label_seconds"] += time.perf_counter() - label_start
         images.append(image)
         rows.append(row)
-        return BuildProgress(len(rows), len(names), row["source"], row["file"],
-                             time.perf_counter() - started, timings["label_seconds"])
+        return BuildProgress(
+            len(rows),
+            len(names),
+            row["source"],
+            row["file"],
+            time.perf_counter() - started,
+            timings["label_seconds"],
+        )
 
     def samples():
         rng = np.random.default_rng(seed)
@@ -732,20 +848,44 @@ def _build(generated, families, shape2d, fractions, micrographs, crops, reconstr
                 parameters = random_parameters(family, rng, fractions)
                 sample_seed = int(rng.integers(2**31))
                 image = generate(family, shape2d, sample_seed, **parameters)
-                yield image, {"source": "generated", "family": family, "phase": 1,
-                              "seed": sample_seed, **parameters}
+                yield (
+                    image,
+                    {
+                        "source": "generated",
+                        "family": family,
+                        "phase": 1,
+                        "seed": sample_seed,
+                        **parameters,
+                    },
+                )
         for m, (name, micrograph) in enumerate(micrographs.items()):
             if crops:
                 pieces, corners = random_crops(micrograph, size, crops, seed=seed + 1000 + m)
                 for piece, corner in zip(pieces, corners):
-                    yield piece, {"source": "crop", "family": name, "phase": phase,
-                                  "seed": seed + 1000 + m, "corner": " ".join(map(str, corner))}
+                    yield (
+                        piece,
+                        {
+                            "source": "crop",
+                            "family": name,
+                            "phase": phase,
+                            "seed": seed + 1000 + m,
+                            "corner": " ".join(map(str, corner)),
+                        },
+                    )
             if name in reconstruction_steps:
                 result = run_to_end(reconstruction_steps.pop(name))
                 for r, image in enumerate(result.images):
                     loss = float(result.final_loss[r])
-                    yield image, {"source": "reconstruction", "family": name, "phase": phase,
-                                  "seed": seed + 2000 + m, "final_loss": loss}
+                    yield (
+                        image,
+                        {
+                            "source": "reconstruction",
+                            "family": name,
+                            "phase": phase,
+                            "seed": seed + 2000 + m,
+                            "final_loss": loss,
+                        },
+                    )
 
     for image, row in samples():
         command = yield finish(image, row)
@@ -754,12 +894,24 @@ def _build(generated, families, shape2d, fractions, micrographs, crops, reconstr
             break
     table = pd.DataFrame(rows)
     provenance = {
-        "generated": generated, "families": families, "size": list(shape2d), "volume_fraction_range": list(fractions),
-        "micrographs": {k: list(np.shape(v)) for k, v in micrographs.items()}, "crops": crops,
-        "reconstructions": reconstructions, "reconstruction_options": options, "phase": phase, "axes": [str(a) for a in axes],
-        "seed": seed, "device": str(device), "solver": {"name": "taufactor", "iter_limit": ITER_LIMIT, "conv_crit": CONV_CRIT},
-        "timings": {"total_seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started,
-                    "label_seconds": timings["label_seconds"]},
+        "generated": generated,
+        "families": families,
+        "size": list(shape2d),
+        "volume_fraction_range": list(fractions),
+        "micrographs": {k: list(np.shape(v)) for k, v in micrographs.items()},
+        "crops": crops,
+        "reconstructions": reconstructions,
+        "reconstruction_options": options,
+        "phase": phase,
+        "axes": [str(a) for a in axes],
+        "seed": seed,
+        "device": str(device),
+        "solver": {"name": "taufactor", "iter_limit": ITER_LIMIT, "conv_crit": CONV_CRIT},
+        "timings": {
+            "total_seconds": time.perf_counter() - started,
+            "cpu_seconds": time.process_time() - cpu_started,
+            "label_seconds": timings["label_seconds"],
+        },
         "platform": platform.platform(),
     }
     return Dataset(images, table, provenance, partial=stopped)
@@ -771,8 +923,9 @@ def build_dataset(callback: Callable[[BuildProgress], object] | None = None, **o
     return run_to_end(build_dataset_steps(**options), callback)
 
 
-def dataset_outputs(folder: str | os.PathLike, files: Sequence[str], *,
-                    cache: bool = False) -> list[Path]:
+def dataset_outputs(
+    folder: str | os.PathLike, files: Sequence[str], *, cache: bool = False
+) -> list[Path]:
     """The files a dataset of images ``files`` has in ``folder``: the images, ``labels.csv``,
     ``provenance.json`` and, with ``cache``, the folder's label cache."""
     folder = Path(folder)
@@ -781,8 +934,9 @@ def dataset_outputs(folder: str | os.PathLike, files: Sequence[str], *,
     return outputs + [folder / CACHE_FILE] if cache else outputs
 
 
-def stale_files(folder: str | os.PathLike, files: Sequence[str],
-                inputs: Iterable[str | os.PathLike] = ()) -> list[Path]:
+def stale_files(
+    folder: str | os.PathLike, files: Sequence[str], inputs: Iterable[str | os.PathLike] = ()
+) -> list[Path]:
     """Images of an earlier dataset in ``folder`` (named by its ``labels.csv``) that a dataset of
     ``files`` would leave behind, out of date, except ``inputs``: they are removed with
     ``overwrite``, else refused (:func:`~napari_microstructure.io.check_outputs`)."""
@@ -795,10 +949,16 @@ def stale_files(folder: str | os.PathLike, files: Sequence[str],
         return []
     keep = {str(name) for name in files}
     protected = {Path(p).resolve() for p in inputs}
-    candidates = {folder / name for name in earlier
-                  if name not in keep and Path(name).name == name}
-    return sorted(path for path in candidates if path.is_file() and path.resolve() not in protected
-                  and path.suffix.lower() in (".tif", ".tiff"))
+    candidates = {
+        folder / name for name in earlier if name not in keep and Path(name).name == name
+    }
+    return sorted(
+        path
+        for path in candidates
+        if path.is_file()
+        and path.resolve() not in protected
+        and path.suffix.lower() in (".tif", ".tiff")
+    )
 
 
 def write_dataset(
@@ -845,7 +1005,9 @@ def read_dataset(folder: str | os.PathLike, table: str | os.PathLike | None = No
     folder = Path(folder)
     table_path = Path(table) if table is not None else folder / LABELS_FILE
     if not table_path.is_file():
-        raise InputError(f"{table_path} does not exist: a dataset folder holds {LABELS_FILE} beside its images.")
+        raise InputError(
+            f"{table_path} does not exist: a dataset folder holds {LABELS_FILE} beside its images."
+        )
     frame = pd.read_csv(table_path)
     if "file" not in frame.columns:
         raise InputError(f"{table_path} has no 'file' column naming the images.")

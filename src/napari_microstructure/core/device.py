@@ -14,7 +14,11 @@ def available_devices() -> list[str]:
     """Devices that work on this machine, best first (``cuda:N`` for each GPU, ``mps``, ``cpu``)."""
     import torch
 
-    devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    devices = (
+        [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        if torch.cuda.is_available()
+        else []
+    )
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         devices.append("mps")
     return devices + ["cpu"]

@@ -65,8 +65,15 @@ class DiffusionSolver:
     ``last`` describes the last solve.
     """
 
-    def __init__(self, axis: int, *, periodic: bool = False, tolerance: float = 1e-8,
-                 max_iterations: int = 20_000, multigrid: bool = True) -> None:
+    def __init__(
+        self,
+        axis: int,
+        *,
+        periodic: bool = False,
+        tolerance: float = 1e-8,
+        max_iterations: int = 20_000,
+        multigrid: bool = True,
+    ) -> None:
         if not tolerance > 0:
             raise InputError(f"The solver's tolerance must be positive, not {tolerance}.")
         if int(max_iterations) < 1:
@@ -92,7 +99,9 @@ class DiffusionSolver:
         with torch.no_grad():
             field = k.detach().double()
             if not bool(torch.all(field > 0)):
-                raise InputError("Conductivities must be positive everywhere (give a small floor).")
+                raise InputError(
+                    "Conductivities must be positive everywhere (give a small floor)."
+                )
             potential = self._solve(field)
         energy = _dissipation(k, potential.to(k.dtype), self.periodic)
         length, area = k.shape[0], math.prod(k.shape[1:])
@@ -139,7 +148,9 @@ class DiffusionSolver:
 class _Faces:
     inlet: object  # conductance of the inlet boundary faces, shape of one slice
     outlet: object
-    interior: list  # per axis: conductance between cell i and i + 1 along it (last wraps if periodic)
+    interior: (
+        list  # per axis: conductance between cell i and i + 1 along it (last wraps if periodic)
+    )
     periodic: bool
 
 
@@ -163,7 +174,9 @@ def _neighbour_differences(c, periodic: bool):
         if periodic:
             differences.append(torch.roll(c, -1, dims=dim) - c)
         else:
-            differences.append(c.narrow(dim, 1, c.shape[dim] - 1) - c.narrow(dim, 0, c.shape[dim] - 1))
+            differences.append(
+                c.narrow(dim, 1, c.shape[dim] - 1) - c.narrow(dim, 0, c.shape[dim] - 1)
+            )
     return differences
 
 
@@ -172,7 +185,9 @@ def _apply(c, faces: _Faces):
     import torch
 
     out = torch.zeros_like(c)
-    for dim, (g, difference) in enumerate(zip(faces.interior, _neighbour_differences(c, faces.periodic))):
+    for dim, (g, difference) in enumerate(
+        zip(faces.interior, _neighbour_differences(c, faces.periodic))
+    ):
         flux = g * difference
         if dim == 0 or not faces.periodic:
             out.narrow(dim, 0, c.shape[dim] - 1).sub_(flux)
@@ -231,8 +246,9 @@ def _coarsen(faces: _Faces, shape) -> _Faces:
     for dim, g in enumerate(faces.interior):
         others = [d for d in range(ndim) if d != dim]
         if dim == 0 or not faces.periodic:
-            between = g.narrow(dim, 1, g.shape[dim] - 1)[tuple(
-                slice(None, None, 2) if d == dim else slice(None) for d in range(ndim))]
+            between = g.narrow(dim, 1, g.shape[dim] - 1)[
+                tuple(slice(None, None, 2) if d == dim else slice(None) for d in range(ndim))
+            ]
         else:  # faces 2I + 1 join aggregate I to I + 1, the last one wrapping to the first
             between = g[tuple(slice(1, None, 2) if d == dim else slice(None) for d in range(ndim))]
         interior.append(sum_over(between, others))
@@ -303,8 +319,9 @@ def _dissipation(k, c, periodic: bool):
     return energy
 
 
-def effective_diffusivity(conductivity, axis: int = 0, *, periodic: bool = False,
-                          tolerance: float = 1e-8) -> float:
+def effective_diffusivity(
+    conductivity, axis: int = 0, *, periodic: bool = False, tolerance: float = 1e-8
+) -> float:
     """``D_eff`` of a conductivity field (numpy or torch, 2D or 3D) along ``axis``.
 
     For a binary image, pass ``np.where(image == phase, 1.0, floor)`` with a small ``floor``.

@@ -72,7 +72,9 @@ class Encoder:
     features of an image that tiles seamlessly see no border.
     """
 
-    def __init__(self, layers: Sequence[str], weights: str | VGGWeights = "normalized", device="cpu"):
+    def __init__(
+        self, layers: Sequence[str], weights: str | VGGWeights = "normalized", device="cpu"
+    ):
         import torch
 
         self.layers = check_layers(layers)
@@ -121,9 +123,15 @@ _ENCODERS: dict = {}
 _ENCODERS_LOCK = threading.Lock()
 
 
-def get_encoder(layers: Sequence[str], weights: str | VGGWeights = "normalized", device="cpu") -> Encoder:
+def get_encoder(
+    layers: Sequence[str], weights: str | VGGWeights = "normalized", device="cpu"
+) -> Encoder:
     """Return a cached :class:`Encoder` (weights are loaded and moved to the device once)."""
-    key = (tuple(check_layers(layers)), weights if isinstance(weights, str) else id(weights), str(device))
+    key = (
+        tuple(check_layers(layers)),
+        weights if isinstance(weights, str) else id(weights),
+        str(device),
+    )
     with _ENCODERS_LOCK:
         if key not in _ENCODERS:
             _ENCODERS[key] = Encoder(layers, weights, device)

@@ -679,9 +679,7 @@ def _e_s2(po: _Profile, pr: _Profile) -> dict:
 
 def _e_lp_axes(po: _Profile, pr: _Profile, phase) -> list[float]:
     phi = po.vf(phase)
-    return [
-        _rms(pr.lineal(phase, ax) - po.lineal(phase, ax)) / phi for ax in range(po.image.ndim)
-    ]
+    return [_rms(pr.lineal(phase, ax) - po.lineal(phase, ax)) / phi for ax in range(po.image.ndim)]
 
 
 def _e_lp(po: _Profile, pr: _Profile) -> dict:
@@ -954,7 +952,9 @@ def grey_autocovariance(image, max_radius: int | None = None) -> GreyAutocovaria
     L = default_max_length(values.shape) if max_radius is None else max_radius
     L = _check_max_length(L, min(values.shape) // 2, "max_radius")
     return GreyAutocovariance(
-        np.arange(L + 1), _grey_autocovariance_of(values, L), float(values.mean()),
+        np.arange(L + 1),
+        _grey_autocovariance_of(values, L),
+        float(values.mean()),
         float(values.var()),
     )
 

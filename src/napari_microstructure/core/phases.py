@@ -59,11 +59,15 @@ def validate_image(image, ndim: int = 2, name: str = "image") -> np.ndarray:
     check_unmasked(image, name)
     array = np.asarray(image)
     if array.dtype.kind not in "biuf":
-        raise InputError(f"The {name} has dtype {array.dtype}; it must hold numbers (grey levels or phase labels).")
+        raise InputError(
+            f"The {name} has dtype {array.dtype}; it must hold numbers (grey levels or phase labels)."
+        )
     squeezed = array.squeeze() if array.ndim > ndim else array
     if squeezed.ndim != ndim:
         hint = " Pick one slice or channel first." if array.ndim > ndim else ""
-        raise InputError(f"The {name} has shape {array.shape}: {ndim} dimensions are needed.{hint}")
+        raise InputError(
+            f"The {name} has shape {array.shape}: {ndim} dimensions are needed.{hint}"
+        )
     if array.dtype.kind == "f" and not np.isfinite(squeezed).all():
         raise InputError(f"The {name} contains NaN or Inf values; replace or crop them first.")
     if squeezed.size == 0 or squeezed.min() == squeezed.max():
@@ -102,7 +106,9 @@ def describe_image(image: np.ndarray, kind: str = "auto") -> ImageModel:
                 "supported. Merge phases, or treat it as a grey image (kind='grey')."
             )
         fractions = tuple(float(c) / image.size for c in counts)
-        return ImageModel("labels", tuple(v.item() for v in values), fractions, (0.0, 1.0), str(image.dtype))
+        return ImageModel(
+            "labels", tuple(v.item() for v in values), fractions, (0.0, 1.0), str(image.dtype)
+        )
     low, high = float(values[0]), float(values[-1])
     return ImageModel("grey", (), (), (low, high), str(image.dtype))
 
@@ -188,7 +194,9 @@ def small_inner_clusters(image: np.ndarray, labels, percentile: float = 5) -> di
     return smallest
 
 
-def drop_islands(scores: np.ndarray, model: ImageModel, max_island: dict, rounds: int = 3) -> np.ndarray:
+def drop_islands(
+    scores: np.ndarray, model: ImageModel, max_island: dict, rounds: int = 3
+) -> np.ndarray:
     """Assign phases with exact counts, without islands smaller than ``max_island[label]``.
 
     Clusters of a phase with fewer pixels than its limit, away from the border, are given to the
@@ -211,7 +219,15 @@ def drop_islands(scores: np.ndarray, model: ImageModel, max_island: dict, rounds
             small = np.flatnonzero(sizes[1:] < limit) + 1
             if small.size == 0:
                 continue
-            border = np.unique(np.concatenate([np.take(clusters, i, axis=a).ravel() for a in range(result.ndim) for i in (0, -1)]))
+            border = np.unique(
+                np.concatenate(
+                    [
+                        np.take(clusters, i, axis=a).ravel()
+                        for a in range(result.ndim)
+                        for i in (0, -1)
+                    ]
+                )
+            )
             small = np.setdiff1d(small, border)
             if small.size == 0:
                 continue

@@ -55,7 +55,12 @@ def check_solver_settings(iter_limit, conv_crit) -> None:
 
 
 def transport(
-    image: np.ndarray, phase, axis: int = 0, *, device="cpu", iter_limit: int = 20000,
+    image: np.ndarray,
+    phase,
+    axis: int = 0,
+    *,
+    device="cpu",
+    iter_limit: int = 20000,
     conv_crit: float = 1e-2,
 ) -> Transport:
     """D_eff and tau of ``phase`` along ``axis`` of a 2D image or 3D volume (TauFactor).

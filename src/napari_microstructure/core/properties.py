@@ -127,7 +127,9 @@ def trunk_layers(depth: str | int | None = None, profile=None) -> list[str]:
         profile = profile if isinstance(profile, PruningProfile) else load_profile(profile)
         layers = profile.recommendation.get("layers")
         if not layers:
-            raise InputError(f"The pruning profile of {profile.material} recommends no configuration (no row finished).")
+            raise InputError(
+                f"The pruning profile of {profile.material} recommends no configuration (no row finished)."
+            )
         return check_layers(layers)
     return list(depth_configuration(DEFAULT_DEPTH if depth is None else depth).layers)
 
@@ -143,8 +145,16 @@ def _spanning(mask: np.ndarray, axis: int) -> np.ndarray:
     return np.isin(clusters, spanning) if spanning.size else np.zeros_like(mask, dtype=bool)
 
 
-def _slices(image, phase, axis, input: str, max_slices: int, smallest: int, name: str,
-            require_phase: bool = False) -> list[np.ndarray]:
+def _slices(
+    image,
+    phase,
+    axis,
+    input: str,
+    max_slices: int,
+    smallest: int,
+    name: str,
+    require_phase: bool = False,
+) -> list[np.ndarray]:
     """The 2D maps the trunk sees, as stacks (n, H, W) of float32 0/1 with the transport along
     the last axis: one stack for an image, one per slicing direction for a volume. The image
     must hold phase labels and, with ``require_phase``, the phase."""
@@ -160,7 +170,11 @@ def _slices(image, phase, axis, input: str, max_slices: int, smallest: int, name
         stacks = []
         for other in (0, 1):  # slices normal to each of the two other axes
             stack = np.moveaxis(mask, other, 0)
-            chosen = np.unique(np.linspace(0, stack.shape[0] - 1, min(max_slices, stack.shape[0])).round().astype(int))
+            chosen = np.unique(
+                np.linspace(0, stack.shape[0] - 1, min(max_slices, stack.shape[0]))
+                .round()
+                .astype(int)
+            )
             stacks.append(stack[chosen])
     for stack in stacks:
         if min(stack.shape[-2:]) < smallest:
@@ -219,15 +233,24 @@ def _convs_for(layers, weights, device):
 
     loaded = weights if isinstance(weights, VGGWeights) else load_weights(weights)
     n_convs = _conv_count(layers)
-    convs = [(torch.from_numpy(np.ascontiguousarray(w)).to(device).contiguous(memory_format=torch.channels_last),
-              torch.from_numpy(np.ascontiguousarray(b)).to(device)) for w, b in loaded.convs[:n_convs]]
+    convs = [
+        (
+            torch.from_numpy(np.ascontiguousarray(w))
+            .to(device)
+            .contiguous(memory_format=torch.channels_last),
+            torch.from_numpy(np.ascontiguousarray(b)).to(device),
+        )
+        for w, b in loaded.convs[:n_convs]
+    ]
     return loaded, convs
 
 
 def _sample_maps(images, phases, axis, input, max_slices, layers, names, require_phase=False):
     smallest = _smallest_side(layers)
-    return [_slices(image, p, axis, input, max_slices, smallest, n, require_phase)
-            for image, p, n in zip(images, phases, names)]
+    return [
+        _slices(image, p, axis, input, max_slices, smallest, n, require_phase)
+        for image, p, n in zip(images, phases, names)
+    ]
 
 
 def _feature_batches(sample_maps, convs, mean_bgr, layers, device):
@@ -248,7 +271,12 @@ def _feature_batches(sample_maps, convs, mean_bgr, layers, device):
             stop += 1
         batch = np.stack([queue[order[k]][1] for k in range(start, stop)])[:, None]
         with torch.inference_mode():
-            stats = _statistics(torch.from_numpy(batch).to(device), convs, mean_bgr, layers).double().cpu().numpy()
+            stats = (
+                _statistics(torch.from_numpy(batch).to(device), convs, mean_bgr, layers)
+                .double()
+                .cpu()
+                .numpy()
+            )
         for k, row in zip(range(start, stop), stats):
             i = queue[order[k]][0]
             sums[i] = sums.get(i, 0.0) + row
@@ -272,7 +300,9 @@ def _as_list(images) -> list:
 def _phases(phase, n) -> list:
     if isinstance(phase, (list, tuple, np.ndarray)):
         if len(phase) != n:
-            raise InputError(f"{len(phase)} phases for {n} images: give one phase, or one per image.")
+            raise InputError(
+                f"{len(phase)} phases for {n} images: give one phase, or one per image."
+            )
         return list(phase)
     return [phase] * n
 
@@ -301,7 +331,9 @@ def extract_features(
     layers = check_layers(layers) if layers is not None else trunk_layers()
     torch_device = resolve_device(device)
     names = [f"image {i + 1}" for i in range(len(images))]
-    maps = _sample_maps(images, _phases(phase, len(images)), axis, input, max_slices, layers, names)
+    maps = _sample_maps(
+        images, _phases(phase, len(images)), axis, input, max_slices, layers, names
+    )
     loaded, convs = _convs_for(layers, weights, torch_device)
     return _features_of(maps, convs, loaded.mean_bgr, layers, torch_device)
 
@@ -311,7 +343,9 @@ def extract_features(
 # --------------------------------------------------------------------------------------------
 
 
-def fit_ridge(features: np.ndarray, targets: np.ndarray, alphas: Sequence[float] = RIDGE_ALPHAS) -> dict:
+def fit_ridge(
+    features: np.ndarray, targets: np.ndarray, alphas: Sequence[float] = RIDGE_ALPHAS
+) -> dict:
     """Ridge regression on standardized features, the penalty chosen by leave-one-out CV.
 
     Returns plain arrays: ``feature_mean``, ``feature_scale``, ``coef``, ``intercept`` and
@@ -325,8 +359,13 @@ def fit_ridge(features: np.ndarray, targets: np.ndarray, alphas: Sequence[float]
     scale = x.std(0)
     scale[scale < 1e-12] = 1.0
     ridge = RidgeCV(alphas=list(alphas)).fit((x - mean) / scale, y)
-    return {"feature_mean": mean, "feature_scale": scale, "coef": np.asarray(ridge.coef_, float),
-            "intercept": np.asarray(float(ridge.intercept_)), "alpha": np.asarray(float(ridge.alpha_))}
+    return {
+        "feature_mean": mean,
+        "feature_scale": scale,
+        "coef": np.asarray(ridge.coef_, float),
+        "intercept": np.asarray(float(ridge.intercept_)),
+        "alpha": np.asarray(float(ridge.alpha_)),
+    }
 
 
 def apply_ridge(arrays: dict, features: np.ndarray) -> np.ndarray:
@@ -341,8 +380,12 @@ def scores(targets, predictions) -> dict:
     p = np.asarray(predictions, float)
     residual = float(((y - p) ** 2).sum())
     total = float(((y - y.mean()) ** 2).sum())
-    return {"r2": 1.0 - residual / total if total > 0 else float("nan"), "mae": float(np.abs(y - p).mean()),
-            "rmse": math.sqrt(residual / len(y)), "n": len(y)}
+    return {
+        "r2": 1.0 - residual / total if total > 0 else float("nan"),
+        "mae": float(np.abs(y - p).mean()),
+        "rmse": math.sqrt(residual / len(y)),
+        "n": len(y),
+    }
 
 
 def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
@@ -376,10 +419,22 @@ class PropertyModel:
     @property
     def metrics(self) -> dict:
         """Cross-validated r2, mae, rmse (empty when trained without cross-validation)."""
-        return {k: v for k, v in self.header.get("cross_validation", {}).items() if k in ("r2", "mae", "rmse", "n", "folds")}
+        return {
+            k: v
+            for k, v in self.header.get("cross_validation", {}).items()
+            if k in ("r2", "mae", "rmse", "n", "folds")
+        }
 
-    def predict(self, images, *, phase=None, axis: int | str | None = None, device: str = "cpu",
-                max_slices: int | None = None, names: Sequence[str] | None = None) -> np.ndarray:
+    def predict(
+        self,
+        images,
+        *,
+        phase=None,
+        axis: int | str | None = None,
+        device: str = "cpu",
+        max_slices: int | None = None,
+        names: Sequence[str] | None = None,
+    ) -> np.ndarray:
         """Predict the property of one 2D/3D label array or a list of them (one value each).
 
         ``phase`` and ``axis`` default to the ones the model was trained with; another axis
@@ -399,12 +454,15 @@ class PropertyModel:
         if max_slices is not None:
             slices = whole_number(max_slices, "max_slices (slices of a volume per direction)")
         axis = prep["axis"] if axis is None else axis
-        maps = _sample_maps(images, phases, axis, prep["input"], slices, layers, names,
-                            require_phase=True)
+        maps = _sample_maps(
+            images, phases, axis, prep["input"], slices, layers, names, require_phase=True
+        )
         torch_device = resolve_device(device)
         if self.header["mode"] == "frozen":
             convs, mean_bgr = self._frozen_trunk(torch_device)
-            values = apply_ridge(self.arrays, _features_of(maps, convs, mean_bgr, layers, torch_device))
+            values = apply_ridge(
+                self.arrays, _features_of(maps, convs, mean_bgr, layers, torch_device)
+            )
         else:
             values = _FineTuned.from_arrays(self.arrays, layers, torch_device).predict(maps)
         clip_min = self.header.get("clip_min")
@@ -468,8 +526,10 @@ class PropertyModel:
             path = path.with_name(path.name + ".npz")
         header = json.dumps(self.header, default=json_default)
         arrays = {f"array/{k}": np.asarray(v) for k, v in self.arrays.items()}
-        with (atomic_outputs([path], overwrite=overwrite) as staged,
-              open(staged[path], "wb") as handle):
+        with (
+            atomic_outputs([path], overwrite=overwrite) as staged,
+            open(staged[path], "wb") as handle,
+        ):
             np.savez(handle, header=np.array(header), **arrays)
         return path
 
@@ -486,8 +546,9 @@ def _unreadable_model(path: Path, exc: BaseException) -> InputError:
     with open(path, "rb") as handle:
         start = handle.read(4)
     if start[:1] == b"\x80" or (start == b"PK\x03\x04" and "pickle" in str(exc).lower()):
-        detail = ("it holds pickled Python objects, which are never loaded (loading them could "
-                  "run code)")
+        detail = (
+            "it holds pickled Python objects, which are never loaded (loading them could run code)"
+        )
     else:
         detail = f"it is not a numpy .npz archive of arrays ({type(exc).__name__})"
     return InputError(
@@ -501,8 +562,13 @@ def _expected_arrays(mode: str, layers: list[str]) -> dict[str, tuple]:
     width = 2 * sum(layer_channels(name) for name in layers)  # channel means and deviations
     if mode == "frozen":
         width *= len(SCALES)
-        return {"feature_mean": (width,), "feature_scale": (width,), "coef": (width,),
-                "intercept": (), "alpha": ()}
+        return {
+            "feature_mean": (width,),
+            "feature_scale": (width,),
+            "coef": (width,),
+            "intercept": (),
+            "alpha": (),
+        }
     shapes, channels_in = {}, 3
     plan = LAYER_NAMES[: LAYER_NAMES.index(layers[-1]) + 1]
     for i, name in enumerate(name for name in plan if name.startswith("conv")):
@@ -511,9 +577,17 @@ def _expected_arrays(mode: str, layers: list[str]) -> dict[str, tuple]:
         shapes[f"conv{i}_bias"] = (channels,)
         channels_in = channels
     hidden = _FineTuned.HIDDEN
-    return {**shapes, "feature_mean": (width,), "feature_scale": (width,),
-            "head_w1": (width, hidden), "head_b1": (hidden,), "head_w2": (hidden, 1),
-            "head_b2": (1,), "target": (2,), "mean_bgr": (3,)}
+    return {
+        **shapes,
+        "feature_mean": (width,),
+        "feature_scale": (width,),
+        "head_w1": (width, hidden),
+        "head_b1": (hidden,),
+        "head_w2": (hidden, 1),
+        "head_b2": (1,),
+        "target": (2,),
+        "mean_bgr": (3,),
+    }
 
 
 def _model_problem(header: dict, arrays: dict) -> str | None:
@@ -523,15 +597,24 @@ def _model_problem(header: dict, arrays: dict) -> str | None:
         return "no property name"
     if header.get("mode") not in MODES:
         return f"an unknown mode {header.get('mode')!r}"
-    if not (isinstance(layers, list) and layers
-            and all(isinstance(n, str) and n in LAYER_NAMES for n in layers)):
+    if not (
+        isinstance(layers, list)
+        and layers
+        and all(isinstance(n, str) and n in LAYER_NAMES for n in layers)
+    ):
         return f"no valid trunk layers ({layers!r})"
-    if not (isinstance(weights, dict) and isinstance(weights.get("name"), str)
-            and "sha256" in weights):
+    if not (
+        isinstance(weights, dict) and isinstance(weights.get("name"), str) and "sha256" in weights
+    ):
         return "no record of the network weights it was trained with"
-    if not (isinstance(prep, dict) and prep.get("input") in INPUTS and "phase" in prep
-            and isinstance(prep.get("axis"), (str, int))
-            and isinstance(prep.get("max_slices"), int) and prep["max_slices"] >= 1):
+    if not (
+        isinstance(prep, dict)
+        and prep.get("input") in INPUTS
+        and "phase" in prep
+        and isinstance(prep.get("axis"), (str, int))
+        and isinstance(prep.get("max_slices"), int)
+        and prep["max_slices"] >= 1
+    ):
         return "no valid preprocessing (input, phase, axis, max_slices)"
     if header.get("clip_min") is not None and not isinstance(header["clip_min"], (int, float)):
         return f"a clip_min that is not a number ({header['clip_min']!r})"
@@ -540,8 +623,10 @@ def _model_problem(header: dict, arrays: dict) -> str | None:
             return f"no array {name!r}"
         array = arrays[name]
         if array.dtype.kind != "f" or array.shape != shape:
-            return (f"an array {name!r} of shape {array.shape} and dtype {array.dtype} where "
-                    f"float {shape} is needed")
+            return (
+                f"an array {name!r} of shape {array.shape} and dtype {array.dtype} where "
+                f"float {shape} is needed"
+            )
         if not np.isfinite(array).all():
             return f"values in the array {name!r} that are not finite"
     if not (arrays["feature_scale"] > 0).all():
@@ -563,7 +648,7 @@ def load_model(path: str | os.PathLike) -> PropertyModel:
         raise InputError(f"{path} does not exist: give the path of a property model (.npz).")
     try:
         archive = np.load(path, allow_pickle=False)
-    except Exception as exc:  # not a zip or npy, damaged, or a pickle
+    except Exception as exc:  # noqa: BLE001 - not a zip or npy, damaged, or a pickle
         raise _unreadable_model(path, exc) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise InputError(
@@ -576,11 +661,15 @@ def load_model(path: str | os.PathLike) -> PropertyModel:
             )
         try:
             header = json.loads(str(archive["header"]))
-            arrays = {k.split("/", 1)[1]: archive[k] for k in archive.files if k.startswith("array/")}
-        except Exception as exc:  # damaged members, pickled objects, a header that is not JSON
+            arrays = {
+                k.split("/", 1)[1]: archive[k] for k in archive.files if k.startswith("array/")
+            }
+        except Exception as exc:  # noqa: BLE001 - damaged members, pickled objects, not JSON
             raise _unreadable_model(path, exc) from None
     if not isinstance(header, dict) or header.get("format") != MODEL_FORMAT:
-        raise InputError(f"{path} is not a property model (format {header.get('format') if isinstance(header, dict) else None!r}).")
+        raise InputError(
+            f"{path} is not a property model (format {header.get('format') if isinstance(header, dict) else None!r})."
+        )
     version = header.get("version")
     if not isinstance(version, int) or version < 1:
         raise InputError(
@@ -617,15 +706,32 @@ class _FineTuned:
 
     HIDDEN = 32
 
-    def __init__(self, convs, mean_bgr, layers, feature_mean, feature_scale, head, target_mean, target_scale, device):
+    def __init__(
+        self,
+        convs,
+        mean_bgr,
+        layers,
+        feature_mean,
+        feature_scale,
+        head,
+        target_mean,
+        target_scale,
+        device,
+    ):
         import torch
 
         self.layers, self.device = layers, device
         self.mean_bgr = tuple(float(m) for m in mean_bgr)
-        self.convs = [(w.clone().to(device).requires_grad_(True), b.clone().to(device).requires_grad_(True)) for w, b in convs]
+        self.convs = [
+            (w.clone().to(device).requires_grad_(True), b.clone().to(device).requires_grad_(True))
+            for w, b in convs
+        ]
         self.feature_mean = torch.as_tensor(feature_mean, dtype=torch.float32, device=device)
         self.feature_scale = torch.as_tensor(feature_scale, dtype=torch.float32, device=device)
-        self.head = [torch.as_tensor(a, dtype=torch.float32, device=device).clone().requires_grad_(True) for a in head]
+        self.head = [
+            torch.as_tensor(a, dtype=torch.float32, device=device).clone().requires_grad_(True)
+            for a in head
+        ]
         self.target_mean, self.target_scale = float(target_mean), float(target_scale)
 
     def parameters(self):
@@ -637,7 +743,16 @@ class _FineTuned:
 
         rows = []
         for groups in maps_per_sample:
-            stats = [_statistics(torch.from_numpy(g[:, None]).to(self.device), self.convs, self.mean_bgr, self.layers, (1,)) for g in groups]
+            stats = [
+                _statistics(
+                    torch.from_numpy(g[:, None]).to(self.device),
+                    self.convs,
+                    self.mean_bgr,
+                    self.layers,
+                    (1,),
+                )
+                for g in groups
+            ]
             rows.append(torch.cat(stats).mean(0))
         x = (torch.stack(rows) - self.feature_mean) / self.feature_scale
         w1, b1, w2, b2 = self.head
@@ -647,7 +762,10 @@ class _FineTuned:
         import torch
 
         with torch.inference_mode():
-            out = [self.forward(maps_per_sample[i:i + BATCH]).cpu().numpy() for i in range(0, len(maps_per_sample), BATCH)]
+            out = [
+                self.forward(maps_per_sample[i : i + BATCH]).cpu().numpy()
+                for i in range(0, len(maps_per_sample), BATCH)
+            ]
         return np.concatenate(out).astype(float) * self.target_scale + self.target_mean
 
     def to_arrays(self) -> dict:
@@ -657,23 +775,53 @@ class _FineTuned:
             arrays[f"conv{i}_bias"] = b.detach().cpu().numpy()
         for name, tensor in zip(("head_w1", "head_b1", "head_w2", "head_b2"), self.head):
             arrays[name] = tensor.detach().cpu().numpy()
-        arrays.update(feature_mean=self.feature_mean.cpu().numpy(), feature_scale=self.feature_scale.cpu().numpy(),
-                      target=np.array([self.target_mean, self.target_scale]), mean_bgr=np.array(self.mean_bgr))
+        arrays.update(
+            feature_mean=self.feature_mean.cpu().numpy(),
+            feature_scale=self.feature_scale.cpu().numpy(),
+            target=np.array([self.target_mean, self.target_scale]),
+            mean_bgr=np.array(self.mean_bgr),
+        )
         return arrays
 
     @classmethod
     def from_arrays(cls, arrays, layers, device):
         import torch
 
-        convs = [(torch.from_numpy(np.array(arrays[f"conv{i}_weight"], np.float32)),
-                  torch.from_numpy(np.array(arrays[f"conv{i}_bias"], np.float32)))
-                 for i in range(_conv_count(layers))]
+        convs = [
+            (
+                torch.from_numpy(np.array(arrays[f"conv{i}_weight"], np.float32)),
+                torch.from_numpy(np.array(arrays[f"conv{i}_bias"], np.float32)),
+            )
+            for i in range(_conv_count(layers))
+        ]
         head = [arrays[k] for k in ("head_w1", "head_b1", "head_w2", "head_b2")]
         target = arrays["target"]
-        return cls(convs, arrays["mean_bgr"], layers, arrays["feature_mean"], arrays["feature_scale"], head, target[0], target[1], device)
+        return cls(
+            convs,
+            arrays["mean_bgr"],
+            layers,
+            arrays["feature_mean"],
+            arrays["feature_scale"],
+            head,
+            target[0],
+            target[1],
+            device,
+        )
 
 
-def _finetune_steps(maps, targets, convs, mean_bgr, layers, device, seed, epochs, patience, learning_rate, validation):
+def _finetune_steps(
+    maps,
+    targets,
+    convs,
+    mean_bgr,
+    layers,
+    device,
+    seed,
+    epochs,
+    patience,
+    learning_rate,
+    validation,
+):
     """Train trunk + head with Adam, early stopping on a validation split: a generator of
     ``(epoch, train_loss, val_loss)`` that returns the arrays of the best epoch, the history
     and whether it was stopped; send ``"stop"`` to end after the current epoch."""
@@ -694,11 +842,23 @@ def _finetune_steps(maps, targets, convs, mean_bgr, layers, device, seed, epochs
     y_mean, y_scale = float(y[fit].mean()), float(y[fit].std() or 1.0)
     generator = torch.Generator().manual_seed(seed)
     width = stats.shape[1]
-    head = [torch.randn(width, _FineTuned.HIDDEN, generator=generator) * math.sqrt(2.0 / width), torch.zeros(_FineTuned.HIDDEN),
-            torch.randn(_FineTuned.HIDDEN, 1, generator=generator) * math.sqrt(1.0 / _FineTuned.HIDDEN), torch.zeros(1)]
-    model = _FineTuned(convs, mean_bgr, layers, stats.mean(0), scale, head, y_mean, y_scale, device)
+    head = [
+        torch.randn(width, _FineTuned.HIDDEN, generator=generator) * math.sqrt(2.0 / width),
+        torch.zeros(_FineTuned.HIDDEN),
+        torch.randn(_FineTuned.HIDDEN, 1, generator=generator)
+        * math.sqrt(1.0 / _FineTuned.HIDDEN),
+        torch.zeros(1),
+    ]
+    model = _FineTuned(
+        convs, mean_bgr, layers, stats.mean(0), scale, head, y_mean, y_scale, device
+    )
     trunk, head_params = model.parameters()
-    optimizer = torch.optim.Adam([{"params": trunk, "lr": learning_rate * TRUNK_LEARNING_RATE}, {"params": head_params, "lr": learning_rate}])
+    optimizer = torch.optim.Adam(
+        [
+            {"params": trunk, "lr": learning_rate * TRUNK_LEARNING_RATE},
+            {"params": head_params, "lr": learning_rate},
+        ]
+    )
     target = torch.as_tensor((y - y_mean) / y_scale, dtype=torch.float32, device=device)
     best, best_arrays, history, waited = math.inf, model.to_arrays(), [], 0
     stopped = False
@@ -706,7 +866,7 @@ def _finetune_steps(maps, targets, convs, mean_bgr, layers, device, seed, epochs
         rng.shuffle(fit)
         losses = []
         for start in range(0, len(fit), BATCH):
-            batch = fit[start:start + BATCH]
+            batch = fit[start : start + BATCH]
             optimizer.zero_grad()
             loss = torch.mean((model.forward([maps[i] for i in batch]) - target[batch]) ** 2)
             loss.backward()
@@ -715,7 +875,9 @@ def _finetune_steps(maps, targets, convs, mean_bgr, layers, device, seed, epochs
         train_loss = sum(losses) / len(fit)
         if n_val:
             with torch.inference_mode():
-                val_loss = float(torch.mean((model.forward([maps[i] for i in val]) - target[val]) ** 2))
+                val_loss = float(
+                    torch.mean((model.forward([maps[i] for i in val]) - target[val]) ** 2)
+                )
         else:
             val_loss = train_loss
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss})
@@ -774,8 +936,10 @@ class TrainProgress:
             return f"fold {self.fold}/{self.n_folds}: R² {self.r2:.3f} · {self.elapsed:.0f} s"
         if self.stage == "epoch":
             where = f"fold {self.fold}/{self.n_folds}" if self.fold else "final fit"
-            return (f"{where}, epoch {self.epoch}/{self.total}: train {self.train_loss:.4f}, "
-                    f"validation {self.val_loss:.4f} · {self.elapsed:.0f} s")
+            return (
+                f"{where}, epoch {self.epoch}/{self.total}: train {self.train_loss:.4f}, "
+                f"validation {self.val_loss:.4f} · {self.elapsed:.0f} s"
+            )
         return f"final model fitted · {self.elapsed:.0f} s"
 
 
@@ -812,10 +976,14 @@ def check_training_options(
             f"{validation!r}."
         )
     return {
-        "mode": mode, "input": input, "folds": folds, "seed": check_seed(seed),
+        "mode": mode,
+        "input": input,
+        "folds": folds,
+        "seed": check_seed(seed),
         "epochs": whole_number(epochs, "epochs (the most epochs of fine-tuning)", 1),
         "patience": whole_number(patience, "patience (epochs without improvement to stop)", 1),
-        "learning_rate": check_learning_rate(learning_rate), "validation": validation_share,
+        "learning_rate": check_learning_rate(learning_rate),
+        "validation": validation_share,
         "max_slices": whole_number(max_slices, "max_slices (slices of a volume per direction)", 1),
     }
 
@@ -900,8 +1068,15 @@ def train_steps(
     from .device import resolve_device
 
     options = check_training_options(
-        mode=mode, input=input, folds=folds, seed=seed, epochs=epochs, patience=patience,
-        learning_rate=learning_rate, validation=validation, max_slices=max_slices,
+        mode=mode,
+        input=input,
+        folds=folds,
+        seed=seed,
+        epochs=epochs,
+        patience=patience,
+        learning_rate=learning_rate,
+        validation=validation,
+        max_slices=max_slices,
     )
     folds, seed, max_slices = options["folds"], options["seed"], options["max_slices"]
     epochs, patience = options["epochs"], options["patience"]
@@ -920,22 +1095,54 @@ def train_steps(
     fractions = [float((np.asarray(image) == p).mean()) for image, p in zip(images, phases)]
     torch_device = resolve_device(device)
     loaded, convs = _convs_for(layers, weights, torch_device)
-    single_phase = phases[0] if all(p == phases[0] for p in phases) else None  # None: give it to predict
+    single_phase = (
+        phases[0] if all(p == phases[0] for p in phases) else None
+    )  # None: give it to predict
     if isinstance(single_phase, np.generic):
         single_phase = single_phase.item()
     ndim = np.ndim(images[0])
     axis_label = AXIS_NAMES[ndim][axis_index(axis, ndim)]
     header = {
-        "format": MODEL_FORMAT, "version": MODEL_VERSION, "property": property, "units": units, "mode": mode,
-        "layers": layers, "depth": layers[-1],
-        "weights": {"name": str(weights) if isinstance(weights, (str, os.PathLike)) else loaded.path or loaded.source, **describe(loaded)},
-        "preprocessing": {"input": input, "phase": single_phase,
-                          "axis": axis_label, "scales": list(SCALES) if mode == "frozen" else [1],
-                          "statistics": "square roots of channel means and standard deviations", "max_slices": max_slices},
+        "format": MODEL_FORMAT,
+        "version": MODEL_VERSION,
+        "property": property,
+        "units": units,
+        "mode": mode,
+        "layers": layers,
+        "depth": layers[-1],
+        "weights": {
+            "name": str(weights)
+            if isinstance(weights, (str, os.PathLike))
+            else loaded.path or loaded.source,
+            **describe(loaded),
+        },
+        "preprocessing": {
+            "input": input,
+            "phase": single_phase,
+            "axis": axis_label,
+            "scales": list(SCALES) if mode == "frozen" else [1],
+            "statistics": "square roots of channel means and standard deviations",
+            "max_slices": max_slices,
+        },
         "clip_min": 0.0 if (y >= 0).all() else None,
-        "training": {"n_samples": len(y), "seed": seed, "folds": folds, "names": names, "targets": y.tolist(),
-                     "volume_fraction_range": [min(fractions), max(fractions)],
-                     **({"epochs": epochs, "patience": patience, "learning_rate": learning_rate, "validation": validation} if mode == "finetune" else {"alphas": list(RIDGE_ALPHAS)})},
+        "training": {
+            "n_samples": len(y),
+            "seed": seed,
+            "folds": folds,
+            "names": names,
+            "targets": y.tolist(),
+            "volume_fraction_range": [min(fractions), max(fractions)],
+            **(
+                {
+                    "epochs": epochs,
+                    "patience": patience,
+                    "learning_rate": learning_rate,
+                    "validation": validation,
+                }
+                if mode == "finetune"
+                else {"alphas": list(RIDGE_ALPHAS)}
+            ),
+        },
     }
     return _train(maps, y, header, convs, loaded.mean_bgr, layers, torch_device, folds, seed)
 
@@ -953,16 +1160,32 @@ def _train(maps, y, header, convs, mean_bgr, layers, device, folds, seed):
         return np.maximum(values, clip_min) if clip_min is not None else values
 
     def finetune(indices, fold):
-        steps = _finetune_steps([maps[i] for i in indices], y[indices], convs, mean_bgr, layers, device, seed + fold,
-                                settings["epochs"], settings["patience"], settings["learning_rate"], settings["validation"])
-        return relay(steps, lambda item: TrainProgress(
-            "epoch", item[0], settings["epochs"], elapsed(), fold, folds, *item))
+        steps = _finetune_steps(
+            [maps[i] for i in indices],
+            y[indices],
+            convs,
+            mean_bgr,
+            layers,
+            device,
+            seed + fold,
+            settings["epochs"],
+            settings["patience"],
+            settings["learning_rate"],
+            settings["validation"],
+        )
+        return relay(
+            steps,
+            lambda item: TrainProgress(
+                "epoch", item[0], settings["epochs"], elapsed(), fold, folds, *item
+            ),
+        )
 
     features = None
     if frozen:
         features = yield from relay(
             _feature_batches(maps, convs, mean_bgr, layers, device),
-            lambda item: TrainProgress("features", item[0], item[1], elapsed(), 0, folds))
+            lambda item: TrainProgress("features", item[0], item[1], elapsed(), 0, folds),
+        )
         if features is None:
             return None
     feature_seconds = elapsed()
@@ -973,10 +1196,14 @@ def _train(maps, y, header, convs, mean_bgr, layers, device, folds, seed):
     for fold, test in enumerate(_folds(len(y), folds, seed) if folds else [], start=1):
         fit = np.setdiff1d(np.arange(len(y)), test)
         if frozen:
-            out_of_fold[test] = clipped(apply_ridge(fit_ridge(features[fit], y[fit]), features[test]))
+            out_of_fold[test] = clipped(
+                apply_ridge(fit_ridge(features[fit], y[fit]), features[test])
+            )
         else:
             arrays, _history, stopped = yield from finetune(fit, fold)
-            out_of_fold[test] = clipped(_FineTuned.from_arrays(arrays, layers, device).predict([maps[i] for i in test]))
+            out_of_fold[test] = clipped(
+                _FineTuned.from_arrays(arrays, layers, device).predict([maps[i] for i in test])
+            )
         fold_r2.append(scores(y[test], out_of_fold[test])["r2"] if len(test) > 1 else float("nan"))
         command = yield TrainProgress("fold", fold, folds, elapsed(), fold, folds, r2=fold_r2[-1])
         if stopped or command == STOP:
@@ -994,15 +1221,27 @@ def _train(maps, y, header, convs, mean_bgr, layers, device, folds, seed):
     finished = ~np.isnan(out_of_fold)
     if finished.any():
         header["cross_validation"] = {
-            **scores(y[finished], out_of_fold[finished]), "folds": folds, "finished_folds": len(fold_r2), "fold_r2": fold_r2,
+            **scores(y[finished], out_of_fold[finished]),
+            "folds": folds,
+            "finished_folds": len(fold_r2),
+            "fold_r2": fold_r2,
             "predictions": [None if np.isnan(v) else float(v) for v in out_of_fold],
         }
     _check_finite(header.get("cross_validation"), y[finished], arrays)
-    header["training"] = {**settings, **({"alpha": float(arrays["alpha"])} if frozen else {"history": history})}
+    header["training"] = {
+        **settings,
+        **({"alpha": float(arrays["alpha"])} if frozen else {"history": history}),
+    }
     header["provenance"] = {
-        "device": str(device), "partial": stopped, "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "timings": {"feature_seconds": feature_seconds, "cross_validation_seconds": cv_seconds,
-                    "total_seconds": elapsed(), "cpu_seconds": time.process_time() - cpu_started},
+        "device": str(device),
+        "partial": stopped,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "timings": {
+            "feature_seconds": feature_seconds,
+            "cross_validation_seconds": cv_seconds,
+            "total_seconds": elapsed(),
+            "cpu_seconds": time.process_time() - cpu_started,
+        },
         **_versions(),
     }
     yield TrainProgress("fit", 1, 1, elapsed(), 0, folds)
@@ -1015,8 +1254,11 @@ def _check_finite(cross_validation: dict | None, targets: np.ndarray, arrays: di
     bad = []
     if cross_validation is not None:
         undefined_r2 = np.ptp(targets) == 0
-        bad = [f"{k} {cross_validation[k]}" for k in ("r2", "mae", "rmse")
-               if not math.isfinite(cross_validation[k]) and not (k == "r2" and undefined_r2)]
+        bad = [
+            f"{k} {cross_validation[k]}"
+            for k in ("r2", "mae", "rmse")
+            if not math.isfinite(cross_validation[k]) and not (k == "r2" and undefined_r2)
+        ]
     if not all(np.isfinite(np.asarray(v, float)).all() for v in arrays.values()):
         bad.append("parameters that are not finite")
     if bad:
@@ -1032,11 +1274,18 @@ def _versions() -> dict:
 
     from .. import __version__
 
-    return {"torch": torch.__version__, "scikit_learn": sklearn.__version__, "numpy": np.__version__,
-            "package_version": __version__, "platform": platform.platform()}
+    return {
+        "torch": torch.__version__,
+        "scikit_learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "package_version": __version__,
+        "platform": platform.platform(),
+    }
 
 
-def train(images, targets, callback: Callable[[TrainProgress], object] | None = None, **options) -> PropertyModel | None:
+def train(
+    images, targets, callback: Callable[[TrainProgress], object] | None = None, **options
+) -> PropertyModel | None:
     """Run :func:`train_steps` to the end; ``callback`` gets every message and may return
     ``"stop"``."""
     return run_to_end(train_steps(images, targets, **options), callback)
@@ -1047,7 +1296,9 @@ def train(images, targets, callback: Callable[[TrainProgress], object] | None = 
 # --------------------------------------------------------------------------------------------
 
 
-def plot_parity(targets, predictions, *, title: str = "", units: str = "", label: str = "", figure=None):
+def plot_parity(
+    targets, predictions, *, title: str = "", units: str = "", label: str = "", figure=None
+):
     """Parity plot (predicted against true, with the identity line and R², MAE in the legend)
     on a matplotlib ``Figure`` (a new one unless given); no pyplot state is used."""
     from matplotlib.figure import Figure
@@ -1060,7 +1311,13 @@ def plot_parity(targets, predictions, *, title: str = "", units: str = "", label
     result = scores(y[keep], p[keep])
     low, high = float(min(y[keep].min(), p[keep].min())), float(max(y[keep].max(), p[keep].max()))
     axes.plot([low, high], [low, high], color="0.5", lw=1, label="identity")
-    axes.scatter(y[keep], p[keep], s=12, alpha=0.7, label=f"{label + ': ' if label else ''}R² {result['r2']:.3f}, MAE {result['mae']:.3g}")
+    axes.scatter(
+        y[keep],
+        p[keep],
+        s=12,
+        alpha=0.7,
+        label=f"{label + ': ' if label else ''}R² {result['r2']:.3f}, MAE {result['mae']:.3g}",
+    )
     unit = f" ({units})" if units else ""
     axes.set_xlabel(f"true{unit}")
     axes.set_ylabel(f"predicted{unit}")

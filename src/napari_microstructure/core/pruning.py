@@ -167,7 +167,9 @@ def depth_configuration(depth: int | str) -> Configuration:
         block = -1
     if not 1 <= block <= len(VGG19_CHANNELS):
         raise InputError(f"Unknown depth {depth!r}: choose 1 ... 5 (or pool1 ... pool5).")
-    return Configuration(f"pool{block}", ("conv1_1", *(f"pool{b}" for b in range(1, block + 1))), "depth")
+    return Configuration(
+        f"pool{block}", ("conv1_1", *(f"pool{b}" for b in range(1, block + 1))), "depth"
+    )
 
 
 def subset_configuration(layers: Sequence[str] | str) -> Configuration:
@@ -180,11 +182,15 @@ def subset_configuration(layers: Sequence[str] | str) -> Configuration:
     return Configuration("only " + "+".join(ordered), ordered, "subset")
 
 
-def default_configurations(depths: Iterable = DEFAULT_DEPTHS, subsets: Iterable = ()) -> list[Configuration]:
+def default_configurations(
+    depths: Iterable = DEFAULT_DEPTHS, subsets: Iterable = ()
+) -> list[Configuration]:
     """The study's configurations: one per depth, then one per subset; a subset with the same
     layers as an earlier configuration is dropped."""
     found: list[Configuration] = []
-    for config in [depth_configuration(d) for d in depths] + [subset_configuration(s) for s in subsets]:
+    for config in [depth_configuration(d) for d in depths] + [
+        subset_configuration(s) for s in subsets
+    ]:
         if all(config.layers != other.layers for other in found):
             found.append(config)
     if not found:
@@ -203,7 +209,9 @@ def parse_configurations(items: Iterable) -> list[Configuration]:
     for item in items:
         if isinstance(item, Configuration):
             configs.append(item)
-        elif isinstance(item, (int, np.integer)) or (isinstance(item, str) and _DEPTH_PATTERN.match(item)):
+        elif isinstance(item, (int, np.integer)) or (
+            isinstance(item, str) and _DEPTH_PATTERN.match(item)
+        ):
             configs.append(depth_configuration(item))
         else:
             configs.append(subset_configuration(item))
@@ -360,14 +368,17 @@ class PeakMemory:
         self._start = self._max = start
         if not self.sampled and _reset_peak_rss():
             self._high_water_mark = True
-            self.method = "process resident set high-water mark (VmHWM) minus the value at the start"
+            self.method = (
+                "process resident set high-water mark (VmHWM) minus the value at the start"
+            )
             return self
         self.method = (
             f"process resident set size, sampled every {self.interval * 1000:.0f} ms, "
             "peak minus the value at the start"
         )
-        self._thread = threading.Thread(target=self._sample_every_interval, name="PeakMemory",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._sample_every_interval, name="PeakMemory", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -446,10 +457,16 @@ def _shallowness(row) -> tuple:
 
 
 def _percent(value: float) -> str:
-    return f"{100 * value:.0f} %" if abs(100 * value - round(100 * value)) < 1e-9 else f"{100 * value:.1f} %"
+    return (
+        f"{100 * value:.0f} %"
+        if abs(100 * value - round(100 * value)) < 1e-9
+        else f"{100 * value:.1f} %"
+    )
 
 
-def recommend(rows, tolerance: float = DEFAULT_TOLERANCE, floor: float | None = None) -> Recommendation:
+def recommend(
+    rows, tolerance: float = DEFAULT_TOLERANCE, floor: float | None = None
+) -> Recommendation:
     """Apply the recommendation rule to a metrics table.
 
     The rule: among the configurations with a finite mean e_S2, let ``best`` be the lowest one;
@@ -476,29 +493,45 @@ def recommend(rows, tolerance: float = DEFAULT_TOLERANCE, floor: float | None = 
     if not tolerance >= 0:
         raise InputError(f"The tolerance must be 0 or more (0.10 for 10 %), not {tolerance}.")
     floor = None if floor is None or not math.isfinite(float(floor)) else float(floor)
-    scored = [r for r in rows if r.get("e_s2_mean") is not None and math.isfinite(float(r["e_s2_mean"]))]
+    scored = [
+        r for r in rows if r.get("e_s2_mean") is not None and math.isfinite(float(r["e_s2_mean"]))
+    ]
     if not scored:
-        return Recommendation(None, [], "No configuration finished, so there is nothing to recommend.", tolerance, floor=floor, rule=RULE)
+        return Recommendation(
+            None,
+            [],
+            "No configuration finished, so there is nothing to recommend.",
+            tolerance,
+            floor=floor,
+            rule=RULE,
+        )
     best = min(scored, key=lambda r: (float(r["e_s2_mean"]), _shallowness(r)))
     best_value = float(best["e_s2_mean"])
     limit = best_value * (1 + tolerance)
-    good = [r for r in scored if float(r["e_s2_mean"]) <= limit or (floor is not None and float(r["e_s2_mean"]) <= floor)]
+    good = [
+        r
+        for r in scored
+        if float(r["e_s2_mean"]) <= limit or (floor is not None and float(r["e_s2_mean"]) <= floor)
+    ]
     chosen = min(good, key=_shallowness)
     value = float(chosen["e_s2_mean"])
     layers = list(_layers_of(chosen))
     described = f"{chosen['name']} ({', '.join(layers)})"
     within = value <= limit
     at_floor = floor is not None and value <= floor
-    floor_text = f"the floor {floor:.4f} (two disjoint quadrants of the micrograph)" if floor is not None else ""
+    floor_text = (
+        f"the floor {floor:.4f} (two disjoint quadrants of the micrograph)"
+        if floor is not None
+        else ""
+    )
     if chosen is best:
         reason = f"{described} gives the lowest mean e_S2 of the {len(scored)} configurations, {value:.4f}"
         if at_floor:
             reason += f", at or below {floor_text}"
         shallower = [r for r in scored if _shallowness(r) < _shallowness(chosen)]
         if shallower:
-            reason += (
-                f"; no shallower configuration comes within {_percent(tolerance)} of it"
-                + (" or reaches the floor" if floor is not None else "")
+            reason += f"; no shallower configuration comes within {_percent(tolerance)} of it" + (
+                " or reaches the floor" if floor is not None else ""
             )
         reason += "."
     else:
@@ -518,21 +551,34 @@ def recommend(rows, tolerance: float = DEFAULT_TOLERANCE, floor: float | None = 
             )
         costs = []
         for key, unit in (("seconds", "s"), ("gflop_per_iteration", "GFLOP per iteration")):
-            if chosen.get(key) is not None and best.get(key) is not None and math.isfinite(float(chosen[key])) and math.isfinite(float(best[key])):
+            if (
+                chosen.get(key) is not None
+                and best.get(key) is not None
+                and math.isfinite(float(chosen[key]))
+                and math.isfinite(float(best[key]))
+            ):
                 costs.append(f"{float(chosen[key]):.3g} {unit} against {float(best[key]):.3g}")
         reason += "." + (f" It costs {' and '.join(costs)}." if costs else "")
     note = _connectivity_note(chosen, scored)
     if note:
         reason += " " + note
     return Recommendation(
-        configuration=str(chosen["name"]), layers=layers, reason=reason, tolerance=tolerance,
-        best=str(best["name"]), best_e_s2=best_value, e_s2=value, floor=floor, rule=RULE,
+        configuration=str(chosen["name"]),
+        layers=layers,
+        reason=reason,
+        tolerance=tolerance,
+        best=str(best["name"]),
+        best_e_s2=best_value,
+        e_s2=value,
+        floor=floor,
+        rule=RULE,
         connectivity_note=note,
     )
 
 
 def _connectivity_note(chosen: dict, rows: list[dict]) -> str:
     """A warning when another configuration keeps the phases' connectivity clearly better."""
+
     def e_conn(row):
         value = row.get("e_conn_mean")
         return float(value) if value is not None and math.isfinite(float(value)) else None
@@ -559,13 +605,33 @@ def _connectivity_note(chosen: dict, rows: list[dict]) -> str:
 
 #: Columns of the table, in order (per-phase connectivity columns follow ``e_conn_std``).
 TABLE_COLUMNS = (
-    "name", "kind", "layers", "depth", "n_layers", "n_convs",
-    "e_s2_mean", "e_s2_std", "e_lp_mean", "e_lp_std", "e_vf_mean", "e_vf_std",
-    "e_conn_mean", "e_conn_std",
+    "name",
+    "kind",
+    "layers",
+    "depth",
+    "n_layers",
+    "n_convs",
+    "e_s2_mean",
+    "e_s2_std",
+    "e_lp_mean",
+    "e_lp_std",
+    "e_vf_mean",
+    "e_vf_std",
+    "e_conn_mean",
+    "e_conn_std",
 )
 TAIL_COLUMNS = (
-    "seconds", "cpu_seconds", "iterations", "steps", "evaluations_per_iteration", "gflop_per_iteration",
-    "peak_memory_mb", "memory_estimate_mb", "final_loss_mean", "n_reconstructions", "budget_stopped",
+    "seconds",
+    "cpu_seconds",
+    "iterations",
+    "steps",
+    "evaluations_per_iteration",
+    "gflop_per_iteration",
+    "peak_memory_mb",
+    "memory_estimate_mb",
+    "final_loss_mean",
+    "n_reconstructions",
+    "budget_stopped",
 )
 
 
@@ -609,16 +675,41 @@ class PruningProfile:
     def summary(self) -> str:
         """The table's main columns and the recommendation, as text."""
         table = self.table()
-        shown = [c for c in ("name", "layers", "e_s2_mean", "e_s2_std", "e_lp_mean", "e_vf_mean", "e_conn_mean",
-                             "seconds", "steps", "gflop_per_iteration", "peak_memory_mb", "recommended") if c in table.columns]
-        text = table[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(table) else "(no configuration finished)"
+        shown = [
+            c
+            for c in (
+                "name",
+                "layers",
+                "e_s2_mean",
+                "e_s2_std",
+                "e_lp_mean",
+                "e_vf_mean",
+                "e_conn_mean",
+                "seconds",
+                "steps",
+                "gflop_per_iteration",
+                "peak_memory_mb",
+                "recommended",
+            )
+            if c in table.columns
+        ]
+        text = (
+            table[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}")
+            if len(table)
+            else "(no configuration finished)"
+        )
         floor = self.floor.get("e_s2_mean")
-        lines = [f"Pruning profile of {self.material} ({len(self.image_shapes)} image(s) {', '.join('x'.join(map(str, s)) for s in self.image_shapes)})", text]
+        lines = [
+            f"Pruning profile of {self.material} ({len(self.image_shapes)} image(s) {', '.join('x'.join(map(str, s)) for s in self.image_shapes)})",
+            text,
+        ]
         if floor is not None:
             lines.append(f"floor (two disjoint quadrants of each image): e_s2 {floor:.4f}")
         lines.append(f"recommendation: {self.recommendation.get('reason', '')}")
         if self.partial:
-            lines.append(f"partial: {len(self.rows)} of {len(self.configurations)} configurations finished")
+            lines.append(
+                f"partial: {len(self.rows)} of {len(self.configurations)} configurations finished"
+            )
         return "\n".join(lines)
 
     # ---------------------------------------------------------------- files
@@ -641,17 +732,24 @@ class PruningProfile:
     @classmethod
     def from_dict(cls, data: dict) -> PruningProfile:
         if data.get("format") != PROFILE_FORMAT:
-            raise InputError(f"This is not a pruning profile (its 'format' is {data.get('format')!r}).")
+            raise InputError(
+                f"This is not a pruning profile (its 'format' is {data.get('format')!r})."
+            )
         if int(data.get("version", 0)) > PROFILE_VERSION:
             raise InputError(
                 f"This pruning profile has version {data['version']}; this napari-microstructure reads "
                 f"up to version {PROFILE_VERSION}: update napari-microstructure."
             )
         return cls(
-            material=data["material"], configurations=data["configurations"], rows=data["rows"],
-            recommendation=data["recommendation"], weights=data["weights"],
-            image_shapes=[list(s) for s in data["image_shapes"]], floor=data.get("floor", {}),
-            reference=data.get("reference", {}), provenance=data.get("provenance", {}),
+            material=data["material"],
+            configurations=data["configurations"],
+            rows=data["rows"],
+            recommendation=data["recommendation"],
+            weights=data["weights"],
+            image_shapes=[list(s) for s in data["image_shapes"]],
+            floor=data.get("floor", {}),
+            reference=data.get("reference", {}),
+            provenance=data.get("provenance", {}),
             partial=bool(data.get("partial", False)),
         )
 
@@ -716,11 +814,15 @@ class StudyProgress:
         where = f"{self.configuration} ({self.index + 1}/{self.n_configurations})"
         if self.finished:
             row = self.result
-            return (f"{where}: e_S2 {row['e_s2_mean']:.4f} ± {row['e_s2_std']:.4f} in "
-                    f"{row['seconds']:.1f} s")
+            return (
+                f"{where}: e_S2 {row['e_s2_mean']:.4f} ± {row['e_s2_std']:.4f} in "
+                f"{row['seconds']:.1f} s"
+            )
         step = self.step
-        return (f"{where} · image {self.image + 1}/{self.n_images} · step "
-                f"{step.iteration}/{step.total} · {timing(self)}")
+        return (
+            f"{where} · image {self.image + 1}/{self.n_images} · step "
+            f"{step.iteration}/{step.total} · {timing(self)}"
+        )
 
 
 def _as_images(images) -> list[np.ndarray]:
@@ -800,7 +902,12 @@ def prune_steps(
     :class:`~napari_microstructure.core.errors.MicrostructureError`.
     """
     from .decoder import (
-        DEFAULT_ITERATIONS, DEFAULT_LEVELS, check_levels, check_seed, estimate_memory, whole_number,
+        DEFAULT_ITERATIONS,
+        DEFAULT_LEVELS,
+        check_levels,
+        check_seed,
+        estimate_memory,
+        whole_number,
     )
     from .device import free_memory_bytes, resolve_device
     from .metrics import floor as metric_floor
@@ -809,9 +916,15 @@ def prune_steps(
     from .weights import load_weights
 
     micrographs = _as_images(images)
-    names = [f"image {i + 1}" for i in range(len(micrographs))] if names is None else [str(n) for n in names]
+    names = (
+        [f"image {i + 1}" for i in range(len(micrographs))]
+        if names is None
+        else [str(n) for n in names]
+    )
     if len(names) != len(micrographs):
-        raise InputError(f"Got {len(names)} name(s) for {len(micrographs)} image(s): give one name per image.")
+        raise InputError(
+            f"Got {len(names)} name(s) for {len(micrographs)} image(s): give one name per image."
+        )
     models = [describe_image(m) for m in micrographs]
     for name, model in zip(names, models):
         if model.kind != "labels":
@@ -825,7 +938,11 @@ def prune_steps(
             f"({'; '.join(f'{n}: {m.labels}' for n, m in zip(names, models))}); images of one "
             "material must share their phases."
         )
-    configs = parse_configurations(configurations) if configurations is not None else default_configurations(depths, subsets)
+    configs = (
+        parse_configurations(configurations)
+        if configurations is not None
+        else default_configurations(depths, subsets)
+    )
     smallest = min(min(m.shape) for m in micrographs)
     too_deep = [c for c in configs if min_input_size(c.layers) > smallest]
     if too_deep:
@@ -836,7 +953,9 @@ def prune_steps(
             "configurations or larger images."
         )
     samples = whole_number(samples, "samples", 1)
-    iterations = whole_number(DEFAULT_ITERATIONS if iterations is None else iterations, "iterations", 1)
+    iterations = whole_number(
+        DEFAULT_ITERATIONS if iterations is None else iterations, "iterations", 1
+    )
     levels = check_levels(DEFAULT_LEVELS if levels is None else levels)
     seed = check_seed(seed)
     check_seed(seed + len(micrographs) - 1)  # image i uses seed + i
@@ -851,7 +970,9 @@ def prune_steps(
     vgg_weights = load_weights(weights)
     deepest = max(configs, key=lambda c: c.truncation)
     largest = max(micrographs, key=lambda m: m.size)
-    needed = estimate_memory(largest.shape, samples, deepest.layers, max(m.n_channels for m in models))
+    needed = estimate_memory(
+        largest.shape, samples, deepest.layers, max(m.n_channels for m in models)
+    )
     free = free_memory_bytes(torch_device)
     if free is not None and needed > 0.8 * free:
         raise MemoryBudgetError(
@@ -866,11 +987,21 @@ def prune_steps(
         except InputError:
             floors.append(float("nan"))
     settings = dict(
-        micrographs=micrographs, names=names, configs=configs, samples=samples,
-        iterations=iterations, seconds=seconds, levels=levels, seed=seed,
-        device=device, torch_device=torch_device, weights=weights,
-        weights_info=describe_weights(vgg_weights), tolerance=tolerance,
-        material=material or default_material(names), floors=floors,
+        micrographs=micrographs,
+        names=names,
+        configs=configs,
+        samples=samples,
+        iterations=iterations,
+        seconds=seconds,
+        levels=levels,
+        seed=seed,
+        device=device,
+        torch_device=torch_device,
+        weights=weights,
+        weights_info=describe_weights(vgg_weights),
+        tolerance=tolerance,
+        material=material or default_material(names),
+        floors=floors,
         labels=models[0].labels,
     )
     return _study(**settings)
@@ -882,7 +1013,9 @@ def _reference(micrographs, labels) -> dict:
     reference = {}
     for label in labels:
         conns = [connectivity(m, label) for m in micrographs]
-        reference[f"largest_cluster[{label}]"] = float(np.mean([c.largest_cluster_fraction for c in conns]))
+        reference[f"largest_cluster[{label}]"] = float(
+            np.mean([c.largest_cluster_fraction for c in conns])
+        )
         reference[f"clusters[{label}]"] = float(np.mean([c.n_clusters for c in conns]))
     return reference
 
@@ -906,7 +1039,16 @@ def _score(micrograph: np.ndarray, reconstructions: np.ndarray, labels) -> list[
     return scored
 
 
-def _summarize(config: Configuration, scores: list[dict], runs: list[dict], labels, sizes, samples, iterations, memory) -> dict:
+def _summarize(
+    config: Configuration,
+    scores: list[dict],
+    runs: list[dict],
+    labels,
+    sizes,
+    samples,
+    iterations,
+    memory,
+) -> dict:
     from .decoder import estimate_memory
 
     row = {
@@ -931,10 +1073,14 @@ def _summarize(config: Configuration, scores: list[dict], runs: list[dict], labe
     row["iterations"] = int(iterations)
     row["steps"] = float(np.mean([r["steps"] for r in runs]))
     row["evaluations_per_iteration"] = evaluations / steps if steps else float("nan")
-    row["gflop_per_iteration"] = float(np.mean([flops_per_iteration(config.layers, s) for s in sizes])) / 1e9
+    row["gflop_per_iteration"] = (
+        float(np.mean([flops_per_iteration(config.layers, s) for s in sizes])) / 1e9
+    )
     peaks = [r["peak_memory"] for r in runs if r["peak_memory"] is not None]
     row["peak_memory_mb"] = max(peaks) / 2**20 if peaks else float("nan")
-    row["memory_estimate_mb"] = max(estimate_memory(s, samples, config.layers, memory) for s in sizes) / 2**20
+    row["memory_estimate_mb"] = (
+        max(estimate_memory(s, samples, config.layers, memory) for s in sizes) / 2**20
+    )
     row["final_loss_mean"] = float(np.mean([v for r in runs for v in r["final_loss"]]))
     row["n_reconstructions"] = len(scores)
     row["budget_stopped"] = any(r["budget_stopped"] for r in runs)
@@ -947,22 +1093,45 @@ def _warm_up(micrograph: np.ndarray, device, weights) -> None:
     or more of memory on a CPU) is not counted in the first configuration's time and memory."""
     from .decoder import reconstruct_steps
 
-    run_to_end(reconstruct_steps(
-        micrograph, layers=("conv1_1", "pool1"), iterations=2, levels=1, samples=1,
-        device=device, weights=weights, kind="labels",
-    ))
+    run_to_end(
+        reconstruct_steps(
+            micrograph,
+            layers=("conv1_1", "pool1"),
+            iterations=2,
+            levels=1,
+            samples=1,
+            device=device,
+            weights=weights,
+            kind="labels",
+        )
+    )
 
 
 def _study(
-    *, micrographs, names, configs, samples, iterations, seconds, levels, seed, device,
-    torch_device, weights, weights_info, tolerance, material, floors, labels,
+    *,
+    micrographs,
+    names,
+    configs,
+    samples,
+    iterations,
+    seconds,
+    levels,
+    seed,
+    device,
+    torch_device,
+    weights,
+    weights_info,
+    tolerance,
+    material,
+    floors,
+    labels,
 ) -> Generator[StudyProgress, str | None, PruningProfile]:
     import torch
 
     from .decoder import reconstruct_steps
 
     started = time.perf_counter()
-    started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    started_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     rows: list[dict] = []
     best_images: dict = {}
     runs_provenance: dict = {}
@@ -977,8 +1146,11 @@ def _study(
         nonlocal stopped, budget_stopped
         if reply == STOP:
             stopped = True
-        elif (seconds is not None and message.elapsed >= seconds
-              and message.iteration < message.total):
+        elif (
+            seconds is not None
+            and message.elapsed >= seconds
+            and message.iteration < message.total
+        ):
             budget_stopped = True
         else:
             return None
@@ -990,8 +1162,15 @@ def _study(
         best = (math.inf, None, None)
         for image_index, micrograph in enumerate(micrographs):
             steps = reconstruct_steps(
-                micrograph, layers=config.layers, samples=samples, iterations=iterations, levels=levels,
-                seed=seed + image_index, device=device, weights=weights, kind="labels",
+                micrograph,
+                layers=config.layers,
+                samples=samples,
+                iterations=iterations,
+                levels=levels,
+                seed=seed + image_index,
+                device=device,
+                weights=weights,
+                kind="labels",
             )
 
             def progress(message):
@@ -1001,8 +1180,15 @@ def _study(
                     part = message.fraction_done
                 fraction = (index + (image_index + part) / n_images) / n_configs
                 return StudyProgress(
-                    index, n_configs, config.name, config.layers, image_index, n_images,
-                    time.perf_counter() - started, fraction, step=message,
+                    index,
+                    n_configs,
+                    config.name,
+                    config.layers,
+                    image_index,
+                    n_images,
+                    time.perf_counter() - started,
+                    fraction,
+                    step=message,
                 )
 
             budget_stopped = False
@@ -1020,24 +1206,48 @@ def _study(
                 if s["e_s2"] < best[0]:
                     best = (s["e_s2"], result.images[sample].copy(), image_index)
             provenance = result.provenance
-            runs.append({
-                "image": names[image_index], "seed": seed + image_index, "seconds": run_seconds,
-                "cpu_seconds": cpu_seconds,
-                "steps": provenance["steps"], "evaluations": provenance["evaluations"],
-                "final_loss": provenance["final_loss"], "budget_stopped": budget_stopped,
-                "levels": provenance["timings"]["levels"], "peak_memory": meter.peak,
-            })
+            runs.append(
+                {
+                    "image": names[image_index],
+                    "seed": seed + image_index,
+                    "seconds": run_seconds,
+                    "cpu_seconds": cpu_seconds,
+                    "steps": provenance["steps"],
+                    "evaluations": provenance["evaluations"],
+                    "final_loss": provenance["final_loss"],
+                    "budget_stopped": budget_stopped,
+                    "levels": provenance["timings"]["levels"],
+                    "peak_memory": meter.peak,
+                }
+            )
             del result, steps
         if stopped:
             break
-        row = _summarize(config, scores, runs, labels, [m.shape for m in micrographs], samples, iterations, n_channels)
+        row = _summarize(
+            config,
+            scores,
+            runs,
+            labels,
+            [m.shape for m in micrographs],
+            samples,
+            iterations,
+            n_channels,
+        )
         rows.append(row)
         best_images[config.name] = {"image": best[1], "source": best[2], "e_s2": best[0]}
         runs_provenance[config.name] = runs
         reply = yield StudyProgress(
-            index, n_configs, config.name, config.layers, n_images - 1, n_images,
-            time.perf_counter() - started, (index + 1) / n_configs,
-            result=dict(row), best=best[1], best_source=best[2],
+            index,
+            n_configs,
+            config.name,
+            config.layers,
+            n_images - 1,
+            n_images,
+            time.perf_counter() - started,
+            (index + 1) / n_configs,
+            result=dict(row),
+            best=best[1],
+            best_source=best[2],
         )
         if reply == STOP:
             stopped = index + 1 < n_configs
@@ -1072,7 +1282,9 @@ def _study(
     }
     profile = PruningProfile(
         material=material,
-        configurations=[{"name": c.name, "layers": list(c.layers), "kind": c.kind} for c in configs],
+        configurations=[
+            {"name": c.name, "layers": list(c.layers), "kind": c.kind} for c in configs
+        ],
         rows=rows,
         recommendation=asdict(recommendation),
         weights=weights_info,
@@ -1088,7 +1300,9 @@ def _study(
     return profile
 
 
-def prune(images, callback: Callable[[StudyProgress], object] | None = None, **options) -> PruningProfile:
+def prune(
+    images, callback: Callable[[StudyProgress], object] | None = None, **options
+) -> PruningProfile:
     """Run a pruning study to the end (see :func:`prune_steps` for the options); ``callback``
     sees each message and may return ``"stop"`` to end the study with the finished rows."""
     return run_to_end(prune_steps(images, **options), callback)
@@ -1109,7 +1323,13 @@ def plot_profile(profile: PruningProfile, figure=None, colours: dict | None = No
     """
     from matplotlib.figure import Figure
 
-    colours = {"background": "#ffffff", "axes": "#ffffff", "text": "#000000", "accent": "#d62728", **(colours or {})}
+    colours = {
+        "background": "#ffffff",
+        "axes": "#ffffff",
+        "text": "#000000",
+        "accent": "#d62728",
+        **(colours or {}),
+    }
     fig = figure if figure is not None else Figure(figsize=(6.4, 5.2), dpi=100)
     fig.clear()
     fig.set_facecolor(colours["background"])
@@ -1130,10 +1350,26 @@ def plot_profile(profile: PruningProfile, figure=None, colours: dict | None = No
     if rows:
         mean = np.array([r["e_s2_mean"] for r in rows])
         spread = np.array([r["e_s2_std"] for r in rows])
-        ax_fid.errorbar(x, mean, yerr=spread, fmt="o-", color="#1f77b4", ecolor="#1f77b4", capsize=3, lw=1.4, label="e_S2 (mean ± sd)")
+        ax_fid.errorbar(
+            x,
+            mean,
+            yerr=spread,
+            fmt="o-",
+            color="#1f77b4",
+            ecolor="#1f77b4",
+            capsize=3,
+            lw=1.4,
+            label="e_S2 (mean ± sd)",
+        )
         best = np.nanmin(mean)
         tolerance = profile.recommendation.get("tolerance", DEFAULT_TOLERANCE)
-        ax_fid.axhline(best * (1 + tolerance), color="#2ca02c", ls=":", lw=1, label=f"best + {_percent(tolerance)}")
+        ax_fid.axhline(
+            best * (1 + tolerance),
+            color="#2ca02c",
+            ls=":",
+            lw=1,
+            label=f"best + {_percent(tolerance)}",
+        )
         floor = profile.floor.get("e_s2_mean")
         if floor is not None:
             ax_fid.axhline(floor, color=colours["text"], ls="--", lw=1, label="floor")
@@ -1143,18 +1379,31 @@ def plot_profile(profile: PruningProfile, figure=None, colours: dict | None = No
         ax_flop.plot(x, flops, "s--", color="#9467bd", lw=1, label="GFLOP / iteration")
         if recommended in labels:
             i = labels.index(recommended)
-            ax_fid.plot([x[i]], [mean[i]], marker="*", ms=16, color=colours["accent"], ls="none", label=f"recommended: {recommended}")
+            ax_fid.plot(
+                [x[i]],
+                [mean[i]],
+                marker="*",
+                ms=16,
+                color=colours["accent"],
+                ls="none",
+                label=f"recommended: {recommended}",
+            )
             ax_cost.bar([x[i]], [seconds[i]], color="none", edgecolor=colours["accent"], lw=2)
         legend = ax_fid.legend(fontsize=7, frameon=False)
         for text in legend.get_texts():
             text.set_color(colours["text"])
         handles = ax_cost.get_legend_handles_labels()
         more = ax_flop.get_legend_handles_labels()
-        legend = ax_cost.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, frameon=False, loc="upper left")
+        legend = ax_cost.legend(
+            handles[0] + more[0], handles[1] + more[1], fontsize=7, frameon=False, loc="upper left"
+        )
         for text in legend.get_texts():
             text.set_color(colours["text"])
     ax_fid.set_ylabel("e_S2", fontsize=9)
-    ax_fid.set_title(f"Pruning profile of {profile.material}" + (" (partial)" if profile.partial else ""), fontsize=10)
+    ax_fid.set_title(
+        f"Pruning profile of {profile.material}" + (" (partial)" if profile.partial else ""),
+        fontsize=10,
+    )
     ax_cost.set_ylabel("seconds", fontsize=9)
     ax_flop.set_ylabel("GFLOP / iteration", fontsize=9)
     ax_cost.set_xticks(x)

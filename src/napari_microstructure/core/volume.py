@@ -571,7 +571,7 @@ def _optimize_volume(
     axes = tuple(images)
     history: list[float] = []
     # per axis, the loss and each term's (mean over the sampled slices) at the last step
-    axis_losses: dict = {a: math.nan for a in axes}
+    axis_losses: dict = dict.fromkeys(axes, math.nan)
     axis_terms: dict = {a: {term.name: math.nan for term in objective.terms} for a in axes}
     evaluations, done, partial = 0, 0, False
     clock = PreviewClock(preview_interval)
@@ -814,7 +814,7 @@ def compare_volume(reference, volume) -> dict:
     original = None
     if not isinstance(reference, (Mapping, tuple, list)) and np.ndim(reference) == 3:
         original = _metrics._check_image(reference, "original")
-        given = {a: None for a in range(3)}
+        given = dict.fromkeys(range(3))
         fractions = _metrics.volume_fractions(original)
     else:
         given = {

@@ -263,8 +263,12 @@ def load_weights(weights: str | os.PathLike = "normalized") -> VGGWeights:
         if key == "normalized":
             path = find_normalized_weights()
             if path is None:
-                raise WeightsError(f"The normalized VGG19 weights were not found. {HOW_TO_GET_WEIGHTS}")
-            expected = None if os.environ.get("NAPARI_MICROSTRUCTURE_WEIGHTS") else NORMALIZED_SHA256
+                raise WeightsError(
+                    f"The normalized VGG19 weights were not found. {HOW_TO_GET_WEIGHTS}"
+                )
+            expected = (
+                None if os.environ.get("NAPARI_MICROSTRUCTURE_WEIGHTS") else NORMALIZED_SHA256
+            )
             loaded = _load_file(path, expected, "normalized")
         elif key == "random":
             loaded = _random_weights()

@@ -52,23 +52,33 @@ def _autocovariance(image: np.ndarray, phase, max_radius: int) -> np.ndarray:
 
 def _lineal_path(image: np.ndarray, phase, max_length: int) -> np.ndarray:
     try:
-        curves = [metrics.lineal_path(image, phase, axis, max_length).probability for axis in (0, 1)]
+        curves = [
+            metrics.lineal_path(image, phase, axis, max_length).probability for axis in (0, 1)
+        ]
     except InputError:
         return np.full(max_length, np.nan)
     return np.mean(curves, axis=0)
 
 
-def statistics_curves(original: np.ndarray, images: dict[str, np.ndarray], note: str = "") -> Curves:
+def statistics_curves(
+    original: np.ndarray, images: dict[str, np.ndarray], note: str = ""
+) -> Curves:
     """Normalized autocovariance ``C(r)`` and lineal path ``L(l)`` (mean of the two axes) of
     every phase of ``original`` (integer labels) and of each image in ``images``, on the radii
     and lengths ``1 .. min(original.shape) // 4`` that the errors use."""
     max_length = metrics.default_max_length(original.shape)
     phases = [p.item() if isinstance(p, np.generic) else p for p in metrics.phases_of(original)]
-    curves = Curves(phases, np.arange(max_length + 1), length=np.arange(1, max_length + 1), note=note)
+    curves = Curves(
+        phases, np.arange(max_length + 1), length=np.arange(1, max_length + 1), note=note
+    )
     named = {"original": original, **images}
     for phase in phases:
-        curves.autocovariance[phase] = {n: _autocovariance(im, phase, max_length) for n, im in named.items()}
-        curves.lineal_path[phase] = {n: _lineal_path(im, phase, max_length) for n, im in named.items()}
+        curves.autocovariance[phase] = {
+            n: _autocovariance(im, phase, max_length) for n, im in named.items()
+        }
+        curves.lineal_path[phase] = {
+            n: _lineal_path(im, phase, max_length) for n, im in named.items()
+        }
     return curves
 
 
@@ -80,18 +90,27 @@ def volume_curves(micrograph: np.ndarray, volume: np.ndarray, name: str, note: s
 
     max_length = metrics.default_max_length(micrograph.shape)
     phases = [p.item() if isinstance(p, np.generic) else p for p in metrics.phases_of(micrograph)]
-    curves = Curves(phases, np.arange(max_length + 1), length=np.arange(1, max_length + 1), note=note,
-                    lineal_path_axes="micrograph: mean of its axes; volume: along each axis")
+    curves = Curves(
+        phases,
+        np.arange(max_length + 1),
+        length=np.arange(1, max_length + 1),
+        note=note,
+        lineal_path_axes="micrograph: mean of its axes; volume: along each axis",
+    )
     for phase in phases:
         autocovariance = {"original (micrograph)": _autocovariance(micrograph, phase, max_length)}
         lineal_path = {"original (micrograph)": _lineal_path(micrograph, phase, max_length)}
         present = bool((volume == phase).any())
         for axis, label in enumerate(AXIS_NAMES):
             autocovariance[f"{name}, slices ⊥{label}"] = (
-                slice_two_point(volume, phase, axis, max_length).autocovariance if present else np.full(max_length + 1, np.nan)
+                slice_two_point(volume, phase, axis, max_length).autocovariance
+                if present
+                else np.full(max_length + 1, np.nan)
             )
             lineal_path[f"{name}, along {label}"] = (
-                metrics.lineal_path(volume, phase, axis, max_length).probability if present else np.full(max_length, np.nan)
+                metrics.lineal_path(volume, phase, axis, max_length).probability
+                if present
+                else np.full(max_length, np.nan)
             )
         curves.autocovariance[phase] = autocovariance
         curves.lineal_path[phase] = lineal_path
@@ -113,7 +132,13 @@ def theme_colours(viewer) -> dict:
             "accent": "#ffbf00" if dark else "#d62728",
         }
     except Exception:  # noqa: BLE001 - an unknown theme falls back to napari's dark colours
-        return {"background": "#23242b", "axes": "#000000", "text": "#f0f1f2", "grid": "#61696e", "accent": "#ffbf00"}
+        return {
+            "background": "#23242b",
+            "axes": "#000000",
+            "text": "#f0f1f2",
+            "grid": "#61696e",
+            "accent": "#ffbf00",
+        }
 
 
 def _series_colours(n: int) -> list:
@@ -148,7 +173,10 @@ class ResultsPlot(QWidget):
         top.addWidget(QLabel("Phase:"))
         top.addWidget(self.phase_box, 1)
 
-        self.figures = {name: Figure(figsize=(4.0, 2.3), dpi=90) for name in ("autocovariance", "lineal_path", "loss")}
+        self.figures = {
+            name: Figure(figsize=(4.0, 2.3), dpi=90)
+            for name in ("autocovariance", "lineal_path", "loss")
+        }
         self.canvases = {name: FigureCanvasQTAgg(figure) for name, figure in self.figures.items()}
         self.ax_c, self.ax_lp, self.ax_loss = (self.figures[n].add_subplot() for n in self.figures)
         for figure in self.figures.values():
@@ -203,7 +231,9 @@ class ResultsPlot(QWidget):
             # the rarest phase is usually the interesting one (grain boundaries, pores)
             rarest = min(
                 range(len(curves.phases)),
-                key=lambda i: np.nan_to_num(next(iter(curves.lineal_path[curves.phases[i]].values()))[0], nan=1.0),
+                key=lambda i: np.nan_to_num(
+                    next(iter(curves.lineal_path[curves.phases[i]].values()))[0], nan=1.0
+                ),
             )
             self.phase_box.setCurrentIndex(rarest)
         self.phase_box.blockSignals(False)
@@ -219,17 +249,23 @@ class ResultsPlot(QWidget):
             ax.clear()
             self._style_axes(ax)
         self.ax_c.set_title("normalized autocovariance C(r), r in pixels", fontsize=9)
-        self.ax_lp.set_title(f"lineal path L(l), l in pixels ({self._lineal_path_axes()})", fontsize=9)
+        self.ax_lp.set_title(
+            f"lineal path L(l), l in pixels ({self._lineal_path_axes()})", fontsize=9
+        )
         curves = self._curves
         index = self.phase_box.currentIndex()
         if curves is not None and 0 <= index < len(curves.phases):
             phase = curves.phases[index]
-            plots = ((self.ax_c, curves.radius, curves.autocovariance[phase]),
-                     (self.ax_lp, curves.length, curves.lineal_path[phase]))
+            plots = (
+                (self.ax_c, curves.radius, curves.autocovariance[phase]),
+                (self.ax_lp, curves.length, curves.lineal_path[phase]),
+            )
             for ax, x, series in plots:
                 colours = [self._colours["text"], *_series_colours(len(series) - 1)]
                 for position, ((name, y), colour) in enumerate(zip(series.items(), colours)):
-                    width, style = (2.0, "-") if position == 0 else (1.2, "--")  # the reference first
+                    width, style = (
+                        (2.0, "-") if position == 0 else (1.2, "--")
+                    )  # the reference first
                     ax.plot(x, y, style, color=colour, lw=width, label=name)
             legends = [self.ax_c.legend(fontsize=7, frameon=False)]
             if list(curves.lineal_path[phase]) != list(curves.autocovariance[phase]):

@@ -68,7 +68,9 @@ class ResultsTable(QWidget):
         """Append rows (a DataFrame) and refresh the view."""
         import pandas as pd
 
-        self.set_frame(rows if self.frame.empty else pd.concat([self.frame, rows], ignore_index=True))
+        self.set_frame(
+            rows if self.frame.empty else pd.concat([self.frame, rows], ignore_index=True)
+        )
 
     def set_frame(self, frame) -> None:
         """Show a whole table (a DataFrame)."""
@@ -91,8 +93,16 @@ class ResultsTable(QWidget):
 
     def _refresh(self) -> None:
         frame = self.frame
-        shown = list(frame.columns) if self.shown_columns is None else [c for c in self.shown_columns if c in frame.columns]
-        highlight = frame[self.highlight_column].astype(bool).tolist() if self.highlight_column in frame.columns else [False] * len(frame)
+        shown = (
+            list(frame.columns)
+            if self.shown_columns is None
+            else [c for c in self.shown_columns if c in frame.columns]
+        )
+        highlight = (
+            frame[self.highlight_column].astype(bool).tolist()
+            if self.highlight_column in frame.columns
+            else [False] * len(frame)
+        )
         self.table.clear()
         self.table.setRowCount(len(frame))
         self.table.setColumnCount(len(shown))
@@ -116,7 +126,9 @@ class ResultsTable(QWidget):
     def _ask_and_save(self) -> None:
         from napari.utils.notifications import show_error, show_info
 
-        path, _ = QFileDialog.getSaveFileName(self, "Save the table", self.default_file, "CSV (*.csv)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save the table", self.default_file, "CSV (*.csv)"
+        )
         if not path:
             return
         try:

@@ -261,8 +261,16 @@ class JobRunner:
         """Whether a main job runs."""
         return self._main is not None
 
-    def start(self, job, *args, main: bool = True, yielded=None, returned=None, failed=None,
-              finished=None) -> GeneratorWorker:
+    def start(
+        self,
+        job,
+        *args,
+        main: bool = True,
+        yielded=None,
+        returned=None,
+        failed=None,
+        finished=None,
+    ) -> GeneratorWorker:
         """Run ``job(*args)`` in a worker thread; return the worker (started).
 
         The handlers run on the main thread: ``yielded(message)`` for each message,
@@ -275,7 +283,11 @@ class JobRunner:
             raise RuntimeError("A main job is running already: stop it first.")
         record = _Job(self, yielded, returned, failed, finished)
         worker = create_worker(
-            _guarded, job, args, _start_thread=False, _worker_class=_Worker,
+            _guarded,
+            job,
+            args,
+            _start_thread=False,
+            _worker_class=_Worker,
             _connect={"errored": record.on_errored},  # napari's own handler shows the traceback
         )
         worker.yielded.connect(record.on_yielded)

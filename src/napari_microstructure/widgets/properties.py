@@ -60,7 +60,10 @@ DOCK_PLOT = "Property model"
 DOCK_TABLE = "Property predictions"
 #: Where the training labels come from.
 SOURCE_TABLE, SOURCE_PHYSICS, SOURCE_BUILD, SOURCE_FOLDER = (
-    "layers + CSV table", "layers, D_eff by TauFactor", "crops of the layers, D_eff by TauFactor", "dataset folder",
+    "layers + CSV table",
+    "layers, D_eff by TauFactor",
+    "crops of the layers, D_eff by TauFactor",
+    "dataset folder",
 )
 DEPTHS = ("pool1", "pool2", "pool3", "pool4", "pool5")
 
@@ -78,7 +81,9 @@ class TrainingRequest:
     names: tuple
     targets: tuple | None  # None: physics labels, computed in the worker
     folder: str | None  # a dataset folder, read in the worker
-    build: dict | None  # build_dataset_steps options: a dataset made from the images, in the worker
+    build: (
+        dict | None
+    )  # build_dataset_steps options: a dataset made from the images, in the worker
     options: dict  # keyword arguments of train_steps (property, mode, depth, phase, axis, ...)
     torch_threads: int = 0
 
@@ -117,7 +122,9 @@ def _folder_data(folder: str, column: str, phase):
     dataset = read_dataset(folder)
     table = dataset.table
     if column not in table.columns:
-        raise InputError(f"{folder}/labels.csv has no column {column!r}; its columns are {', '.join(map(str, table.columns))}.")
+        raise InputError(
+            f"{folder}/labels.csv has no column {column!r}; its columns are {', '.join(map(str, table.columns))}."
+        )
     phases = [int(p) for p in table["phase"]] if "phase" in table.columns else phase
     return dataset.images, [str(n) for n in table["file"]], table[column].to_numpy(float), phases
 
@@ -226,8 +233,13 @@ class PropertyPlot(QWidget):
         targets = header["training"]["targets"]
         predictions = validation.get("predictions")
         if predictions is not None:
-            plot_parity(targets, predictions, title=f"{header['property']}: {validation.get('folds', '?')}-fold cross-validation",
-                        units=header.get("units", ""), figure=self.parity_figure)
+            plot_parity(
+                targets,
+                predictions,
+                title=f"{header['property']}: {validation.get('folds', '?')}-fold cross-validation",
+                units=header.get("units", ""),
+                figure=self.parity_figure,
+            )
         self.parity_canvas.draw_idle()
         metrics = model.metrics
         text = f"{header['property']} · {header['mode']} · trunk {header['depth']} · weights {header['weights']['name']} · {len(targets)} samples"
@@ -324,7 +336,9 @@ class PropertyWidget(QWidget):
         form.addRow("Training data", self.source_combo)
         self.layer_list = QListWidget()
         self.layer_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.layer_list.setToolTip("Image or Labels layers (2D or 3D): training data, and the layers Predict works on")
+        self.layer_list.setToolTip(
+            "Image or Labels layers (2D or 3D): training data, and the layers Predict works on"
+        )
         self.layer_list.setMaximumHeight(110)
         form.addRow("Layers", self.layer_list)
         self.table_edit = QLineEdit()
@@ -335,22 +349,39 @@ class PropertyWidget(QWidget):
         self.folder_edit.setPlaceholderText("dataset folder")
         self.folder_edit.editingFinished.connect(self._read_columns)
         form.addRow("Folder", _path_row(self.folder_edit, self._browse_folder))
-        self.crops_spin = _spin(1, 10_000, 40, "Random crops per selected layer (3D layers give sub-volumes)")
-        self.crop_size_spin = _spin(16, 4096, 64, "Side of the crops (and of the generated microstructures) in pixels")
-        self.generated_spin = _spin(0, 10_000, 0, "Generated microstructures added to the crops (five families, volume fractions 0.2-0.8)")
+        self.crops_spin = _spin(
+            1, 10_000, 40, "Random crops per selected layer (3D layers give sub-volumes)"
+        )
+        self.crop_size_spin = _spin(
+            16, 4096, 64, "Side of the crops (and of the generated microstructures) in pixels"
+        )
+        self.generated_spin = _spin(
+            0,
+            10_000,
+            0,
+            "Generated microstructures added to the crops (five families, volume fractions 0.2-0.8)",
+        )
         build = QHBoxLayout()
-        for text, spin in (("crops", self.crops_spin), ("of", self.crop_size_spin), ("+ generated", self.generated_spin)):
+        for text, spin in (
+            ("crops", self.crops_spin),
+            ("of", self.crop_size_spin),
+            ("+ generated", self.generated_spin),
+        ):
             build.addWidget(QLabel(text))
             build.addWidget(spin, 1)
         form.addRow("Build", build)
         self.property_combo = QComboBox()
         self.property_combo.setEditable(True)
-        self.property_combo.setToolTip("The property (a column of the table; D_eff_x, D_eff_y ... for physics labels)")
+        self.property_combo.setToolTip(
+            "The property (a column of the table; D_eff_x, D_eff_y ... for physics labels)"
+        )
         form.addRow("Property", self.property_combo)
         self.units_edit = QLineEdit()
         self.units_edit.setToolTip("Units of the property (for the plots and the model file)")
         form.addRow("Units", self.units_edit)
-        self.phase_spin = _spin(0, 255, 1, "Label of the phase whose property is learnt (the conducting phase)")
+        self.phase_spin = _spin(
+            0, 255, 1, "Label of the phase whose property is learnt (the conducting phase)"
+        )
         form.addRow("Phase", self.phase_spin)
         self.axis_combo = QComboBox()
         self.axis_combo.addItems(["x", "y", "z"])
@@ -359,14 +390,20 @@ class PropertyWidget(QWidget):
         form.addRow("Axis", self.axis_combo)
         self.mode_combo = QComboBox()
         self.mode_combo.addItems(list(MODES))
-        self.mode_combo.setToolTip("frozen: statistics of the pretrained trunk into ridge regression (fast, the default); finetune: the trunk and a small head trained end to end")
+        self.mode_combo.setToolTip(
+            "frozen: statistics of the pretrained trunk into ridge regression (fast, the default); finetune: the trunk and a small head trained end to end"
+        )
         form.addRow("Mode", self.mode_combo)
         self.depth_combo = QComboBox()
         self.depth_combo.addItems(list(DEPTHS))
         self.depth_combo.setCurrentText(DEFAULT_DEPTH)
-        self.depth_combo.setToolTip("Depth of the VGG19 trunk; 'From profile…' takes a pruning profile's recommendation")
+        self.depth_combo.setToolTip(
+            "Depth of the VGG19 trunk; 'From profile…' takes a pruning profile's recommendation"
+        )
         profile = QPushButton("From profile…")
-        profile.setToolTip("Read a pruning profile (JSON, from the pruning study) and use its recommended depth")
+        profile.setToolTip(
+            "Read a pruning profile (JSON, from the pruning study) and use its recommended depth"
+        )
         profile.clicked.connect(self._ask_profile)
         depth = QHBoxLayout()
         depth.addWidget(self.depth_combo, 1)
@@ -374,7 +411,9 @@ class PropertyWidget(QWidget):
         form.addRow("Trunk", depth)
         self.weights_combo = QComboBox()
         self.weights_combo.addItems(["normalized", "random"])
-        self.weights_combo.setToolTip("normalized: the pretrained VGG19 (transfer learning); random: the same architecture untrained (the control)")
+        self.weights_combo.setToolTip(
+            "normalized: the pretrained VGG19 (transfer learning); random: the same architecture untrained (the control)"
+        )
         form.addRow("Initialization", self.weights_combo)
         self.folds_spin = _spin(2, 20, 5, "k of the k-fold cross-validation")
         form.addRow("Folds", self.folds_spin)
@@ -388,7 +427,9 @@ class PropertyWidget(QWidget):
         form.addRow("Device", self.device_combo)
 
         self.train_button = QPushButton("Train")
-        self.train_button.setToolTip("Train a model with cross-validation; while it runs, this button stops it")
+        self.train_button.setToolTip(
+            "Train a model with cross-validation; while it runs, this button stops it"
+        )
         self.train_button.clicked.connect(self._on_train_clicked)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
@@ -396,14 +437,18 @@ class PropertyWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.predict_button = QPushButton("Predict on selected layers")
-        self.predict_button.setToolTip("Predict the property of each selected layer (2D or 3D): a table row and the layer's metadata")
+        self.predict_button.setToolTip(
+            "Predict the property of each selected layer (2D or 3D): a table row and the layer's metadata"
+        )
         self.predict_button.clicked.connect(self.predict)
         self.save_button = QPushButton("Save model…")
         self.save_button.clicked.connect(self._ask_save)
         load = QPushButton("Load model…")
         load.clicked.connect(self._ask_load)
         self.save_dataset_button = QPushButton("Save dataset…")
-        self.save_dataset_button.setToolTip("Write the dataset built by the last run: its images (.tif) and labels.csv")
+        self.save_dataset_button.setToolTip(
+            "Write the dataset built by the last run: its images (.tif) and labels.csv"
+        )
         self.save_dataset_button.clicked.connect(self._ask_save_dataset)
         self.save_dataset_button.setEnabled(False)
         files = QHBoxLayout()
@@ -441,7 +486,11 @@ class PropertyWidget(QWidget):
         from ..core.datasets import LABELS_FILE
 
         source = self.source_combo.currentText()
-        path = self.table_edit.text().strip() if source == SOURCE_TABLE else self.folder_edit.text().strip()
+        path = (
+            self.table_edit.text().strip()
+            if source == SOURCE_TABLE
+            else self.folder_edit.text().strip()
+        )
         if source in (SOURCE_PHYSICS, SOURCE_BUILD) or not path:
             return
         table = Path(path) if source == SOURCE_TABLE else Path(path) / LABELS_FILE
@@ -450,7 +499,11 @@ class PropertyWidget(QWidget):
         except (OSError, ValueError) as error:
             self.status.setText(f"Cannot read {table}: {error}")
             return
-        columns = [str(c) for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and c not in ("phase", "seed")]
+        columns = [
+            str(c)
+            for c in frame.columns
+            if pd.api.types.is_numeric_dtype(frame[c]) and c not in ("phase", "seed")
+        ]
         current = self.property_combo.currentText()
         self.property_combo.clear()
         self.property_combo.addItems(columns)
@@ -488,7 +541,9 @@ class PropertyWidget(QWidget):
 
     # ------------------------------------------------------------------------------ files
     def _browse_table(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Label table", "", "CSV (*.csv);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Label table", "", "CSV (*.csv);;All files (*)"
+        )
         if path:
             self.table_edit.setText(path)
             self._read_columns()
@@ -515,7 +570,9 @@ class PropertyWidget(QWidget):
         self.status.setText(f"Trunk depth {depth}, recommended by {Path(path).name}.")
 
     def _ask_profile(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Pruning profile", "", "Profile (*.json);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Pruning profile", "", "Profile (*.json);;All files (*)"
+        )
         if path:
             self.use_profile(path)
 
@@ -542,7 +599,9 @@ class PropertyWidget(QWidget):
         return path
 
     def _ask_save(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save the model", "property_model.npz", "Model (*.npz)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save the model", "property_model.npz", "Model (*.npz)"
+        )
         if path:
             self.save_model(path, overwrite=True)  # the dialog has asked about replacing
 
@@ -593,7 +652,9 @@ class PropertyWidget(QWidget):
         self._update_model_buttons()
 
     def _ask_load(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load a model", "", "Model (*.npz);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Load a model", "", "Model (*.npz);;All files (*)"
+        )
         if path:
             self.load_model(path)
 
@@ -606,10 +667,16 @@ class PropertyWidget(QWidget):
         if not prop:
             raise InputError("Choose the property to learn (a column of the label table).")
         options = dict(
-            property=prop, units=self.units_edit.text().strip(), mode=self.mode_combo.currentText(),
-            depth=self.depth_combo.currentText(), weights=self.weights_combo.currentText(),
-            phase=self.phase_spin.value(), axis=self.axis_combo.currentText(),
-            folds=self.folds_spin.value(), seed=self.seed_spin.value(), device=self.device_combo.currentData(),
+            property=prop,
+            units=self.units_edit.text().strip(),
+            mode=self.mode_combo.currentText(),
+            depth=self.depth_combo.currentText(),
+            weights=self.weights_combo.currentText(),
+            phase=self.phase_spin.value(),
+            axis=self.axis_combo.currentText(),
+            folds=self.folds_spin.value(),
+            seed=self.seed_spin.value(),
+            device=self.device_combo.currentData(),
         )
         if source == SOURCE_FOLDER:
             folder = self.folder_edit.text().strip()
@@ -622,22 +689,38 @@ class PropertyWidget(QWidget):
         if source == SOURCE_BUILD:
             if not layers:
                 raise InputError("Select the layers to crop (Ctrl/Shift-click in the list).")
-            build = dict(crops=self.crops_spin.value(), size=self.crop_size_spin.value(), generated=self.generated_spin.value(),
-                         phase=options["phase"], axes=(options["axis"],), seed=options["seed"], device="cpu")
+            build = dict(
+                crops=self.crops_spin.value(),
+                size=self.crop_size_spin.value(),
+                generated=self.generated_spin.value(),
+                phase=options["phase"],
+                axes=(options["axis"],),
+                seed=options["seed"],
+                device="cpu",
+            )
             return TrainingRequest(images, names, None, None, build, options)
         if len(layers) < 3:
-            raise InputError("Select at least 3 image layers to train on (Ctrl/Shift-click in the list).")
+            raise InputError(
+                "Select at least 3 image layers to train on (Ctrl/Shift-click in the list)."
+            )
         if source == SOURCE_PHYSICS:
             return TrainingRequest(images, names, None, None, None, options)
         path = self.table_edit.text().strip()
         if not path:
             raise InputError("Choose the label table (CSV) with a name column and the property.")
         table = read_labels(path, columns=[prop])
-        by_name = {**dict(zip(table["stem"], table[prop])), **dict(zip(table["name"], table[prop]))}
+        by_name = {
+            **dict(zip(table["stem"], table[prop])),
+            **dict(zip(table["name"], table[prop])),
+        }
         missing = [n for n in names if n not in by_name]
         if missing:
-            raise InputError(f"The label table has no row for the layer {missing[0]!r}: add it, or deselect that layer.")
-        return TrainingRequest(images, names, tuple(float(by_name[n]) for n in names), None, None, options)
+            raise InputError(
+                f"The label table has no row for the layer {missing[0]!r}: add it, or deselect that layer."
+            )
+        return TrainingRequest(
+            images, names, tuple(float(by_name[n]) for n in names), None, None, options
+        )
 
     @property
     def worker(self):
@@ -665,12 +748,18 @@ class PropertyWidget(QWidget):
         self.progress.setRange(0, 0)
         self.progress.setFormat("preparing…")
         labelling = request.targets is None and request.folder is None
-        self.status.setText("Computing D_eff with TauFactor…" if labelling else "Preparing the data…")
+        self.status.setText(
+            "Computing D_eff with TauFactor…" if labelling else "Preparing the data…"
+        )
         self._dock_results()
         self.plot.start_loss()
         return self.runner.start(
-            training_job, request, yielded=self._on_yielded, returned=self._on_returned,
-            failed=self._on_failed, finished=self._on_finished,
+            training_job,
+            request,
+            yielded=self._on_yielded,
+            returned=self._on_returned,
+            failed=self._on_failed,
+            finished=self._on_finished,
         )
 
     def stop(self) -> None:
@@ -698,8 +787,14 @@ class PropertyWidget(QWidget):
         self.model = result.model
         self.plot.show_model(self.model)
         metrics = self.model.metrics
-        quality = f" Cross-validated R² {metrics['r2']:.3f}, MAE {metrics['mae']:.3g}." if "r2" in metrics else ""
-        self.status.setText(f"Trained on {len(result.targets)} samples ({self.model.header['mode']}, trunk {self.model.header['depth']}).{quality}")
+        quality = (
+            f" Cross-validated R² {metrics['r2']:.3f}, MAE {metrics['mae']:.3g}."
+            if "r2" in metrics
+            else ""
+        )
+        self.status.setText(
+            f"Trained on {len(result.targets)} samples ({self.model.header['mode']}, trunk {self.model.header['depth']}).{quality}"
+        )
 
     def _on_failed(self, message: str) -> None:
         self.status.setText(f"Failed: {message}")
@@ -730,9 +825,13 @@ class PropertyWidget(QWidget):
         names = [layer.name for layer in layers]
         model = self.model
         self.predict_worker = self.runner.start(
-            prediction_job, model, images, main=False,
+            prediction_job,
+            model,
+            images,
+            main=False,
             returned=partial(self._on_predicted, model=model, names=names),
-            failed=self._on_predict_failed, finished=self._on_predict_finished,
+            failed=self._on_predict_failed,
+            finished=self._on_predict_finished,
         )
         self._update_model_buttons()
         self.status.setText(f"Predicting {len(names)} layer(s)…")
@@ -744,14 +843,30 @@ class PropertyWidget(QWidget):
 
         header = model.header
         prop = header["property"]
-        record = {"model_property": prop, "units": header.get("units", ""), "mode": header["mode"], "trunk": header["depth"],
-                  "weights_sha256": header["weights"].get("sha256")}
+        record = {
+            "model_property": prop,
+            "units": header.get("units", ""),
+            "mode": header["mode"],
+            "trunk": header["depth"],
+            "weights_sha256": header["weights"].get("sha256"),
+        }
         rows = []
         for name, value in zip(names, values):
-            rows.append({"layer": name, prop: value, "units": record["units"], "mode": record["mode"], "trunk": record["trunk"]})
+            rows.append(
+                {
+                    "layer": name,
+                    prop: value,
+                    "units": record["units"],
+                    "mode": record["mode"],
+                    "trunk": record["trunk"],
+                }
+            )
             if name in self.viewer.layers:
                 layer = self.viewer.layers[name]
-                predictions = {**layer.metadata.get("predictions", {}), prop: {"value": value, **record}}
+                predictions = {
+                    **layer.metadata.get("predictions", {}),
+                    prop: {"value": value, **record},
+                }
                 layer.metadata = {**layer.metadata, "predictions": predictions}
         self.table.add_rows(pd.DataFrame(rows))
         self.status.setText(", ".join(f"{n}: {prop} = {v:.4g}" for n, v in zip(names, values)))

@@ -18,6 +18,7 @@ pressed; layers are touched only on the main thread, in the slots of the worker'
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -61,8 +62,19 @@ DOCK_TABLE = "Pruning table"
 DOCK_PLOT = "Pruning plot"
 #: Columns shown in the docked table (the CSV has them all).
 SHOWN_COLUMNS = (
-    "name", "layers", "e_s2_mean", "e_s2_std", "e_lp_mean", "e_vf_mean", "e_conn_mean", "seconds", "cpu_seconds",
-    "steps", "gflop_per_iteration", "peak_memory_mb", "recommended",
+    "name",
+    "layers",
+    "e_s2_mean",
+    "e_s2_std",
+    "e_lp_mean",
+    "e_vf_mean",
+    "e_conn_mean",
+    "seconds",
+    "cpu_seconds",
+    "steps",
+    "gflop_per_iteration",
+    "peak_memory_mb",
+    "recommended",
 )
 
 
@@ -78,7 +90,9 @@ class PruningRequest:
     images: tuple  # 2D copies, one per micrograph
     names: tuple[str, ...]  # one per image
     sources: tuple[int, ...]  # for each image, the index of its layer in ``layers``
-    layers: tuple[dict, ...]  # per input layer: name, kind ("labels"/"image"), scale, translate, units
+    layers: tuple[
+        dict, ...
+    ]  # per input layer: name, kind ("labels"/"image"), scale, translate, units
     material: str
     options: dict  # keyword arguments of prune_steps
     floor: float | None  # mean e_S2 floor of the images, for the live recommendation
@@ -91,7 +105,9 @@ def pruning_job(request: PruningRequest):
 
     avoid_triton_llvm_crash()
     steps = prune_steps(
-        list(request.images), names=list(request.names), material=request.material,
+        list(request.images),
+        names=list(request.names),
+        material=request.material,
         **request.options,
     )
     return (yield from relay(steps))
@@ -221,29 +237,57 @@ class PruningWidget(QWidget):
         for depth in DEFAULT_DEPTHS:
             box = QCheckBox(f"pool{depth}")
             box.setChecked(True)
-            box.setToolTip(f"The network truncated after pool{depth}: conv1_1 and pool1 ... pool{depth}")
+            box.setToolTip(
+                f"The network truncated after pool{depth}: conv1_1 and pool1 ... pool{depth}"
+            )
             self.depth_checks[depth] = box
             depth_row.addWidget(box)
         self.subsets_edit = QLineEdit()
         self.subsets_edit.setPlaceholderText("e.g. conv1_1,pool2; pool3")
-        self.subsets_edit.setToolTip("Extra configurations: layer subsets separated by ';', layers by ',' (a single layer shows its own influence)")
+        self.subsets_edit.setToolTip(
+            "Extra configurations: layer subsets separated by ';', layers by ',' (a single layer shows its own influence)"
+        )
 
-        self.samples_spin = _spin(1, 64, DEFAULT_SAMPLES, "Reconstructions per image and configuration")
+        self.samples_spin = _spin(
+            1, 64, DEFAULT_SAMPLES, "Reconstructions per image and configuration"
+        )
         self.budget_combo = QComboBox()
         self.budget_combo.addItems(["iterations", "seconds"])
-        self.budget_combo.setToolTip("The same budget for every configuration: optimizer steps, or wall seconds per image")
-        self.iterations_spin = _spin(1, 100_000, DEFAULT_ITERATIONS, "Optimizer steps per reconstruction (and the most a seconds budget does)")
-        self.seconds_spin = _spin(0.1, 86_400.0, 60.0, "Wall seconds per image and configuration", double=True)
+        self.budget_combo.setToolTip(
+            "The same budget for every configuration: optimizer steps, or wall seconds per image"
+        )
+        self.iterations_spin = _spin(
+            1,
+            100_000,
+            DEFAULT_ITERATIONS,
+            "Optimizer steps per reconstruction (and the most a seconds budget does)",
+        )
+        self.seconds_spin = _spin(
+            0.1, 86_400.0, 60.0, "Wall seconds per image and configuration", double=True
+        )
         self.seconds_spin.setVisible(False)
         self.budget_combo.currentTextChanged.connect(self._on_budget)
         budget_row = QHBoxLayout()
         budget_row.addWidget(self.budget_combo)
         budget_row.addWidget(self.iterations_spin, 1)
         budget_row.addWidget(self.seconds_spin, 1)
-        self.levels_spin = _spin(1, 8, DEFAULT_LEVELS, "Coarse-to-fine levels (levels too small for a configuration are dropped)")
-        self.tolerance_spin = _spin(0.0, 100.0, 100 * DEFAULT_TOLERANCE, "Recommend the shallowest configuration within this many percent of the best mean e_S2 (or at the floor)", double=True)
+        self.levels_spin = _spin(
+            1,
+            8,
+            DEFAULT_LEVELS,
+            "Coarse-to-fine levels (levels too small for a configuration are dropped)",
+        )
+        self.tolerance_spin = _spin(
+            0.0,
+            100.0,
+            100 * DEFAULT_TOLERANCE,
+            "Recommend the shallowest configuration within this many percent of the best mean e_S2 (or at the floor)",
+            double=True,
+        )
         self.tolerance_spin.setSuffix(" %")
-        self.seed_spin = _spin(0, 2**31 - 1, 0, "Seed; image i uses seed + i in every configuration")
+        self.seed_spin = _spin(
+            0, 2**31 - 1, 0, "Seed; image i uses seed + i in every configuration"
+        )
         self.device_combo = QComboBox()
         self.device_combo.addItem("auto", "auto")
         for device in available_devices():
@@ -273,7 +317,9 @@ class PruningWidget(QWidget):
         self.status.setWordWrap(True)
         self.recommendation_label = QLabel("")
         self.recommendation_label.setWordWrap(True)
-        self.recommendation_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.recommendation_label.setTextInteractionFlags(
+            Qt.TextInteractionFlag.TextSelectableByMouse
+        )
 
         form = QFormLayout()
         form.addRow("Micrographs:", self.layer_list)
@@ -306,7 +352,11 @@ class PruningWidget(QWidget):
     def _candidates(self) -> list:
         from napari.layers import Image, Labels
 
-        return [layer for layer in self.viewer.layers if isinstance(layer, (Image, Labels)) and layer not in self.result_layers]
+        return [
+            layer
+            for layer in self.viewer.layers
+            if isinstance(layer, (Image, Labels)) and layer not in self.result_layers
+        ]
 
     def _refresh_layers(self, *_args) -> None:
         selected = {item.text() for item in self.layer_list.selectedItems()}
@@ -348,11 +398,15 @@ class PruningWidget(QWidget):
 
         layers = self.selected_layers()
         if not layers:
-            raise InputError("Choose the micrographs: one or several Image or Labels layers (File > Open Sample has some).")
+            raise InputError(
+                "Choose the micrographs: one or several Image or Labels layers (File > Open Sample has some)."
+            )
         images, names, sources, described = [], [], [], []
         for index, layer in enumerate(layers):
             if getattr(layer, "multiscale", False) or getattr(layer, "rgb", False):
-                raise InputError(f"Layer '{layer.name}' is multiscale or RGB; the study needs phase labels.")
+                raise InputError(
+                    f"Layer '{layer.name}' is multiscale or RGB; the study needs phase labels."
+                )
             data = np.array(layer.data, copy=True)
             if data.ndim == 2:
                 planes = [data]
@@ -366,13 +420,15 @@ class PruningWidget(QWidget):
                 images.append(plane)
                 names.append(layer.name if len(planes) == 1 else f"{layer.name}[{i}]")
                 sources.append(index)
-            described.append({
-                "name": layer.name,
-                "kind": "labels" if isinstance(layer, Labels) else "image",
-                "scale": tuple(layer.scale[-2:]),
-                "translate": tuple(layer.translate[-2:]),
-                "units": tuple(layer.units[-2:]) if hasattr(layer, "units") else None,
-            })
+            described.append(
+                {
+                    "name": layer.name,
+                    "kind": "labels" if isinstance(layer, Labels) else "image",
+                    "scale": tuple(layer.scale[-2:]),
+                    "translate": tuple(layer.translate[-2:]),
+                    "units": tuple(layer.units[-2:]) if hasattr(layer, "units") else None,
+                }
+            )
         seconds = self.budget_combo.currentText() == "seconds"
         options = dict(
             configurations=self._configurations(),
@@ -387,14 +443,17 @@ class PruningWidget(QWidget):
         )
         floors = []
         for image in images:
-            try:
+            with contextlib.suppress(MicrostructureError):  # too small to split in quadrants
                 floors.append(metrics.floor(image)["e_s2"])
-            except MicrostructureError:
-                pass
         material = self.material_edit.text().strip() or default_material(names)
         return PruningRequest(
-            images=tuple(images), names=tuple(names), sources=tuple(sources), layers=tuple(described),
-            material=material, options=options, floor=float(np.mean(floors)) if floors else None,
+            images=tuple(images),
+            names=tuple(names),
+            sources=tuple(sources),
+            layers=tuple(described),
+            material=material,
+            options=options,
+            floor=float(np.mean(floors)) if floors else None,
         )
 
     @property
@@ -434,10 +493,16 @@ class PruningWidget(QWidget):
             self._dock(self.table, DOCK_TABLE, "bottom")
         self._show_rows()
         names = ", ".join(c.name for c in request.options["configurations"])
-        self.status.setText(f"Loading the network… {len(request.images)} image(s) of {request.material}; {names}")
+        self.status.setText(
+            f"Loading the network… {len(request.images)} image(s) of {request.material}; {names}"
+        )
         return self.runner.start(
-            pruning_job, request, yielded=self._on_yielded, returned=self._on_returned,
-            failed=self._on_failed, finished=self._on_finished,
+            pruning_job,
+            request,
+            yielded=self._on_yielded,
+            returned=self._on_returned,
+            failed=self._on_failed,
+            finished=self._on_finished,
         )
 
     def stop(self) -> None:
@@ -445,7 +510,9 @@ class PruningWidget(QWidget):
         if not self.runner.running:
             return
         self.runner.stop(STOP)
-        self.status.setText("Stopping after the current step (the finished configurations are kept)…")
+        self.status.setText(
+            "Stopping after the current step (the finished configurations are kept)…"
+        )
 
     def _set_running(self, running: bool) -> None:
         if running:
@@ -466,7 +533,9 @@ class PruningWidget(QWidget):
             self._rows.append(message.result)
             self._show_rows()
             if message.best is not None:
-                self._add_layer(message.configuration, message.best, message.best_source, message.result)
+                self._add_layer(
+                    message.configuration, message.best, message.best_source, message.result
+                )
 
     def _live_profile(self):
         from dataclasses import asdict
@@ -478,9 +547,15 @@ class PruningWidget(QWidget):
         recommendation = asdict(recommend(self._rows, options["tolerance"], request.floor))
         return PruningProfile(
             material=request.material,
-            configurations=[{"name": c.name, "layers": list(c.layers), "kind": c.kind} for c in options["configurations"]],
-            rows=list(self._rows), recommendation=recommendation, weights={},
-            image_shapes=[list(im.shape) for im in request.images], floor={"e_s2_mean": request.floor},
+            configurations=[
+                {"name": c.name, "layers": list(c.layers), "kind": c.kind}
+                for c in options["configurations"]
+            ],
+            rows=list(self._rows),
+            recommendation=recommendation,
+            weights={},
+            image_shapes=[list(im.shape) for im in request.images],
+            floor={"e_s2_mean": request.floor},
             partial=True,
         )
 
@@ -491,20 +566,30 @@ class PruningWidget(QWidget):
         reason = profile.recommendation.get("reason") if profile.rows else ""
         self.recommendation_label.setText(f"Recommendation: {reason}" if reason else "")
 
-    def _add_layer(self, configuration: str, image: np.ndarray, source: int | None, row: dict) -> None:
+    def _add_layer(
+        self, configuration: str, image: np.ndarray, source: int | None, row: dict
+    ) -> None:
         request = self._request
         index = request.sources[source or 0]
         info = request.layers[index]
         name = f"{request.names[source or 0]} {configuration}"
         metadata = {
             "pruning_study": {
-                "material": request.material, "configuration": configuration, "layers": row.get("layers"),
-                "source": request.names[source or 0], "e_s2": float(row.get("e_s2_mean", math.nan)),
+                "material": request.material,
+                "configuration": configuration,
+                "layers": row.get("layers"),
+                "source": request.names[source or 0],
+                "e_s2": float(row.get("e_s2_mean", math.nan)),
                 "note": "the configuration's reconstruction with the lowest e_S2",
                 "options": {k: v for k, v in request.options.items() if k != "configurations"},
             }
         }
-        kwargs = {"name": name, "scale": info["scale"], "translate": info["translate"], "metadata": metadata}
+        kwargs = {
+            "name": name,
+            "scale": info["scale"],
+            "translate": info["translate"],
+            "metadata": metadata,
+        }
         if info.get("units") is not None:
             kwargs["units"] = info["units"]
         if info["kind"] == "labels" and np.issubdtype(image.dtype, np.integer):
@@ -519,7 +604,11 @@ class PruningWidget(QWidget):
         self._show_rows()
         self.save_button.setEnabled(True)
         total = result.provenance.get("total_seconds", float("nan"))
-        state = f"stopped: {len(result.rows)} of {len(result.configurations)} configurations finished" if result.partial else "finished"
+        state = (
+            f"stopped: {len(result.rows)} of {len(result.configurations)} configurations finished"
+            if result.partial
+            else "finished"
+        )
         self.status.setText(f"Study {state} in {total:.0f} s.")
         if self.grid_check.isChecked() and self.result_layers:
             self.viewer.canvas.grid.enabled = True
@@ -559,7 +648,9 @@ class PruningWidget(QWidget):
         if self.profile is None:
             return
         default = re.sub(r"[^A-Za-z0-9._-]+", "_", self.profile.material) + "_pruning.json"
-        path, _ = QFileDialog.getSaveFileName(self, "Save the pruning profile", default, "JSON (*.json)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save the pruning profile", default, "JSON (*.json)"
+        )
         if path:
             self.save_profile_as(path)
 

@@ -59,8 +59,8 @@ from ..core.volume import DEFAULT_ITERATIONS as VOLUME_ITERATIONS
 from ..core.volume import DEFAULT_LEARNING_RATE as VOLUME_LEARNING_RATE
 from ..core.volume import DEFAULT_OPTIMIZER as VOLUME_OPTIMIZER
 from ..core.volume import DEFAULT_SLICES_PER_AXIS
-from ._plot import Curves, ResultsPlot, statistics_curves, volume_curves
 from ..report import run_table, volume_run_table
+from ._plot import Curves, ResultsPlot, statistics_curves, volume_curves
 from ._worker import JobRunner, SavedTable, avoid_triton_llvm_crash, layer_files, worker_settings
 
 if TYPE_CHECKING:
@@ -117,8 +117,13 @@ def capture_plane(layer, viewer) -> tuple[np.ndarray, str]:
     note = ""
     if getattr(layer, "rgb", False):
         array = np.asarray(data)
-        if np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2]):
-            array, note = array[..., 0], "RGB layer with equal channels: its first channel is used."
+        if np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(
+            array[..., 0], array[..., 2]
+        ):
+            array, note = (
+                array[..., 0],
+                "RGB layer with equal channels: its first channel is used.",
+            )
         else:
             weights = np.array([0.299, 0.587, 0.114])[: array.shape[-1]]
             array = array[..., : weights.size].astype(np.float64) @ weights
@@ -128,7 +133,9 @@ def capture_plane(layer, viewer) -> tuple[np.ndarray, str]:
         return np.array(data, copy=True), note
     position = np.asarray(layer.world_to_data(viewer.dims.point))[: data.ndim - 2]
     index = tuple(int(np.clip(round(float(p)), 0, n - 1)) for p, n in zip(position, data.shape))
-    where = ", ".join(f"axis {axis} = {i} of {n}" for axis, (i, n) in enumerate(zip(index, data.shape)))
+    where = ", ".join(
+        f"axis {axis} = {i} of {n}" for axis, (i, n) in enumerate(zip(index, data.shape))
+    )
     note = f"{data.ndim}D layer: its current slice ({where}) is used."
     return np.array(data[index], copy=True), note
 
@@ -168,7 +175,9 @@ class JobResult:
     analysis_seconds: float = 0.0
 
 
-def _as_phase_labels(images: list[np.ndarray], original: np.ndarray, kind: str) -> tuple[np.ndarray, list[np.ndarray], str]:
+def _as_phase_labels(
+    images: list[np.ndarray], original: np.ndarray, kind: str
+) -> tuple[np.ndarray, list[np.ndarray], str]:
     """Integer label images on which the statistics are computed, and a note.
 
     Phase labels stay as they are (float labels become their phase index); a grey run is
@@ -179,13 +188,18 @@ def _as_phase_labels(images: list[np.ndarray], original: np.ndarray, kind: str) 
         if np.issubdtype(original.dtype, np.integer) or original.dtype == bool:
             return original, images, ""
         values = np.unique(original)
-        return (np.searchsorted(values, original).astype(np.uint8),
-                [np.searchsorted(values, im).astype(np.uint8) for im in images],
-                "Float phase labels: statistics use the phase index (0, 1, ...).")
+        return (
+            np.searchsorted(values, original).astype(np.uint8),
+            [np.searchsorted(values, im).astype(np.uint8) for im in images],
+            "Float phase labels: statistics use the phase index (0, 1, ...).",
+        )
     threshold = float(np.median(original))
     if not (original > threshold).any():
         threshold = float(original.mean())
-    binarize = lambda im: (im > threshold).astype(np.uint8)
+
+    def binarize(image):
+        return (image > threshold).astype(np.uint8)
+
     note = f"Grey input: statistics of the images thresholded at the original's median grey level ({threshold:.4g}); phase 1 is brighter."
     return binarize(original), [binarize(im) for im in images], note
 
@@ -199,15 +213,23 @@ def analyse(request: RunRequest, reconstruction) -> JobResult:
     kind = reconstruction.model.kind
     original, images, note = _as_phase_labels(list(reconstruction.images), request.image, kind)
     # the table compares grey levels as grey levels; the curves use the thresholded phases
-    measured = (request.image, list(reconstruction.images)) if kind == "grey" else (original, images)
+    measured = (
+        (request.image, list(reconstruction.images)) if kind == "grey" else (original, images)
+    )
     job = JobResult(reconstruction=reconstruction)
     if request.volume:
-        return _analyse_volume(request, job, names[0], original, images[0], note, started, measured)
+        return _analyse_volume(
+            request, job, names[0], original, images[0], note, started, measured
+        )
     try:
         job.table = run_table(
-            *measured, names, run=request.run,
+            *measured,
+            names,
+            run=request.run,
             seconds=float(reconstruction.provenance["timings"]["total_seconds"]),
-            final_loss=list(reconstruction.final_loss), partial=reconstruction.partial, kind=kind,
+            final_loss=list(reconstruction.final_loss),
+            partial=reconstruction.partial,
+            kind=kind,
         )
         job.curves = statistics_curves(original, dict(zip(names, images)), note)
     except InputError as error:  # e.g. an output much smaller than the input
@@ -216,14 +238,26 @@ def analyse(request: RunRequest, reconstruction) -> JobResult:
     return job
 
 
-def _analyse_volume(request: RunRequest, job: JobResult, name: str, micrograph, volume, note: str, started: float,
-                    measured) -> JobResult:
+def _analyse_volume(
+    request: RunRequest,
+    job: JobResult,
+    name: str,
+    micrograph,
+    volume,
+    note: str,
+    started: float,
+    measured,
+) -> JobResult:
     reconstruction = job.reconstruction
     try:
         job.table = volume_run_table(
-            measured[0], measured[1][0], name, run=request.run,
+            measured[0],
+            measured[1][0],
+            name,
+            run=request.run,
             seconds=float(reconstruction.provenance["timings"]["total_seconds"]),
-            final_loss=list(reconstruction.final_loss), partial=reconstruction.partial,
+            final_loss=list(reconstruction.final_loss),
+            partial=reconstruction.partial,
             kind=reconstruction.model.kind,
         )
         job.curves = volume_curves(micrograph, volume, name, note)
@@ -422,7 +456,9 @@ class ReconstructionWidget(QWidget):
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
 
         self.input_combo = _LayerComboBox(self._refresh_layers)
-        self.input_combo.setToolTip("The micrograph: a 2D Image or Labels layer (of a 3D layer, the slice shown now)")
+        self.input_combo.setToolTip(
+            "The micrograph: a 2D Image or Labels layer (of a 3D layer, the slice shown now)"
+        )
         self.input_combo.currentIndexChanged.connect(self._schedule_detection)
         top = QFormLayout()
         top.addRow("Input", self.input_combo)
@@ -430,7 +466,11 @@ class ReconstructionWidget(QWidget):
         self.input_info.setWordWrap(True)  # in the box layout, outside the form: it wraps fully
 
         self.kind_combo = QComboBox()
-        for text, data in (("auto-detect", "auto"), ("phase labels", "labels"), ("grey levels", "grey")):
+        for text, data in (
+            ("auto-detect", "auto"),
+            ("phase labels", "labels"),
+            ("grey levels", "grey"),
+        ):
             self.kind_combo.addItem(text, data)
         self.kind_combo.setToolTip(
             "Phase labels (up to 8 phases; fractions restored exactly, Labels output) or grey "
@@ -457,7 +497,13 @@ class ReconstructionWidget(QWidget):
             "equivalent to the micrograph (an isotropic material); it becomes a 3D layer with "
             "the input's pixel size on every axis. Minutes on a CPU for 64x64x64."
         )
-        self.depth_spin = _spin(0, 4096, 0, "Depth of the volume in voxels; 'as height' makes it as deep as it is high", "as height")
+        self.depth_spin = _spin(
+            0,
+            4096,
+            0,
+            "Depth of the volume in voxels; 'as height' makes it as deep as it is high",
+            "as height",
+        )
         self.depth_spin.setButtonSymbols(QSpinBox.ButtonSymbols.NoButtons)
         self.depth_spin.setAlignment(Qt.AlignmentFlag.AlignRight)
         self.depth_spin.setEnabled(False)
@@ -468,7 +514,9 @@ class ReconstructionWidget(QWidget):
         form.addRow("Output", volume)
         self.volume_check.toggled.connect(self._on_volume_toggled)
 
-        self.samples_spin = _spin(1, 64, 1, "Number of reconstructions (each a new layer; one for a 3D volume)")
+        self.samples_spin = _spin(
+            1, 64, 1, "Number of reconstructions (each a new layer; one for a 3D volume)"
+        )
         form.addRow("Samples", self.samples_spin)
 
         self.preset_combo = QComboBox()
@@ -479,13 +527,19 @@ class ReconstructionWidget(QWidget):
             "conv1_1, pool1, pool2, pool3, pool4 (longer-range features, 3-4x slower per step)."
         )
         self.layers_edit = QLineEdit(", ".join(DEFAULT_LAYERS))
-        self.layers_edit.setToolTip("Layer names, e.g. conv1_1, pool1, pool2 (conv1_1 ... conv5_4, pool1 ... pool5)")
+        self.layers_edit.setToolTip(
+            "Layer names, e.g. conv1_1, pool1, pool2 (conv1_1 ... conv5_4, pool1 ... pool5)"
+        )
         self.preset_combo.currentTextChanged.connect(self._on_preset)
-        self.layers_edit.textEdited.connect(lambda _t: self.preset_combo.setCurrentText(CUSTOM_PRESET))
+        self.layers_edit.textEdited.connect(
+            lambda _t: self.preset_combo.setCurrentText(CUSTOM_PRESET)
+        )
         form.addRow("Layers", self.preset_combo)
         form.addRow("", self.layers_edit)
 
-        self.iterations_spin = _spin(1, 100_000, DEFAULT_ITERATIONS, "Optimizer steps over all resolution levels")
+        self.iterations_spin = _spin(
+            1, 100_000, DEFAULT_ITERATIONS, "Optimizer steps over all resolution levels"
+        )
         form.addRow("Iterations", self.iterations_spin)
 
         self.device_combo = QComboBox()
@@ -493,7 +547,9 @@ class ReconstructionWidget(QWidget):
         self.device_combo.addItem(f"auto ({devices[0]})", "auto")
         for device in devices:
             self.device_combo.addItem(device, device)
-        self.device_combo.setToolTip("Where torch computes: auto picks CUDA, then Apple MPS, then the CPU")
+        self.device_combo.setToolTip(
+            "Where torch computes: auto picks CUDA, then Apple MPS, then the CPU"
+        )
         form.addRow("Device", self.device_combo)
 
         weights = QHBoxLayout()
@@ -513,14 +569,23 @@ class ReconstructionWidget(QWidget):
         weights.addWidget(browse)
         form.addRow("Weights", weights)
 
-        self.seed_spin = _spin(0, 2**31 - 1, 0, "Random seed: the same seed and parameters give the same result")
+        self.seed_spin = _spin(
+            0, 2**31 - 1, 0, "Random seed: the same seed and parameters give the same result"
+        )
         form.addRow("Seed", self.seed_spin)
         self.periodic_check = QCheckBox("tile seamlessly (periodic)")
-        self.periodic_check.setToolTip("Make outputs that tile seamlessly (circular padding in the network)")
+        self.periodic_check.setToolTip(
+            "Make outputs that tile seamlessly (circular padding in the network)"
+        )
         form.addRow("", self.periodic_check)
 
         advanced = QFormLayout()
-        self.levels_spin = _spin(1, 8, DEFAULT_LEVELS, "Coarse-to-fine resolution levels, each twice the size of the one before (1 = full size only)")
+        self.levels_spin = _spin(
+            1,
+            8,
+            DEFAULT_LEVELS,
+            "Coarse-to-fine resolution levels, each twice the size of the one before (1 = full size only)",
+        )
         advanced.addRow("Levels", self.levels_spin)
         self.optimizer_combo = QComboBox()
         self.optimizer_combo.addItems(list(OPTIMIZERS))
@@ -532,10 +597,20 @@ class ReconstructionWidget(QWidget):
         self.lr_spin.setValue(0.1)
         self.lr_spin.setToolTip("Learning rate of adam (lbfgs ignores it)")
         advanced.addRow("Learning rate", self.lr_spin)
-        self.slices_spin = _spin(1, 4096, DEFAULT_SLICES_PER_AXIS, "3D: slices of each axis matched per optimizer step (memory and time grow with it)")
+        self.slices_spin = _spin(
+            1,
+            4096,
+            DEFAULT_SLICES_PER_AXIS,
+            "3D: slices of each axis matched per optimizer step (memory and time grow with it)",
+        )
         self.slices_spin.setEnabled(False)
         advanced.addRow("Slices per step (3D)", self.slices_spin)
-        self.island_spin = _spin(0, 10_000, MAX_ISLAND, "Islands of a phase smaller than this (and than the input's own clusters) join the surrounding phase; 0 keeps all")
+        self.island_spin = _spin(
+            0,
+            10_000,
+            MAX_ISLAND,
+            "Islands of a phase smaller than this (and than the input's own clusters) join the surrounding phase; 0 keeps all",
+        )
         advanced.addRow("Max island (px)", self.island_spin)
         self.preview_spin = QDoubleSpinBox()
         self.preview_spin.setRange(0.0, 60.0)
@@ -543,13 +618,18 @@ class ReconstructionWidget(QWidget):
         self.preview_spin.setValue(0.5)
         self.preview_spin.setSpecialValueText("no preview")
         self.preview_spin.setSuffix(" s")
-        self.preview_spin.setToolTip("Seconds between updates of the live preview layer (0: no preview)")
+        self.preview_spin.setToolTip(
+            "Seconds between updates of the live preview layer (0: no preview)"
+        )
         advanced.addRow("Preview every", self.preview_spin)
         self.threads_spin = _spin(
-            0, os.cpu_count() or 1, 0,
+            0,
+            os.cpu_count() or 1,
+            0,
             "CPU threads torch uses during a run. auto: one core fewer than torch would use, so "
             "that napari stays responsive (on 2 cores this is also faster: torch's threads no "
-            "longer compete with the interface)", "auto",
+            "longer compete with the interface)",
+            "auto",
         )
         advanced.addRow("CPU threads", self.threads_spin)
         self.advanced = QCollapsible("Advanced")
@@ -559,7 +639,9 @@ class ReconstructionWidget(QWidget):
 
         self.keep_partial = QCheckBox("Keep the partial result when stopped")
         self.keep_partial.setChecked(True)
-        self.keep_partial.setToolTip("On Stop, add what was reconstructed so far as layers named '... (partial)'; unchecked: add nothing")
+        self.keep_partial.setToolTip(
+            "On Stop, add what was reconstructed so far as layers named '... (partial)'; unchecked: add nothing"
+        )
         self.run_button = QPushButton("Run")
         self.run_button.setToolTip("Start a reconstruction; while it runs, this button stops it")
         self.run_button.clicked.connect(self._on_run_clicked)
@@ -579,7 +661,9 @@ class ReconstructionWidget(QWidget):
         show_plot.setToolTip("Show the statistics and loss plots")
         show_plot.clicked.connect(self.show_plot)
         self.report_button = QPushButton("Save report…")
-        self.report_button.setToolTip("Write the layers (.tif), the table (CSV), the plots (PNG) and the provenance (JSON) of this session's runs into a folder")
+        self.report_button.setToolTip(
+            "Write the layers (.tif), the table (CSV), the plots (PNG) and the provenance (JSON) of this session's runs into a folder"
+        )
         self.report_button.clicked.connect(self._ask_report)
         self.report_button.setEnabled(False)
         for button in (show_table, show_plot, self.report_button):
@@ -602,10 +686,16 @@ class ReconstructionWidget(QWidget):
         from napari.layers import Image, Labels
 
         current = self.input_layer()
-        self._layers = [layer for layer in self.viewer.layers if isinstance(layer, (Image, Labels)) and layer is not self._preview_layer]
+        self._layers = [
+            layer
+            for layer in self.viewer.layers
+            if isinstance(layer, (Image, Labels)) and layer is not self._preview_layer
+        ]
         if current is None or current not in self._layers:
             active = self.viewer.layers.selection.active
-            current = active if active in self._layers else (self._layers[0] if self._layers else None)
+            current = (
+                active if active in self._layers else (self._layers[0] if self._layers else None)
+            )
         self.input_combo.blockSignals(True)
         self.input_combo.clear()
         self.input_combo.addItems([layer.name for layer in self._layers])
@@ -644,7 +734,9 @@ class ReconstructionWidget(QWidget):
 
         layer = self.input_layer()
         if layer is None:
-            self.input_info.setText("No Image or Labels layer: open an image or File > Open Sample.")
+            self.input_info.setText(
+                "No Image or Labels layer: open an image or File > Open Sample."
+            )
             return
         try:
             plane, note = capture_plane(layer, self.viewer)
@@ -664,7 +756,9 @@ class ReconstructionWidget(QWidget):
         self.input_info.setText(f"{shape}, {plane.dtype}: {what} ({how}). {note}".strip())
 
     def _browse_weights(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "VGG19 weights", "", "Weights (*.pkl *.pt *.pth *.npz);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "VGG19 weights", "", "Weights (*.pkl *.pt *.pth *.npz);;All files (*)"
+        )
         if path:
             self.weights_combo.setCurrentText(path)
 
@@ -677,7 +771,9 @@ class ReconstructionWidget(QWidget):
 
     def _next_numbers(self, base: str, count: int) -> list[int]:
         pattern = re.compile(re.escape(base) + r" reconstruction (\d+)")
-        used = {int(m.group(1)) for layer in self.viewer.layers if (m := pattern.match(layer.name))}
+        used = {
+            int(m.group(1)) for layer in self.viewer.layers if (m := pattern.match(layer.name))
+        }
         used |= self._reserved.setdefault(base, set())
         start = max(used, default=0) + 1
         numbers = list(range(start, start + count))
@@ -689,10 +785,16 @@ class ReconstructionWidget(QWidget):
         self.depth_spin.setEnabled(volume)
         self.slices_spin.setEnabled(volume)
         self.samples_spin.setEnabled(not volume)
-        defaults = [(DEFAULT_ITERATIONS, VOLUME_ITERATIONS), ("lbfgs", VOLUME_OPTIMIZER), (0.1, VOLUME_LEARNING_RATE)]
-        widgets = [(self.iterations_spin.value, self.iterations_spin.setValue),
-                   (self.optimizer_combo.currentText, self.optimizer_combo.setCurrentText),
-                   (self.lr_spin.value, self.lr_spin.setValue)]
+        defaults = [
+            (DEFAULT_ITERATIONS, VOLUME_ITERATIONS),
+            ("lbfgs", VOLUME_OPTIMIZER),
+            (0.1, VOLUME_LEARNING_RATE),
+        ]
+        widgets = [
+            (self.iterations_spin.value, self.iterations_spin.setValue),
+            (self.optimizer_combo.currentText, self.optimizer_combo.setCurrentText),
+            (self.lr_spin.value, self.lr_spin.setValue),
+        ]
         for (get, set_), pair in zip(widgets, defaults):
             old, new = pair if volume else pair[::-1]
             if get() == old:
@@ -732,7 +834,11 @@ class ReconstructionWidget(QWidget):
         height, width = options.pop("size")
         if (height == 0) != (width == 0):
             raise InputError("Give both output height and width, or leave both at 'input'.")
-        volume, depth, slices = options.pop("volume"), options.pop("depth"), options.pop("slices_per_axis")
+        volume, depth, slices = (
+            options.pop("volume"),
+            options.pop("depth"),
+            options.pop("slices_per_axis"),
+        )
         if volume:
             options.pop("samples")
             plane = (height, width) if height else image.shape
@@ -748,16 +854,30 @@ class ReconstructionWidget(QWidget):
         }
         output_kwargs = _volume_kwargs(layer_kwargs) if volume else layer_kwargs
         image_kwargs = {}
-        if model.kind == "grey" and hasattr(layer, "contrast_limits") and not getattr(layer, "rgb", False):
-            image_kwargs = {"colormap": layer.colormap.name, "contrast_limits": tuple(layer.contrast_limits)}
+        if (
+            model.kind == "grey"
+            and hasattr(layer, "contrast_limits")
+            and not getattr(layer, "rgb", False)
+        ):
+            image_kwargs = {
+                "colormap": layer.colormap.name,
+                "contrast_limits": tuple(layer.contrast_limits),
+            }
         self._run_counter += 1
         return RunRequest(
-            image=image, input_name=layer.name, kind=model.kind,
+            image=image,
+            input_name=layer.name,
+            kind=model.kind,
             output_names=tuple(f"{layer.name} reconstruction {n}" for n in numbers),
             numbers=tuple(numbers),
-            partial_suffix=" (partial)", layer_kwargs=layer_kwargs, volume=volume,
-            output_kwargs=output_kwargs, image_kwargs=image_kwargs,
-            note=note, options=options, run=self._run_counter,
+            partial_suffix=" (partial)",
+            layer_kwargs=layer_kwargs,
+            volume=volume,
+            output_kwargs=output_kwargs,
+            image_kwargs=image_kwargs,
+            note=note,
+            options=options,
+            run=self._run_counter,
             torch_threads=self.threads_spin.value(),
             source_file=str(layer.source.path) if layer.source.path else None,
         )
@@ -771,7 +891,9 @@ class ReconstructionWidget(QWidget):
             return None
         layer = self.input_layer()
         if layer is None:
-            show_error("Choose an input: an Image or Labels layer (File > Open Sample has micrographs).")
+            show_error(
+                "Choose an input: an Image or Labels layer (File > Open Sample has micrographs)."
+            )
             return None
         try:
             request = self._capture(layer)
@@ -783,11 +905,17 @@ class ReconstructionWidget(QWidget):
         self._last_progress = None
         self._set_running(True)
         self._dock_results()
-        self.status.setText(f"Loading the network for {request.input_name}… {request.note}".strip())
+        self.status.setText(
+            f"Loading the network for {request.input_name}… {request.note}".strip()
+        )
         self.plot.start_loss(f"loss per optimizer step, run {request.run}")
         return self.runner.start(
-            reconstruction_job, request, yielded=self._on_yielded, returned=self._on_returned,
-            failed=self._on_failed, finished=self._on_finished,
+            reconstruction_job,
+            request,
+            yielded=self._on_yielded,
+            returned=self._on_returned,
+            failed=self._on_failed,
+            finished=self._on_finished,
         )
 
     def stop(self) -> None:
@@ -797,7 +925,9 @@ class ReconstructionWidget(QWidget):
             return
         keep = self.keep_partial.isChecked()
         self.runner.stop(STOP if keep else DISCARD)
-        self.status.setText("Stopping after the current step" + (" (keeping the partial result)…" if keep else "…"))
+        self.status.setText(
+            "Stopping after the current step" + (" (keeping the partial result)…" if keep else "…")
+        )
 
     def _set_running(self, running: bool) -> None:
         """Set the progress bar for a run that starts (busy until its first step) or has ended,
@@ -821,7 +951,10 @@ class ReconstructionWidget(QWidget):
                 # napari needs about 0.1 s to add a layer and paint it: that waits until the
                 # event loop has had a turn after this message's repaints (Qt runs the slots,
                 # zero timers and repaints that are due together in one turn).
-                QTimer.singleShot(NEW_LAYER_DELAY_MS, partial(self._show_first_preview, self._request, message.preview))
+                QTimer.singleShot(
+                    NEW_LAYER_DELAY_MS,
+                    partial(self._show_first_preview, self._request, message.preview),
+                )
                 return
             self._show_preview(message.preview)
         # QProgressBar.setValue repaints at once (a window repaint, costly with software
@@ -850,16 +983,24 @@ class ReconstructionWidget(QWidget):
         size = (request.options["size"] or request.image.shape)[-2:]  # a volume shows a plane
         factor = np.asarray(size, dtype=float) / np.asarray(preview.shape, dtype=float)
         scale = np.asarray(request.layer_kwargs["scale"], dtype=float)
-        translate = np.asarray(request.layer_kwargs["translate"], dtype=float) + (factor - 1) / 2 * scale
+        translate = (
+            np.asarray(request.layer_kwargs["translate"], dtype=float) + (factor - 1) / 2 * scale
+        )
         data, layer_type = _layer_data(preview, request.kind)
         layer = self._preview_layer
-        if layer is not None and (layer not in self.viewer.layers or not _is_type(layer, layer_type)):
+        if layer is not None and (
+            layer not in self.viewer.layers or not _is_type(layer, layer_type)
+        ):
             layer = None
         if layer is None:
-            kwargs = dict(name=f"{request.input_name} reconstruction preview", scale=scale * factor,
-                          translate=translate, units=request.layer_kwargs["units"],
-                          axis_labels=request.layer_kwargs["axis_labels"],
-                          metadata={"preview_of": request.input_name})
+            kwargs = dict(
+                name=f"{request.input_name} reconstruction preview",
+                scale=scale * factor,
+                translate=translate,
+                units=request.layer_kwargs["units"],
+                axis_labels=request.layer_kwargs["axis_labels"],
+                metadata={"preview_of": request.input_name},
+            )
             if layer_type == "labels":
                 layer = self.viewer.add_labels(data, **kwargs)
             else:
@@ -911,12 +1052,21 @@ class ReconstructionWidget(QWidget):
         suffix = request.partial_suffix if result.partial else ""
         names = [f"{n}{suffix}" for n in request.output_names]
         provenance = {
-            **result.provenance, "input_layer": request.input_name, "input_note": request.note,
-            "run": request.run, "output_layers": names, "package_version": __version__,
+            **result.provenance,
+            "input_layer": request.input_name,
+            "input_note": request.note,
+            "run": request.run,
+            "output_layers": names,
+            "package_version": __version__,
             "analysis_seconds": job.analysis_seconds,
         }
-        record = {"request": request, "layers": [], "images": result.images, "provenance": provenance,
-                  "partial": result.partial}
+        record = {
+            "request": request,
+            "layers": [],
+            "images": result.images,
+            "provenance": provenance,
+            "partial": result.partial,
+        }
         self.runs.append(record)
         stages = [
             partial(self._add_output, record, index, name, image)
@@ -924,14 +1074,18 @@ class ReconstructionWidget(QWidget):
         ]
         if job.table is not None:
             stages.append(partial(self.table.add_rows, job.table))
-        title = f"loss per optimizer step, run {request.run}" + (" (stopped)" if result.partial else "")
+        title = f"loss per optimizer step, run {request.run}" + (
+            " (stopped)" if result.partial else ""
+        )
         stages.append(partial(self.plot.set_loss, result.loss_history, title))
         stages.append(partial(self.plot.set_curves, job.curves))
         what = "Stopped early: kept" if result.partial else "Done:"
         seconds = provenance["timings"]["total_seconds"]
         shape = "x".join(map(str, result.images[0].shape))
         hint = " Shown in 3D (the viewer's 2D/3D button switches back)." if request.volume else ""
-        self.status.setText(f"{what} {', '.join(names)} ({shape}; {seconds:.1f} s, {provenance['steps']} steps).{hint}")
+        self.status.setText(
+            f"{what} {', '.join(names)} ({shape}; {seconds:.1f} s, {provenance['steps']} steps).{hint}"
+        )
         self.report_button.setEnabled(True)
         self._queue(*stages)
 
@@ -941,10 +1095,21 @@ class ReconstructionWidget(QWidget):
         layer."""
         request = record["request"]
         data, layer_type = _layer_data(image, request.kind)
-        metadata = {"provenance": record["provenance"], "source_layer": request.input_name,
-                    "sample_index": index, "partial": record["partial"]}
-        layer, self._preview_layer = (self._preview_layer, None) if index == 0 else (None, self._preview_layer)
-        if layer is not None and layer in self.viewer.layers and _is_type(layer, layer_type) and layer.ndim == data.ndim:
+        metadata = {
+            "provenance": record["provenance"],
+            "source_layer": request.input_name,
+            "sample_index": index,
+            "partial": record["partial"],
+        }
+        layer, self._preview_layer = (
+            (self._preview_layer, None) if index == 0 else (None, self._preview_layer)
+        )
+        if (
+            layer is not None
+            and layer in self.viewer.layers
+            and _is_type(layer, layer_type)
+            and layer.ndim == data.ndim
+        ):
             layer.metadata = metadata
             layer.name = name
             layer.data = data
@@ -993,7 +1158,9 @@ class ReconstructionWidget(QWidget):
         if progress is not None:
             self.progress.setRange(0, progress.total)
             self.progress.setValue(progress.iteration)
-            self.progress.setFormat(f"step {progress.iteration}/{progress.total} · loss {progress.loss:.3g}")
+            self.progress.setFormat(
+                f"step {progress.iteration}/{progress.total} · loss {progress.loss:.3g}"
+            )
         self.run_finished.emit()
 
     # ------------------------------------------------------------------------------ results
@@ -1041,7 +1208,9 @@ class ReconstructionWidget(QWidget):
             request = record["request"]
             prefix = f"run{request.run}_"
             images[folder / f"{prefix}input_{_safe_name(request.input_name)}.tif"] = (
-                request.image, {"layer": request.input_name, "note": request.note})
+                request.image,
+                {"layer": request.input_name, "note": request.note},
+            )
             for name, image in zip(record["provenance"]["output_layers"], record["images"]):
                 metadata = {"layer": name, "provenance": record["provenance"]}
                 images[folder / f"{prefix}{_safe_name(name)}.tif"] = (image, metadata)
@@ -1050,10 +1219,19 @@ class ReconstructionWidget(QWidget):
         paths = [*images, table, *plots, provenance]
         existing = [path for path in paths if path.exists()]
         if existing:
-            show_error(f"{existing[0]} exists already: choose an empty folder (nothing was written).")
+            show_error(
+                f"{existing[0]} exists already: choose an empty folder (nothing was written)."
+            )
             return []
-        runs = [{"run": r["request"].run, "input_layer": r["request"].input_name,
-                 "partial": r["partial"], "provenance": r["provenance"]} for r in self.runs]
+        runs = [
+            {
+                "run": r["request"].run,
+                "input_layer": r["request"].input_name,
+                "partial": r["partial"],
+                "provenance": r["provenance"],
+            }
+            for r in self.runs
+        ]
         sources = [r["request"].source_file for r in self.runs if r["request"].source_file]
         try:
             with io.atomic_outputs(paths, inputs=[*layer_files(self.viewer), *sources]) as staged:
