@@ -6,6 +6,7 @@ the command line writes too.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from ._layers import layer_files
 
 __all__ = ["ResultsTable"]
 
@@ -39,8 +42,9 @@ class ResultsTable(QWidget):
     false_text = "no"
     default_file = "reconstruction_results.csv"
 
-    def __init__(self, parent: QWidget | None = None, clearable: bool = True) -> None:
+    def __init__(self, viewer=None, parent: QWidget | None = None, clearable: bool = True) -> None:
         super().__init__(parent)
+        self._viewer = viewer
         import pandas as pd
 
         self.frame = pd.DataFrame()
@@ -117,14 +121,22 @@ class ResultsTable(QWidget):
                 self.table.setItem(i, j, item)
         self.save_button.setEnabled(not frame.empty)
 
-    def save_csv(self, path: str | Path) -> Path:
-        """Write the whole table to ``path`` (CSV, full precision) and return the path."""
+    def save_csv(self, path: str | os.PathLike, overwrite: bool = True) -> Path:
+        """Write the whole table to ``path`` (CSV, full precision), all or nothing, and return
+        the path; never a file a layer of the viewer was read from. ``overwrite`` replaces an
+        existing file (the file dialog has asked)."""
+        from .. import io
+
         path = Path(path)
-        self.frame.to_csv(path, index=False)
+        inputs = layer_files(self._viewer) if self._viewer is not None else []
+        with io.atomic_outputs([path], overwrite=overwrite, inputs=inputs) as staged:
+            self.frame.to_csv(staged[path], index=False)
         return path
 
     def _ask_and_save(self) -> None:
         from napari.utils.notifications import show_error, show_info
+
+        from ..core.errors import MicrostructureError
 
         path, _ = QFileDialog.getSaveFileName(
             self, "Save the table", self.default_file, "CSV (*.csv)"
@@ -133,5 +145,5 @@ class ResultsTable(QWidget):
             return
         try:
             show_info(f"Wrote {self.save_csv(path)}")
-        except OSError as error:
-            show_error(f"Could not write {path}: {error}")
+        except (OSError, MicrostructureError) as error:
+            show_error(f"Could not write {path} (nothing was written): {error}")

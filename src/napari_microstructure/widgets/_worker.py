@@ -1,4 +1,4 @@
-"""The plumbing every dock widget shares: its jobs in worker threads, and all-or-nothing saves.
+"""The plumbing every dock widget shares: its jobs in worker threads.
 
 A job is a generator function of the core's kind (progress messages out, commands such as
 ``"stop"`` in, a result returned) or a plain function. :class:`JobRunner` runs a widget's jobs
@@ -14,8 +14,7 @@ in napari thread workers and owns them:
   of the widget is told to quit and waited for: no thread outlives its widget.
 
 :func:`worker_settings` are the settings of a worker thread during a job (torch threads, a lower
-priority than the interface). :class:`SavedTable` is the results table whose "Save as CSV" writes
-all or nothing and never replaces a file that a layer was read from (:func:`layer_files`).
+priority than the interface).
 """
 
 from __future__ import annotations
@@ -27,24 +26,20 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 from napari.qt.threading import GeneratorWorker, create_worker
-from napari.utils.notifications import notification_manager, show_error, show_info
+from napari.utils.notifications import notification_manager, show_error
 from qtpy.QtCore import QEvent, QObject, QThreadPool
-from qtpy.QtWidgets import QFileDialog, QPushButton, QWidget
+from qtpy.QtWidgets import QPushButton, QWidget
 
 from ..core.errors import MicrostructureError
 from ..core.steps import STOP
-from ._table import ResultsTable
 
 __all__ = [
     "USER_ERRORS",
     "JobRunner",
-    "SavedTable",
     "auto_threads",
     "avoid_triton_llvm_crash",
-    "layer_files",
     "set_thread_niceness",
     "worker_settings",
 ]
@@ -234,8 +229,8 @@ class JobRunner:
 
     ``button`` (optional) is the widget's Run button: :meth:`start` of a main job turns it into
     Stop, :meth:`stop` into a disabled "Stopping…", and the end of the job back into what it
-    said before. The widget connects the button's ``clicked`` to its own Run and calls
-    :meth:`stop` when :attr:`running`. The runner closes itself (:meth:`close`) when the
+    said before; :meth:`bind` makes a click call the widget's run, or its stop while a job
+    runs. The runner closes itself (:meth:`close`) when the
     ``owner`` widget is taken out of its dock or destroyed; it keeps no reference to the owner.
     """
 
@@ -250,6 +245,10 @@ class JobRunner:
         close = partial(_close_runner, self)
         owner.destroyed.connect(close)
         owner.installEventFilter(_RemovalWatcher(owner, close))
+
+    def bind(self, run, stop) -> None:
+        """Make a click on the button call ``run()``, or ``stop()`` while a main job runs."""
+        self.button.clicked.connect(lambda: stop() if self.running else run())
 
     @property
     def worker(self) -> GeneratorWorker | None:
@@ -332,44 +331,3 @@ class JobRunner:
         if self.button is not None:
             self.button.setText(text)
             self.button.setEnabled(enabled)
-
-
-# ------------------------------------------------------------------------------------------
-# all-or-nothing saving
-# ------------------------------------------------------------------------------------------
-
-
-def layer_files(viewer) -> list[str]:
-    """The files the viewer's layers were read from: no Save button may replace one of them."""
-    return [str(layer.source.path) for layer in viewer.layers if layer.source.path]
-
-
-class SavedTable(ResultsTable):
-    """A results table whose "Save as CSV" writes all or nothing (:func:`io.atomic_outputs`)
-    and never replaces a file that a layer of ``viewer`` was read from."""
-
-    def __init__(self, viewer, parent: QWidget | None = None, clearable: bool = True) -> None:
-        super().__init__(parent, clearable=clearable)
-        self._viewer = viewer
-
-    def save_csv(self, path: str | os.PathLike, overwrite: bool = True) -> Path:
-        """Write the whole table to ``path`` (CSV, full precision) and return the path;
-        ``overwrite`` replaces an existing file (the file dialog has asked)."""
-        from .. import io
-
-        path = Path(path)
-        inputs = layer_files(self._viewer)
-        with io.atomic_outputs([path], overwrite=overwrite, inputs=inputs) as staged:
-            self.frame.to_csv(staged[path], index=False)
-        return path
-
-    def _ask_and_save(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Save the table", self.default_file, "CSV (*.csv)"
-        )
-        if not path:
-            return
-        try:
-            show_info(f"Wrote {self.save_csv(path)}")
-        except (OSError, MicrostructureError) as error:
-            show_error(f"Could not write {path} (nothing was written): {error}")

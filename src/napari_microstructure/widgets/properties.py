@@ -49,7 +49,9 @@ from qtpy.QtWidgets import (
 from ..core.errors import InputError, MicrostructureError
 from ..core.properties import TrainProgress
 from ..core.steps import STOP, describe, relay, timing
-from ._worker import JobRunner, SavedTable, layer_files, worker_settings
+from ._layers import layer_files
+from ._table import ResultsTable
+from ._worker import JobRunner, worker_settings
 
 if TYPE_CHECKING:
     import napari
@@ -309,10 +311,11 @@ class PropertyWidget(QWidget):
         self.dataset = None  # the last dataset built here
         self.predict_worker = None
         self.plot = PropertyPlot()
-        self.table = SavedTable(napari_viewer)
+        self.table = ResultsTable(napari_viewer)
         self._docked = False
         self._build()
         self.runner = JobRunner(self, self.train_button)
+        self.runner.bind(self.train, self.stop)
         self._refresh_layers()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self._refresh_layers)
@@ -430,7 +433,6 @@ class PropertyWidget(QWidget):
         self.train_button.setToolTip(
             "Train a model with cross-validation; while it runs, this button stops it"
         )
-        self.train_button.clicked.connect(self._on_train_clicked)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setFormat("idle")
@@ -726,12 +728,6 @@ class PropertyWidget(QWidget):
     def worker(self):
         """The worker of the running training, or None."""
         return self.runner.worker
-
-    def _on_train_clicked(self) -> None:
-        if self.runner.running:
-            self.stop()
-        else:
-            self.train()
 
     def train(self):
         """Start training with the current choices; return the worker (None if refused)."""

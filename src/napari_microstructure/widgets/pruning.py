@@ -50,8 +50,10 @@ from qtpy.QtWidgets import (
 
 from ..core.errors import InputError, MicrostructureError
 from ..core.steps import STOP, describe, relay
+from ._layers import layer_files
 from ._plot import theme_colours
-from ._worker import JobRunner, SavedTable, avoid_triton_llvm_crash, layer_files
+from ._table import ResultsTable
+from ._worker import JobRunner, avoid_triton_llvm_crash
 
 if TYPE_CHECKING:
     import napari
@@ -118,7 +120,7 @@ def pruning_job(request: PruningRequest):
 # ------------------------------------------------------------------------------------------
 
 
-class PruningTable(SavedTable):
+class PruningTable(ResultsTable):
     """Docked table of the study: one row per finished configuration, the recommended one in
     bold; "Save as CSV" writes every column (the view shows the main ones)."""
 
@@ -209,6 +211,7 @@ class PruningWidget(QWidget):
         self.plot = PruningPlot(napari_viewer)
         self._build()
         self.runner = JobRunner(self, self.run_button)
+        self.runner.bind(self.run, self.stop)
         layers = self.viewer.layers
         layers.events.inserted.connect(self._refresh_layers)
         layers.events.removed.connect(self._refresh_layers)
@@ -304,7 +307,6 @@ class PruningWidget(QWidget):
             "Start the study; while it runs, this button stops it after the current optimizer "
             "step (the finished configurations are kept)"
         )
-        self.run_button.clicked.connect(self._on_run_clicked)
         self.save_button = QPushButton("Save profile…")
         self.save_button.setToolTip("Write the pruning profile (JSON)")
         self.save_button.clicked.connect(self._ask_save_profile)
@@ -460,12 +462,6 @@ class PruningWidget(QWidget):
     def worker(self):
         """The worker of the running study, or None."""
         return self.runner.worker
-
-    def _on_run_clicked(self) -> None:
-        if self.runner.running:
-            self.stop()
-        else:
-            self.run()
 
     def run(self):
         """Start a study of the selected layers with the current parameters; return the worker

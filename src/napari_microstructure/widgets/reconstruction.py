@@ -60,8 +60,10 @@ from ..core.volume import DEFAULT_LEARNING_RATE as VOLUME_LEARNING_RATE
 from ..core.volume import DEFAULT_OPTIMIZER as VOLUME_OPTIMIZER
 from ..core.volume import DEFAULT_SLICES_PER_AXIS
 from ..report import run_table, volume_run_table
+from ._layers import layer_files
 from ._plot import Curves, ResultsPlot, statistics_curves, volume_curves
-from ._worker import JobRunner, SavedTable, avoid_triton_llvm_crash, layer_files, worker_settings
+from ._table import ResultsTable
+from ._worker import JobRunner, avoid_triton_llvm_crash, worker_settings
 
 if TYPE_CHECKING:
     import napari
@@ -388,7 +390,7 @@ class ReconstructionWidget(QWidget):
 
     Public attributes used by tests and scripts: ``input_combo``, ``run_button``,
     ``keep_partial``, ``progress``, ``runner`` (the :class:`JobRunner` of its workers),
-    ``worker`` (the running worker or None), ``table`` (:class:`SavedTable`), ``plot``
+    ``worker`` (the running worker or None), ``table`` (:class:`ResultsTable`), ``plot``
     (:class:`ResultsPlot`), ``runs`` (one dict per finished run); methods :meth:`run`,
     :meth:`stop`, :meth:`save_report`, :meth:`set_layers`; the signal ``run_finished``, emitted
     on the main thread when a run has ended (finished, stopped or failed) and the widget is
@@ -410,12 +412,13 @@ class ReconstructionWidget(QWidget):
         self._docked = False
         self._reserved: dict[str, set[int]] = {}
         self._layers: list = []
-        self.table = SavedTable(napari_viewer)
+        self.table = ResultsTable(napari_viewer)
         self.plot = ResultsPlot(napari_viewer)
         self.table.clear_button.clicked.connect(self._forget_runs)
 
         self._build()
         self.runner = JobRunner(self, self.run_button)
+        self.runner.bind(self.run, self.stop)
         self._detect_timer = QTimer(self)
         self._detect_timer.setSingleShot(True)
         self._detect_timer.setInterval(150)
@@ -644,7 +647,6 @@ class ReconstructionWidget(QWidget):
         )
         self.run_button = QPushButton("Run")
         self.run_button.setToolTip("Start a reconstruction; while it runs, this button stops it")
-        self.run_button.clicked.connect(self._on_run_clicked)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -763,12 +765,6 @@ class ReconstructionWidget(QWidget):
             self.weights_combo.setCurrentText(path)
 
     # ------------------------------------------------------------------------------ run
-    def _on_run_clicked(self) -> None:
-        if self.runner.running:
-            self.stop()
-        else:
-            self.run()
-
     def _next_numbers(self, base: str, count: int) -> list[int]:
         pattern = re.compile(re.escape(base) + r" reconstruction (\d+)")
         used = {
