@@ -150,13 +150,13 @@ def test_detection_is_shown_and_a_3d_layer_offers_its_current_slice(viewer, qtbo
     layer = viewer.add_labels(volume, name="stack")
     widget = _widget(viewer)
     viewer.dims.set_current_step(0, 1)
-    qtbot.waitUntil(lambda: "slice" in widget.input_info.text(), timeout=3000)
+    qtbot.waitUntil(lambda: "slice" in widget.input_info.text(), timeout=RUN_TIMEOUT_MS)
     assert "2 phases" in widget.input_info.text()
     plane, note = capture_plane(layer, viewer)
     np.testing.assert_array_equal(plane, 1 - base)
     assert "axis 0 = 1 of 3" in note
     widget.kind_combo.setCurrentIndex(widget.kind_combo.findData("grey"))
-    qtbot.waitUntil(lambda: "grey levels" in widget.input_info.text(), timeout=3000)
+    qtbot.waitUntil(lambda: "grey levels" in widget.input_info.text(), timeout=RUN_TIMEOUT_MS)
 
 
 @pytest.mark.weights
@@ -303,7 +303,9 @@ def test_stop_mid_run_keeps_a_partial_result_and_the_widget_usable(viewer, alloy
         )
         widget.stop()
     assert _names(viewer) == [INPUT, name]
-    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=10_000)
+    qtbot.waitUntil(
+        lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=RUN_TIMEOUT_MS
+    )
 
     # and a full run still works
     widget.iterations_spin.setValue(10)
@@ -324,7 +326,7 @@ def test_bad_input_gives_a_notification_and_no_layer(viewer, qtbot, errors) -> N
     assert widget.run() is None  # refused before any thread starts
     assert "constant" in messages[-1]
     qtbot.waitUntil(
-        lambda: "constant" in widget.input_info.text(), timeout=3000
+        lambda: "constant" in widget.input_info.text(), timeout=RUN_TIMEOUT_MS
     )  # shown before Run too
     assert _names(viewer) == ["constant"] and widget.worker is None
 
@@ -355,7 +357,9 @@ def test_two_runs_in_a_row(viewer, alloy, qtbot) -> None:
     assert not np.array_equal(first, second)  # another seed, another microstructure
     assert list(widget.table.frame["run"].unique()) == [1, 2]
     assert len(widget.runs) == 2
-    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=10_000)
+    qtbot.waitUntil(
+        lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=RUN_TIMEOUT_MS
+    )
 
 
 @pytest.mark.weights
