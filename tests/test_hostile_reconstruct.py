@@ -232,16 +232,22 @@ RECONSTRUCT_CLI = [
 ]
 
 
-@pytest.mark.parametrize("build, phrase", RECONSTRUCT_CLI)
-def test_reconstruct_command_refuses_before_the_work(tmp_path, capsys, monkeypatch, build, phrase):
+def command_refused(command, build, phrase, tmp_path, capsys, monkeypatch, after=()) -> str:
+    """Run ``command`` + the case's arguments (+ ``after``); assert exit 2 with ``phrase``."""
     arguments = build(tmp_path, monkeypatch)
     if "--out" not in arguments:
         arguments += ["--out", str(tmp_path / "out")]
     try:
-        code, error = run_cli(["reconstruct", *FAST, *arguments], tmp_path, capsys)
+        code, error = run_cli([*command, *arguments, *after], tmp_path, capsys)
     finally:
         restore_permissions(tmp_path)
     assert code == 2 and phrase in error, error
+    return error
+
+
+@pytest.mark.parametrize("build, phrase", RECONSTRUCT_CLI)
+def test_reconstruct_command_refuses_before_the_work(tmp_path, capsys, monkeypatch, build, phrase):
+    error = command_refused(["reconstruct", *FAST], build, phrase, tmp_path, capsys, monkeypatch)
     assert error.startswith("napari-microstructure: error: ") and "Traceback" not in error
 
 
@@ -333,16 +339,9 @@ VOLUME_CLI = [
 
 @pytest.mark.parametrize("build, phrase", VOLUME_CLI)
 def test_volume_command_refuses_before_the_work(tmp_path, capsys, monkeypatch, build, phrase):
-    arguments = build(tmp_path, monkeypatch)
-    if "--out" not in arguments:
-        arguments += ["--out", str(tmp_path / "out")]
-    try:
-        code, error = run_cli(
-            ["reconstruct", *VOLUME_FAST, *arguments, "--3d", "16"], tmp_path, capsys
-        )
-    finally:
-        restore_permissions(tmp_path)
-    assert code == 2 and phrase in error, error
+    command = ["reconstruct", *VOLUME_FAST]
+    after = ["--3d", "16"]
+    error = command_refused(command, build, phrase, tmp_path, capsys, monkeypatch, after)
     assert "Traceback" not in error
 
 
@@ -444,14 +443,7 @@ PRUNE_CLI = [
 
 @pytest.mark.parametrize("build, phrase", PRUNE_CLI)
 def test_prune_command_refuses_before_the_work(tmp_path, capsys, monkeypatch, build, phrase):
-    arguments = build(tmp_path, monkeypatch)
-    if "--out" not in arguments:
-        arguments += ["--out", str(tmp_path / "out")]
-    try:
-        code, error = run_cli(["prune", *PRUNE_FAST, *arguments], tmp_path, capsys)
-    finally:
-        restore_permissions(tmp_path)
-    assert code == 2 and phrase in error, error
+    error = command_refused(["prune", *PRUNE_FAST], build, phrase, tmp_path, capsys, monkeypatch)
     assert "Traceback" not in error
 
 
