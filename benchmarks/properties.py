@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_microstructure import report
 from napari_microstructure.core import datasets, properties
 
 LI2018 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "li2018"
@@ -363,7 +364,7 @@ def main(argv=None) -> int:
     figure.savefig(out / "learning_curves.png", dpi=150)
 
     figure = Figure(figsize=(5, 5), layout="constrained")
-    properties.plot_parity(
+    report.plot_parity(
         targets[train_index], out_of_fold, title="D_eff along x", label="5-fold CV", figure=figure
     )
     axes = figure.axes[0]

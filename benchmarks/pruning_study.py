@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_microstructure import report
 from napari_microstructure.core import pruning
 
 LI2018 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "li2018"
@@ -136,7 +137,7 @@ def main() -> None:
             out.mkdir(parents=True, exist_ok=True)
             profile.save(out / f"{name}_pruning.json", overwrite=True)
             table.to_csv(out / f"{name}_pruning.csv", index=False)
-            pruning.save_plots(profile, out / f"{name}_pruning.png")
+            report.save_plots(profile, out / f"{name}_pruning.png")
     print(
         f"\ntotal run time {time.perf_counter() - started:.0f} s; load average at end: {load_average()}"
     )

@@ -523,7 +523,7 @@ TRANSPORT_API_CASES = {
     ),
     "an axis that is no axis": (
         lambda w: transport_labels(w.images["img"], axes=[0.5]),
-        "neither a name",
+        "Unknown axis 0.5: give a name",
     ),
     "no axis": (
         lambda w: transport_labels(w.images["img"], axes=[]),

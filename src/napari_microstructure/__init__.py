@@ -19,6 +19,11 @@ __version__ = "0.1.0"
 _API = {
     "reconstruct": "napari_microstructure.core.decoder",
     "reconstruct_steps": "napari_microstructure.core.decoder",
+    "ReconstructionOptions": "napari_microstructure.core.decoder",
+    "VolumeOptions": "napari_microstructure.core.volume",
+    "StudyOptions": "napari_microstructure.core.pruning",
+    "DatasetOptions": "napari_microstructure.core.datasets",
+    "TrainOptions": "napari_microstructure.core.properties",
     "run_to_end": "napari_microstructure.core.steps",
     "STOP": "napari_microstructure.core.steps",
     "Reconstruction": "napari_microstructure.core.decoder",

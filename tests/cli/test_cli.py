@@ -163,6 +163,28 @@ def test_a_small_output_gets_metrics_on_the_radii_it_allows(tmp_path):
     assert tifffile.imread(out / "alloy_reconstruction_1.tif").shape == (16, 16)
 
 
+def test_the_metrics_have_transport_checks_unless_turned_off(tmp_path, capsys):
+    pytest.importorskip("taufactor")
+    from napari_microstructure.core.physics import transport
+
+    alloy = load_sample("alloy_64")
+    source = tmp_path / "alloy.npy"
+    np.save(source, alloy)
+    command = ["reconstruct", str(source), *FAST]
+    assert main([*command, "--out", str(tmp_path / "on")]) == 0
+    assert "transport checks:" in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "on" / "alloy_metrics.csv", keep_default_na=False)
+    original = table.iloc[0]
+    assert original["spans[0]"] == "y x"  # the boundary network spans the micrograph
+    assert float(original["D_eff[0] x"]) == pytest.approx(transport(alloy, 0, 1).d_eff)
+    assert {"D_eff[0] y rel diff", "clusters/Mpx[0]", "transport (s)"} <= set(table.columns)
+    assert main([*command, "--out", str(tmp_path / "off"), "--no-transport-check"]) == 0
+    assert "transport checks:" not in capsys.readouterr().out
+    off = pd.read_csv(tmp_path / "off" / "alloy_metrics.csv", keep_default_na=False)
+    assert not {"spans[0]", "D_eff[0] x", "transport (s)"} & set(off.columns)
+    assert list(off.columns) == [c for c in table.columns if c in off.columns]
+
+
 def test_overwrite_with_fewer_samples_leaves_no_earlier_sample(tmp_path):
     source = tmp_path / "alloy.npy"
     np.save(source, load_sample("alloy_64"))

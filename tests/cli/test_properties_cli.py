@@ -274,6 +274,10 @@ def test_predictions_outside_the_training_data_are_flagged(tmp_path, capsys):
     ],
 )
 def test_the_property_commands_use_the_best_device_by_default(task, arguments):
+    from napari_microstructure import DatasetOptions, TrainOptions
     from napari_microstructure.cli import build_parser
+    from napari_microstructure.cli._common import options_from
 
-    assert build_parser().parse_args(["properties", task, *arguments]).device == "auto"
+    args = build_parser().parse_args(["properties", task, *arguments])
+    options = DatasetOptions if task in ("label", "build") else TrainOptions
+    assert options_from(args, options).device == "auto"

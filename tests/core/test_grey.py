@@ -9,9 +9,9 @@ import pytest
 import tifffile
 
 from napari_microstructure import load_sample, report
-from napari_microstructure._generated_samples import grey_field
 from napari_microstructure.cli import main
 from napari_microstructure.core import metrics as m
+from napari_microstructure.core.synthetic import grey_field
 
 # plumbing runs: random weights, few steps (the behaviour tested does not depend on the network)
 FAST = ["--iterations", "3", "--levels", "1", "--weights", "random", "--device", "cpu", "--quiet"]
@@ -135,7 +135,14 @@ def test_run_table_of_phase_labels_keeps_its_columns_and_numbers_float_labels():
     original = load_sample("alloy_64")
     image = np.roll(original, 5, axis=0)
     table = report.run_table(
-        original, [image], ["r"], run=1, seconds=2.0, final_loss=[0.5], partial=True
+        original,
+        [image],
+        ["r"],
+        run=1,
+        seconds=2.0,
+        final_loss=[0.5],
+        partial=True,
+        transport=False,
     )
     assert list(table.columns) == [
         "run",
@@ -154,7 +161,14 @@ def test_run_table_of_phase_labels_keeps_its_columns_and_numbers_float_labels():
     assert table.loc[2, "e_S2"] == pytest.approx(m.e_s2(original, image))
     halves = original * 0.5  # float labels 0 and 0.5: numbered 0 and 1
     numbered = report.run_table(
-        halves, [image * 0.5], ["r"], run=1, seconds=2.0, final_loss=[0.5], partial=True
+        halves,
+        [image * 0.5],
+        ["r"],
+        run=1,
+        seconds=2.0,
+        final_loss=[0.5],
+        partial=True,
+        transport=False,
     )
     pd.testing.assert_frame_equal(numbered, table)
 

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_microstructure.core import datasets, properties
+from napari_microstructure import report
+from napari_microstructure.core import datasets, properties, synthetic
 from napari_microstructure.core.datasets import (
     LabelCache,
     build_dataset,
@@ -76,7 +77,7 @@ def test_labels_are_cached_in_memory_and_on_disk(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(datasets, "transport", counting)
-    image = datasets.generate("gaussian_field", (32, 32), seed=3, volume_fraction=0.6)
+    image = synthetic.generate("gaussian_field", (32, 32), seed=3, volume_fraction=0.6)
     cache = LabelCache(tmp_path)
     first = transport_labels(image, 1, ("x",), cache=cache)
     second = transport_labels(image, 1, ("x",), cache=cache)
@@ -118,21 +119,12 @@ def test_user_labels_are_read_by_name(tmp_path):
 # datasets
 
 
-@pytest.mark.parametrize("family", datasets.FAMILIES)
-def test_every_family_reaches_about_its_volume_fraction(family):
-    rng = np.random.default_rng(0)
-    parameters = datasets.random_parameters(family, rng, (0.4, 0.4))
-    image = datasets.generate(family, (96, 96), seed=1, **parameters)
-    assert image.shape == (96, 96) and image.dtype == np.uint8 and set(np.unique(image)) <= {0, 1}
-    assert abs(image.mean() - 0.4) < 0.12
-
-
 def test_the_builder_writes_tifs_and_a_table_and_can_be_stopped(tmp_path):
     steps = build_dataset_steps(
         generated=8,
         size=32,
         seed=1,
-        micrographs={"grf": datasets.generate("gaussian_field", (64, 64))},
+        micrographs={"grf": synthetic.generate("gaussian_field", (64, 64))},
         crops=2,
         cache=LabelCache(tmp_path / "cache"),
     )
@@ -152,12 +144,12 @@ def test_the_builder_writes_tifs_and_a_table_and_can_be_stopped(tmp_path):
         generated=8,
         size=32,
         seed=1,
-        micrographs={"grf": datasets.generate("gaussian_field", (64, 64))},
+        micrographs={"grf": synthetic.generate("gaussian_field", (64, 64))},
         crops=2,
     )
     datasets.write_dataset(dataset, tmp_path / "set")
     table = pd.read_csv(tmp_path / "set" / "labels.csv")
-    assert len(table) == 10 and set(table["family"]) == {*datasets.FAMILIES, "grf"}
+    assert len(table) == 10 and set(table["family"]) == {*synthetic.FAMILIES, "grf"}
     assert {"file", "source", "phase", "seed", "volume_fraction", "D_eff_x", "tau_x"} <= set(
         table.columns
     )
@@ -288,7 +280,7 @@ def test_the_trunk_follows_the_depth():
 
 
 def test_parity_plot_is_a_figure():
-    figure = properties.plot_parity([0.0, 0.1, 0.2], [0.01, 0.12, 0.18], title="D_eff_x")
+    figure = report.plot_parity([0.0, 0.1, 0.2], [0.01, 0.12, 0.18], title="D_eff_x")
     assert type(figure).__name__ == "Figure" and figure.axes[0].get_title() == "D_eff_x"
 
 
@@ -364,7 +356,7 @@ def test_constant_images_and_fractions_outside_the_training_range_are_flagged(
 
 
 def test_the_folder_cache_can_wait_to_be_written_with_its_dataset(tmp_path):
-    image = datasets.generate("gaussian_field", (32, 32), seed=3, volume_fraction=0.6)
+    image = synthetic.generate("gaussian_field", (32, 32), seed=3, volume_fraction=0.6)
     held = LabelCache(tmp_path, write_through=False)
     row = transport_labels(image, 1, ("x",), cache=held)
     assert len(held) == 1 and not (tmp_path / datasets.CACHE_FILE).exists()

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_microstructure import load_sample
+from napari_microstructure import load_sample, report
 from napari_microstructure.cli import main
 from napari_microstructure.core import pruning
 from napari_microstructure.core.errors import InputError
@@ -322,7 +322,7 @@ def test_study_profile_saves_loads_and_plots(study, tmp_path):
     loaded = pruning.load_profile(profile.save(tmp_path / "p.json"))
     pd.testing.assert_frame_equal(loaded.table(), profile.table())
     assert loaded.recommendation == profile.recommendation
-    png = pruning.save_plots(profile, tmp_path / "p.png")
+    png = report.save_plots(profile, tmp_path / "p.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert "recommendation:" in profile.summary()
 

@@ -186,7 +186,7 @@ def test_anisotropic_micrographs_one_per_axis():
         (blobs(), {"size": 6, "layers": ["pool2"]}, "at least 8 pixels"),
         (blobs(), {"size": (16, 16)}, "one integer N"),
         ({"z": blobs(), "y": blobs(phases=3)}, {}, "must share their phases"),
-        ({"w": blobs()}, {}, "Unknown axis"),
+        ({"w": blobs()}, {}, "Axis 'w' does not exist"),
         ({"z": blobs(), 0: blobs()}, {}, "given twice"),
         (blobs(), {"slices_per_axis": 0}, "at least 1"),
         (blobs(), {"optimizer": "sgd"}, "Unknown optimizer"),
@@ -271,8 +271,8 @@ def test_a_volume_smaller_than_the_micrograph_radii_is_compared_on_the_radii_it_
 
 
 def test_grey_volume_metrics_are_zero_for_copies_and_match_the_2d_definitions():
-    from napari_microstructure._generated_samples import grey_field
     from napari_microstructure.core.metrics import grey_autocovariance
+    from napari_microstructure.core.synthetic import grey_field
 
     grey = grey_field((32, 32)).astype(float)
     stack = np.broadcast_to(grey, (32, 32, 32)).copy()

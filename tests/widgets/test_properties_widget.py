@@ -15,7 +15,7 @@ pytest.importorskip("taufactor", reason="physics labels need TauFactor (pip inst
 
 
 def _structures(count: int, shape=(48, 48)) -> list[np.ndarray]:
-    from napari_microstructure.core.datasets import generate
+    from napari_microstructure.core.synthetic import generate
 
     families = ("gaussian_field", "overlapping_discs", "anisotropic_field")
     fractions = np.linspace(0.3, 0.8, count)
@@ -144,10 +144,11 @@ def test_csv_labels_are_matched_by_layer_name(viewer, widget, qtbot, tmp_path) -
 def test_bad_choices_give_a_notification_and_start_nothing(
     viewer, widget, tmp_path, monkeypatch
 ) -> None:
-    from napari_microstructure.widgets import properties
+    from napari_microstructure.widgets import _base, properties
 
     shown = []
-    monkeypatch.setattr(properties, "show_error", shown.append)
+    for module in (_base, properties):  # the run flow's refusals, and the widget's own
+        monkeypatch.setattr(module, "show_error", shown.append)
     viewer.add_labels(_structures(1)[0], name="only")
     widget.select_layers(["only"])
     widget.table_edit.setText(str(tmp_path / "missing.csv"))

@@ -12,44 +12,12 @@ import json
 import numpy as np
 import pytest
 
-from napari_microstructure import _generated_samples, load_sample
+from napari_microstructure import load_sample
+from napari_microstructure.core.synthetic import grey_field
 
 RUN_TIMEOUT_MS = 300_000  # a bound for a loaded machine, not a measurement
 INPUT = "alloy"
 DOCK_NAMES = {"Reconstruction results", "Reconstruction plots"}
-
-
-# ------------------------------------------------------------------------------------------
-# generated samples (no display needed)
-# ------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("function", "n_phases"),
-    [
-        (_generated_samples.gaussian_field_sample, 2),
-        (_generated_samples.particles_sample, 2),
-        (_generated_samples.three_phase_sample, 3),
-    ],
-)
-def test_generated_samples_are_seeded_label_layers(function, n_phases: int) -> None:
-    ((data, kwargs, layer_type),) = function()
-    ((again, _, _),) = function()
-    assert layer_type == "labels"
-    assert data.shape == (256, 256) and data.dtype == np.uint8
-    assert len(np.unique(data)) == n_phases
-    np.testing.assert_array_equal(data, again)  # seeded: the same every call
-    assert kwargs["metadata"]["parameters"]["seed"] == 0
-    assert kwargs["metadata"]["description"]
-
-
-def test_generated_fractions_are_as_asked() -> None:
-    field = _generated_samples.gaussian_random_field((128, 128), volume_fraction=0.3, seed=3)
-    assert field.mean() == pytest.approx(0.3, abs=1e-4)
-    particles = _generated_samples.particle_dispersion((128, 128), area_fraction=0.2, seed=3)
-    assert particles.mean() == pytest.approx(0.2, abs=0.03)
-    ((grey, kwargs, layer_type),) = _generated_samples.grey_field_sample()
-    assert layer_type == "image" and len(np.unique(grey)) > 32
 
 
 # ------------------------------------------------------------------------------------------
@@ -240,7 +208,7 @@ def test_labels_in_labels_out_with_the_same_phase_fractions_and_scale(
 def test_grey_image_in_image_out_and_input_unchanged(viewer, qtbot) -> None:
     from napari.layers import Image
 
-    grey = _generated_samples.grey_field((64, 64), seed=1)
+    grey = grey_field((64, 64), seed=1)
     layer = viewer.add_image(grey, name="grey", scale=(2.0, 2.0))
     copy = grey.copy()
     widget = _widget(viewer, iterations=10)

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
 
+from ..core.options import merge, spec
 from ..core.steps import describe, milestone
 
 #: The micrograph reconstructed when no INPUT is given.
 DEFAULT_SAMPLE = "alloy_256"
+#: Where each command writes when --out is not given.
+OUTPUTS = {
+    "reconstruct": "reconstructions",
+    "prune": "pruning",
+    "label": "labels.csv",
+    "train": "property_model",
+    "predict": "predictions.csv",
+}
 #: Seconds between two rewrites of the progress line (a line that stays is written at once).
 PRINT_INTERVAL = 0.2
 #: Characters of the progress bar.
@@ -66,3 +76,43 @@ def image_files(inputs: list[str]) -> list[Path]:
         else:
             files.append(path)
     return files
+
+
+def _shown(value) -> str:
+    if isinstance(value, tuple):
+        return " ".join(map(str, value)) if value else "none"
+    return str(value)
+
+
+def add_option(
+    parser, options_class, name: str, *flags: str, also=(), note: str = "", **kwargs
+) -> None:
+    """An argument for the option ``name`` of ``options_class`` (flag ``--name`` unless
+    ``flags`` are given): its help and the default it shows come from the options class, and
+    ``also`` (pairs of a label and another options class, e.g. ``("3D", VolumeOptions)``) shows
+    that class's default too; ``note`` is added to the help. Not given, the argument is None
+    and the options' default holds."""
+    item = spec(options_class, name)
+    shown = f"default: {_shown(item.default)}"
+    shown += "".join(f"; {label}: {_shown(spec(other, name).default)}" for label, other in also)
+    if item.choices is not None and kwargs.get("action") is None:
+        kwargs.setdefault("choices", item.choices)
+    parser.add_argument(
+        *(flags or (f"--{name.replace('_', '-')}",)),
+        dest=name,
+        default=None,
+        help=f"{item.help}{note} ({shown})",
+        **kwargs,
+    )
+
+
+def options_from(args, options_class, **fixed):
+    """``options_class`` with the arguments of its options that were given (not None) and
+    ``fixed``; lists become tuples."""
+    given = {
+        item.name: getattr(args, item.name)
+        for item in dataclasses.fields(options_class)
+        if getattr(args, item.name, None) is not None
+    }
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
+    return merge(options_class, None, {**given, **fixed})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 from importlib import metadata
 
 #: Distributions whose installed versions are reported (read from their metadata, not imported).
@@ -56,18 +55,17 @@ def _weights_lines() -> list[str]:
 
 def run(args) -> int:
     """Print what this installation has; return 0."""
-    import torch
-
-    from .. import __version__
     from ..core.device import available_devices
+    from ..core.provenance import environment
 
     devices = available_devices()
+    record = environment()
     lines = [
-        f"napari-microstructure {__version__}",
+        f"napari-microstructure {record['package_version']}",
         *_weights_lines(),
         f"devices: {', '.join(devices)} (auto: {devices[0]})",
-        f"torch threads: {torch.get_num_threads()}",
-        f"python {platform.python_version()} on {platform.platform()}",
+        f"torch threads: {record['threads']}",
+        f"python {record['python']} on {record['platform']}",
         *(f"{name} {_installed_version(name)}" for name in PACKAGES),
     ]
     print("\n".join(lines))

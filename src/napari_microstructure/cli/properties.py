@@ -7,14 +7,15 @@ import time
 from pathlib import Path
 
 from ..core.steps import run_to_end
-from ._common import image_files, printer
+from ._common import OUTPUTS, add_option, image_files, options_from, printer
 
 
 def add_parser(commands) -> None:
     """Add the ``properties`` command and its subcommands to the subparsers ``commands``."""
-    from ..core.datasets import FAMILIES
+    from ..core.datasets import DatasetOptions
+    from ..core.decoder import ReconstructionOptions
     from ..core.device import DEVICE_CHOICES as device_choices
-    from ..core.properties import INPUTS, MODES
+    from ..core.properties import TrainOptions
 
     def axis_or_index(text):
         return int(text) if text.lstrip("-").isdigit() else text
@@ -26,11 +27,7 @@ def add_parser(commands) -> None:
         "pretrained VGG19 (transfer learning, Li et al. 2018). Subcommands: label, build, train, predict.",
     )
     tasks = properties.add_subparsers(dest="task", required=True)
-    device = {
-        "default": "auto",
-        "help": f"one of {', '.join(device_choices)} or cuda:N; auto: CUDA, else MPS, else the "
-        "CPU (default: %(default)s)",
-    }
+    devices = f"; one of {', '.join(device_choices)} or cuda:N"
 
     label = tasks.add_parser(
         "label", help="compute D_eff and tau (TauFactor) of a folder of images into a CSV"
@@ -41,19 +38,13 @@ def add_parser(commands) -> None:
         metavar="INPUT",
         help="image files (.tif, .npy, .png; 2D or 3D) or folders of them",
     )
-    label.add_argument("--out", default="labels.csv", help="CSV to write (default: %(default)s)")
     label.add_argument(
-        "--phase", type=int, default=1, help="label of the conducting phase (default: %(default)s)"
+        "--out", default=OUTPUTS["label"], help="CSV to write (default: %(default)s)"
     )
-    label.add_argument(
-        "--axes",
-        nargs="+",
-        type=axis_or_index,
-        default=["x"],
-        help="transport axes: x y z (x: the last array axis) or indices (default: x)",
-    )
+    add_option(label, DatasetOptions, "phase", type=int)
+    add_option(label, DatasetOptions, "axes", nargs="+", type=axis_or_index, note=" or indices")
     label.add_argument("--cache", help="folder of a label cache (results kept between runs)")
-    label.add_argument("--device", **device)
+    add_option(label, DatasetOptions, "device", note=devices)
     label.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
     label.add_argument("--quiet", action="store_true", help="no progress")
     label.set_defaults(run=_properties_label)
@@ -65,32 +56,11 @@ def add_parser(commands) -> None:
     build.add_argument(
         "--out", required=True, help="dataset folder: .tif images, labels.csv, provenance.json"
     )
-    build.add_argument(
-        "--generated",
-        type=int,
-        default=300,
-        help="generated microstructures (default: %(default)s)",
-    )
-    build.add_argument(
-        "--families",
-        nargs="+",
-        default=list(FAMILIES),
-        choices=FAMILIES,
-        help="generated families (default: all)",
-    )
-    build.add_argument(
-        "--size",
-        type=int,
-        default=128,
-        help="side of every sample in pixels (default: %(default)s)",
-    )
-    build.add_argument(
-        "--volume-fraction",
-        nargs=2,
-        type=float,
-        default=[0.2, 0.8],
-        metavar=("LOW", "HIGH"),
-        help="range of phase 1's volume fraction (default: 0.2 0.8)",
+    add_option(build, DatasetOptions, "generated", type=int)
+    add_option(build, DatasetOptions, "families", nargs="+")
+    add_option(build, DatasetOptions, "size", type=int)
+    add_option(
+        build, DatasetOptions, "volume_fraction", nargs=2, type=float, metavar=("LOW", "HIGH")
     )
     build.add_argument(
         "--micrographs",
@@ -98,33 +68,17 @@ def add_parser(commands) -> None:
         metavar="FILE",
         help="micrographs (or folders) to take crops and reconstructions of",
     )
-    build.add_argument(
-        "--crops", type=int, default=0, help="random crops per micrograph (default: %(default)s)"
-    )
-    build.add_argument(
-        "--reconstructions",
+    add_option(build, DatasetOptions, "crops", type=int)
+    add_option(build, DatasetOptions, "reconstructions", type=int)
+    add_option(
+        build,
+        ReconstructionOptions,
+        "iterations",
         type=int,
-        default=0,
-        help="reconstructions per 2D micrograph (default: %(default)s)",
+        note=", of each reconstruction of a micrograph",
     )
-    build.add_argument(
-        "--iterations",
-        type=int,
-        help="optimizer steps per reconstruction (default: the decoder's)",
-    )
-    build.add_argument(
-        "--phase",
-        type=int,
-        default=1,
-        help="conducting phase of the micrographs (generated samples: 1) (default: %(default)s)",
-    )
-    build.add_argument(
-        "--axes",
-        nargs="+",
-        type=axis_or_index,
-        default=["x"],
-        help="transport axes to label (default: x)",
-    )
+    add_option(build, DatasetOptions, "phase", type=int, note=" (generated samples: 1)")
+    add_option(build, DatasetOptions, "axes", nargs="+", type=axis_or_index)
     build.add_argument(
         "--no-labels",
         action="store_true",
@@ -135,8 +89,8 @@ def add_parser(commands) -> None:
         help="folder of a label cache that keeps every result at once "
         "(default: the --out folder's, written with the dataset)",
     )
-    build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--device", **device)
+    add_option(build, DatasetOptions, "seed", type=int)
+    add_option(build, DatasetOptions, "device", note=devices)
     build.add_argument("--overwrite", action="store_true", help="replace existing files")
     build.add_argument("--quiet", action="store_true", help="no progress")
     build.set_defaults(run=_properties_build)
@@ -149,58 +103,28 @@ def add_parser(commands) -> None:
         "--labels",
         help="CSV with a file (or name) column and the label column (default: DATASET/labels.csv)",
     )
-    train.add_argument(
-        "--column", default="D_eff_x", help="the property to learn (default: %(default)s)"
-    )
-    train.add_argument(
-        "--units", default="", help="units of the property, for the record and the plot"
-    )
-    train.add_argument(
-        "--mode",
-        choices=MODES,
-        default="frozen",
-        help="frozen pretrained features + ridge, or fine-tuning (default: %(default)s)",
-    )
+    add_option(train, TrainOptions, "property", "--column")
+    add_option(train, TrainOptions, "units")
+    add_option(train, TrainOptions, "mode")
     trunk = train.add_mutually_exclusive_group()
-    trunk.add_argument("--depth", help="trunk depth pool1 ... pool5 (default: pool2)")
+    add_option(trunk, TrainOptions, "depth")
     trunk.add_argument(
         "--profile", help="pruning profile (JSON) whose recommended configuration sets the trunk"
     )
-    train.add_argument(
-        "--weights",
-        default="normalized",
-        help="normalized (pretrained), random (the control), or a weights file (default: %(default)s)",
-    )
+    add_option(train, TrainOptions, "weights")
     train.add_argument(
         "--phase", type=int, help="phase of interest (default: the table's phase column, else 1)"
     )
+    add_option(train, TrainOptions, "axis", type=axis_or_index)
+    add_option(train, TrainOptions, "input")
+    add_option(train, TrainOptions, "folds", type=int)
+    add_option(train, TrainOptions, "epochs", type=int)
     train.add_argument(
-        "--axis",
-        type=axis_or_index,
-        default="x",
-        help="transport axis of the property (default: %(default)s)",
-    )
-    train.add_argument(
-        "--input",
-        choices=INPUTS,
-        default="spanning",
-        help="what the trunk sees: the phase's spanning clusters or the whole phase (default: %(default)s)",
-    )
-    train.add_argument(
-        "--folds",
-        type=int,
-        default=5,
-        help="k-fold cross-validation, 0 for none (default: %(default)s)",
-    )
-    train.add_argument(
-        "--epochs", type=int, default=40, help="fine-tuning: most epochs (default: %(default)s)"
-    )
-    train.add_argument(
-        "--out", default="property_model", help="output folder (default: %(default)s)"
+        "--out", default=OUTPUTS["train"], help="output folder (default: %(default)s)"
     )
     train.add_argument("--name", help="file name stem of the outputs (default: COLUMN_MODE)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", **device)
+    add_option(train, TrainOptions, "seed", type=int)
+    add_option(train, TrainOptions, "device", note=devices)
     train.add_argument("--overwrite", action="store_true", help="replace existing files")
     train.add_argument("--quiet", action="store_true", help="no progress")
     train.set_defaults(run=_properties_train)
@@ -211,11 +135,11 @@ def add_parser(commands) -> None:
         "inputs", nargs="+", metavar="INPUT", help="image files (2D or 3D) or folders of them"
     )
     pred.add_argument(
-        "--out", default="predictions.csv", help="CSV to write (default: %(default)s)"
+        "--out", default=OUTPUTS["predict"], help="CSV to write (default: %(default)s)"
     )
     pred.add_argument("--phase", type=int, help="phase of interest (default: the model's)")
     pred.add_argument("--axis", type=axis_or_index, help="transport axis (default: the model's)")
-    pred.add_argument("--device", **device)
+    add_option(pred, TrainOptions, "device", note=devices)
     pred.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
     pred.set_defaults(run=_properties_predict)
 
@@ -224,24 +148,26 @@ def _properties_label(args) -> int:
     import pandas as pd
 
     from .. import io
-    from ..core.datasets import LabelCache, axis_index, check_label_image, transport_labels
+    from ..core._validate import axis_index, check_label_image
+    from ..core.datasets import DatasetOptions, LabelCache, transport_labels
     from ..core.device import resolve_device
 
+    options = options_from(args, DatasetOptions)
     files = image_files(args.inputs)
     out = Path(args.out)
     cache = LabelCache(args.cache) if args.cache else None
     inputs = [*files, *([cache.path] if cache is not None else [])]
     # everything is checked before the first label: outputs, images, phase, axes, device
     io.check_outputs([out], overwrite=args.overwrite, inputs=inputs)
-    images = [check_label_image(io.read_image(p), f"image {p}", args.phase) for p in files]
+    images = [check_label_image(io.read_image(p), f"image {p}", options.phase) for p in files]
     for image in images:
-        for axis in args.axes:
+        for axis in options.axes:
             axis_index(axis, image.ndim)
-    device = resolve_device(args.device)
+    device = resolve_device(options.device)
     rows = []
     started = time.perf_counter()
     for index, (path, image) in enumerate(zip(files, images), start=1):
-        row = transport_labels(image, args.phase, args.axes, cache=cache, device=device)
+        row = transport_labels(image, options.phase, options.axes, cache=cache, device=device)
         rows.append({"file": str(path), **row})
         if not args.quiet:
             print(f"\r[{index}/{len(files)}] {path.name}", end="", file=sys.stderr, flush=True)
@@ -268,15 +194,19 @@ def _properties_build(args) -> int:
         micrographs[path.stem] = io.read_image(path)
     out = Path(args.out)
     label = not args.no_labels
+    iterations = {"iterations": args.iterations} if args.iterations is not None else None
+    options = options_from(
+        args, datasets.DatasetOptions, label=label, reconstruction_options=iterations
+    )
     # the --out folder's own label cache is kept in memory and written with the dataset, all or
     # nothing; an explicit --cache folder keeps every result as soon as it is computed
     own_cache = label and not args.cache
     names = datasets.planned_files(
-        generated=args.generated,
-        families=args.families,
+        generated=options.generated,
+        families=options.families,
         micrographs=micrographs,
-        crops=args.crops,
-        reconstructions=args.reconstructions,
+        crops=options.crops,
+        reconstructions=options.reconstructions,
     )
     outputs = datasets.dataset_outputs(out, names, cache=own_cache)
     stale = datasets.stale_files(out, names, files)
@@ -285,23 +215,7 @@ def _properties_build(args) -> int:
         cache = datasets.LabelCache(out, write_through=False)
     else:
         cache = datasets.LabelCache(args.cache) if label else None
-    iterations = {"iterations": args.iterations} if args.iterations is not None else None
-    steps = datasets.build_dataset_steps(
-        generated=args.generated,
-        families=args.families,
-        size=args.size,
-        volume_fraction=tuple(args.volume_fraction),
-        micrographs=micrographs,
-        crops=args.crops,
-        reconstructions=args.reconstructions,
-        reconstruction_options=iterations,
-        phase=args.phase,
-        axes=args.axes,
-        label=label,
-        cache=cache,
-        seed=args.seed,
-        device=args.device,
-    )
+    steps = datasets.build_dataset_steps(options, micrographs=micrographs, cache=cache)
     dataset = run_to_end(steps, None if args.quiet else printer(sys.stderr))
     datasets.write_dataset(
         dataset, out, overwrite=args.overwrite, inputs=files, cache=cache if own_cache else None
@@ -341,31 +255,25 @@ def _dataset_paths(folder: Path, names) -> list[Path]:
 def _properties_train(args) -> int:
     import pandas as pd
 
-    from .. import io
+    from .. import io, report
     from ..core import properties
     from ..core.datasets import LABELS_FILE, read_labels
     from ..core.device import resolve_device
 
-    properties.check_training_options(
-        mode=args.mode,
-        input=args.input,
-        folds=args.folds,
-        seed=args.seed,
-        epochs=args.epochs,
-    )
-    resolve_device(args.device)
+    options = options_from(args, properties.TrainOptions)
+    properties.check_training_options(options)
+    resolve_device(options.device)
     folder = Path(args.dataset)
     table_path = Path(args.labels) if args.labels else folder / LABELS_FILE
-    table = read_labels(table_path, [args.column])
+    table = read_labels(table_path, [options.property])
     raw = pd.read_csv(table_path)
-    phase = (
-        args.phase
-        if args.phase is not None
-        else (list(raw["phase"]) if "phase" in raw.columns else 1)
-    )
+    if args.phase is not None:
+        options = options_from(args, properties.TrainOptions, phase=args.phase)
+    elif "phase" in raw.columns:
+        options = options_from(args, properties.TrainOptions, phase=tuple(raw["phase"]))
     paths = _dataset_paths(folder, table["name"])
     out = Path(args.out)
-    stem = args.name or f"{args.column}_{args.mode}"
+    stem = args.name or f"{options.property}_{options.mode}"
     planned = [
         out / f"{stem}.npz",
         out / f"{stem}_metrics.json",
@@ -373,31 +281,21 @@ def _properties_train(args) -> int:
         out / f"{stem}_predictions.csv",
     ]
     # without cross-validation there is no parity plot nor predictions: an earlier run's are stale
-    written, stale = (planned, []) if args.folds else (planned[:2], planned[2:])
-    weights_file = [args.weights] if Path(args.weights).is_file() else []
+    written, stale = (planned, []) if options.folds else (planned[:2], planned[2:])
+    weights_file = [options.weights] if Path(options.weights).is_file() else []
     inputs = [table_path, *paths, *([args.profile] if args.profile else []), *weights_file]
     io.check_outputs(written, overwrite=args.overwrite, inputs=inputs, stale=stale)
     images = [io.read_image(path) for path in paths]
     steps = properties.train_steps(
         images,
-        table[args.column].to_numpy(),
-        property=args.column,
-        units=args.units,
-        mode=args.mode,
-        depth=args.depth,
+        table[options.property].to_numpy(),
+        options,
         profile=args.profile,
-        weights=args.weights,
-        phase=phase,
-        axis=args.axis,
-        input=args.input,
-        folds=args.folds,
-        seed=args.seed,
-        device=args.device,
         names=list(table["name"]),
-        epochs=args.epochs,
     )
     print(
-        f"Training a {args.mode} model of {args.column} on {len(images)} images", file=sys.stderr
+        f"Training a {options.mode} model of {options.property} on {len(images)} images",
+        file=sys.stderr,
     )
     model = run_to_end(steps, None if args.quiet else printer(sys.stderr))
     header = model.header
@@ -405,22 +303,22 @@ def _properties_train(args) -> int:
     training = header["training"]
     metrics = {k: v for k, v in header.items() if k != "training"}
     metrics["training"] = {k: v for k, v in training.items() if k not in ("names", "targets")}
-    outputs = {"overwrite": args.overwrite, "inputs": inputs, "stale": stale}
-    with io.atomic_outputs(written, **outputs) as staged:
-        model.save(staged[planned[0]])
-        io.write_json(staged[planned[1]], metrics)
-        if cv:
-            title = f"{args.column}, {cv['folds']}-fold CV"
-            figure = properties.plot_parity(
-                training["targets"], cv["predictions"], title=title, units=args.units
+    contents = [model.save, metrics]
+    if cv:
+        title = f"{options.property}, {cv['folds']}-fold CV"
+        contents.append(
+            report.plot_parity(
+                training["targets"], cv["predictions"], title=title, units=options.units
             )
-            figure.savefig(staged[planned[2]], dpi=150)
-            predictions = {
-                "file": training["names"],
-                args.column: training["targets"],
-                "predicted": cv["predictions"],
-            }
-            pd.DataFrame(predictions).to_csv(staged[planned[3]], index=False)
+        )
+        predictions = {
+            "file": training["names"],
+            options.property: training["targets"],
+            "predicted": cv["predictions"],
+        }
+        contents.append(pd.DataFrame(predictions))
+    files = dict(zip((path.name for path in written), contents))
+    report.write_report(out, files, overwrite=args.overwrite, inputs=inputs, stale=stale)
     if cv:
         print(
             f"cross-validated R2 {cv['r2']:.3f}, MAE {cv['mae']:.4g}, RMSE {cv['rmse']:.4g} ({cv['folds']} folds)"
@@ -432,16 +330,16 @@ def _properties_train(args) -> int:
 def _properties_predict(args) -> int:
     import pandas as pd
 
-    from .. import io
+    from .. import io, report
     from ..core.device import resolve_device
-    from ..core.properties import load_model
+    from ..core.properties import TrainOptions, load_model
 
     model = load_model(args.model)
     files = image_files(args.inputs)
     out = Path(args.out)
     inputs = [Path(args.model), *files]
     io.check_outputs([out], overwrite=args.overwrite, inputs=inputs)
-    device = resolve_device(args.device)
+    device = resolve_device(options_from(args, TrainOptions).device)
     images = [io.read_image(path) for path in files]
     started = time.perf_counter()
     names = [f"image {path}" for path in files]
@@ -453,8 +351,9 @@ def _properties_predict(args) -> int:
         f"{column}_predicted": values,
         "out_of_range": outside,
     }
-    with io.atomic_outputs([out], overwrite=args.overwrite, inputs=inputs) as staged:
-        pd.DataFrame(table).to_csv(staged[out], index=False)
+    report.write_report(
+        out.parent, {out.name: pd.DataFrame(table)}, overwrite=args.overwrite, inputs=inputs
+    )
     if outside.any():
         known = model.header.get("training", {}).get("volume_fraction_range")
         reason = "a constant image"

@@ -6,13 +6,13 @@ import sys
 from pathlib import Path
 
 from ..core.steps import run_to_end
-from ._common import printer
+from ._common import OUTPUTS, add_option, options_from, printer
 
 
 def add_parser(commands) -> None:
     """Add the ``prune`` command to the subparsers ``commands``."""
-    from ..core.decoder import DEFAULT_ITERATIONS, DEFAULT_LEVELS
     from ..core.device import DEVICE_CHOICES
+    from ..core.pruning import StudyOptions
 
     prune = commands.add_parser(
         "prune",
@@ -40,55 +40,23 @@ def add_parser(commands) -> None:
         metavar="LAYERS",
         help="extra configurations, each a comma-separated list of layers, e.g. conv1_1,pool2 pool3",
     )
-    prune.add_argument(
-        "--samples",
-        type=int,
-        default=2,
-        help="reconstructions per image and configuration (default: %(default)s)",
-    )
+    add_option(prune, StudyOptions, "samples", type=int)
     budget = prune.add_mutually_exclusive_group()
-    budget.add_argument(
-        "--iterations",
-        type=int,
-        help=f"optimizer steps per reconstruction (default: {DEFAULT_ITERATIONS})",
-    )
-    budget.add_argument(
-        "--seconds",
-        type=float,
-        help="wall-time budget per image and configuration instead of --iterations",
-    )
-    prune.add_argument(
-        "--levels",
-        type=int,
-        default=DEFAULT_LEVELS,
-        help="coarse-to-fine levels (default: %(default)s)",
-    )
-    prune.add_argument(
-        "--tolerance",
-        type=float,
-        default=0.10,
-        help="a configuration within this fraction of the best mean e_S2 is as good (default: %(default)s)",
-    )
+    add_option(budget, StudyOptions, "iterations", type=int)
+    add_option(budget, StudyOptions, "seconds", type=float)
+    add_option(prune, StudyOptions, "levels", type=int)
+    add_option(prune, StudyOptions, "tolerance", type=float)
     prune.add_argument(
         "--material", help="name of the material (default: the input file names' common prefix)"
     )
-    prune.add_argument("--out", default="pruning", help="output folder (default: %(default)s)")
     prune.add_argument(
-        "--device",
-        default="auto",
-        help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N (default: auto)",
+        "--out", default=OUTPUTS["prune"], help="output folder (default: %(default)s)"
     )
-    prune.add_argument(
-        "--weights",
-        default="normalized",
-        help="normalized, torchvision, random, or a weights file (default: %(default)s)",
+    add_option(
+        prune, StudyOptions, "device", note=f"; one of {', '.join(DEVICE_CHOICES)} or cuda:N"
     )
-    prune.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="image i uses seed + i in every configuration (default: %(default)s)",
-    )
+    add_option(prune, StudyOptions, "weights")
+    add_option(prune, StudyOptions, "seed", type=int)
     prune.add_argument("--overwrite", action="store_true", help="replace existing output files")
     prune.add_argument("--quiet", action="store_true", help="no progress")
     prune.set_defaults(run=run)
@@ -96,9 +64,9 @@ def add_parser(commands) -> None:
 
 def run(args) -> int:
     """Run the pruning study of INPUT...; return the exit code."""
-    from .. import io
+    from .. import io, report
     from ..core import pruning
-    from ..core.decoder import check_levels, check_seed
+    from ..core.decoder import check_seed
 
     images, names = [], []
     for path in args.inputs:
@@ -110,50 +78,36 @@ def run(args) -> int:
         else:
             images.append(array)
             names.append(stem)
+    options = options_from(args, pruning.StudyOptions)
     configurations = pruning.default_configurations(
-        pruning.DEFAULT_DEPTHS if args.depths is None else args.depths, args.subsets or ()
+        options.depths if args.depths is None else args.depths, args.subsets or ()
     )
+    options = options_from(args, pruning.StudyOptions, configurations=tuple(configurations))
     # image i uses seed + i: the last image's seed must be valid too
-    check_seed(args.seed)
-    check_seed(args.seed + max(len(images), 1) - 1)
-    check_levels(args.levels)
+    check_seed(options.seed)
+    check_seed(options.seed + max(len(images), 1) - 1)
     # the material is named after the files (a stack's images are FILE[0], FILE[1], ...)
     material = args.material or pruning.default_material([Path(p).stem for p in args.inputs])
     # Everything (images, configurations, device, weights, memory, outputs) is checked here,
     # before the study; the outputs are written at the end, all or nothing.
-    steps = pruning.prune_steps(
-        images,
-        configurations=configurations,
-        samples=args.samples,
-        iterations=args.iterations,
-        seconds=args.seconds,
-        levels=args.levels,
-        seed=args.seed,
-        device=args.device,
-        weights=args.weights,
-        tolerance=args.tolerance,
-        material=material,
-        names=names,
-    )
+    steps = pruning.prune_steps(images, options, material=material, names=names)
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in material)
     out = Path(args.out)
     planned = [out / f"{stem}_pruning{suffix}" for suffix in (".json", ".csv", ".png")]
     outputs = dict(overwrite=args.overwrite, inputs=args.inputs)
     io.check_outputs(planned, **outputs)
-    if args.seconds is not None:
-        budget = f"{args.seconds:g} s"
+    if options.seconds is not None:
+        budget = f"{options.seconds:g} s"
     else:
-        budget = f"{args.iterations or 'default'} iterations"
+        budget = f"{options.iterations or 'default'} iterations"
     print(
         f"Pruning study of {material}: {len(images)} image(s), {len(configurations)} configurations "
-        f"({', '.join(c.name for c in configurations)}), {args.samples} sample(s) each, {budget}",
+        f"({', '.join(c.name for c in configurations)}), {options.samples} sample(s) each, {budget}",
         file=sys.stderr,
     )
     profile = run_to_end(steps, None if args.quiet else printer(sys.stderr))
-    with io.atomic_outputs(planned, **outputs) as staged:
-        profile.save(staged[planned[0]])
-        profile.table().to_csv(staged[planned[1]], index=False)
-        pruning.save_plots(profile, staged[planned[2]])
+    contents = (profile.save, profile.table(), report.plot_profile(profile))
+    report.write_report(out, dict(zip((path.name for path in planned), contents)), **outputs)
     print(profile.summary())
     seconds, device = profile.provenance["total_seconds"], profile.provenance["device"]
     print(f"{seconds:.1f} s on {device}; wrote {len(planned)} files to {out}")

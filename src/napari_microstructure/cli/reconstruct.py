@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import glob
 import sys
+from functools import partial
 from pathlib import Path
 
-from .. import __version__
 from ..core.steps import run_to_end
-from ._common import load_input, printer
+from ._common import OUTPUTS, add_option, load_input, options_from, printer
 
 
 def add_parser(commands) -> None:
     """Add the ``reconstruct`` command to the subparsers ``commands``."""
-    from ..core import volume
-    from ..core.decoder import DEFAULT_ITERATIONS, DEFAULT_LAYERS, DEFAULT_LEVELS, OPTIMIZERS
+    from ..core.decoder import ReconstructionOptions
     from ..core.device import DEVICE_CHOICES
+    from ..core.volume import VolumeOptions
 
     rec = commands.add_parser(
         "reconstruct",
@@ -30,54 +30,35 @@ def add_parser(commands) -> None:
         help=".npy, .tif or .png micrograph (default: the alloy sample shipped with the package)",
     )
     rec.add_argument(
-        "--out", default="reconstructions", help="output folder (default: %(default)s)"
+        "--out", default=OUTPUTS["reconstruct"], help="output folder (default: %(default)s)"
     )
     rec.add_argument(
         "--size", nargs=2, type=int, metavar=("H", "W"), help="output size (default: the input's)"
     )
-    rec.add_argument(
-        "--samples", type=int, default=1, help="number of reconstructions (default: %(default)s)"
+    add_option(rec, ReconstructionOptions, "samples", type=int)
+    add_option(rec, ReconstructionOptions, "layers", nargs="+")
+    three_d = (("3D", VolumeOptions),)
+    add_option(rec, ReconstructionOptions, "iterations", type=int, also=three_d)
+    add_option(rec, ReconstructionOptions, "levels", type=int, also=three_d)
+    add_option(rec, ReconstructionOptions, "optimizer", also=three_d)
+    add_option(
+        rec,
+        ReconstructionOptions,
+        "device",
+        note=f"; one of {', '.join(DEVICE_CHOICES)} or cuda:N",
     )
-    rec.add_argument(
-        "--layers",
-        nargs="+",
-        default=list(DEFAULT_LAYERS),
-        help="VGG19 layers whose Gram matrices are matched (default: %(default)s)",
-    )
-    # None: the 2D defaults, or the 3D ones (core.volume) with --3d
-    rec.add_argument(
-        "--iterations",
-        type=int,
-        help=f"optimizer steps (default: {DEFAULT_ITERATIONS}; 3D: {volume.DEFAULT_ITERATIONS})",
-    )
-    rec.add_argument(
-        "--levels",
-        type=int,
-        help=f"coarse-to-fine resolution levels (default: {DEFAULT_LEVELS}; 3D: {volume.DEFAULT_LEVELS})",
-    )
-    rec.add_argument(
-        "--optimizer", choices=OPTIMIZERS, help=f"(default: lbfgs; 3D: {volume.DEFAULT_OPTIMIZER})"
-    )
-    rec.add_argument(
-        "--device",
-        default="auto",
-        help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N (default: auto)",
-    )
-    rec.add_argument(
-        "--weights",
-        default="normalized",
-        help="normalized, torchvision, random, or a weights file (default: %(default)s)",
-    )
-    rec.add_argument("--seed", type=int, default=0)
-    rec.add_argument("--periodic", action="store_true", help="make outputs that tile seamlessly")
-    rec.add_argument(
-        "--kind",
-        choices=("auto", "labels", "grey"),
-        default="auto",
-        help="phase labels or grey levels (default: detect)",
-    )
+    add_option(rec, ReconstructionOptions, "weights")
+    add_option(rec, ReconstructionOptions, "seed", type=int)
+    add_option(rec, ReconstructionOptions, "periodic", action="store_true")
+    add_option(rec, ReconstructionOptions, "kind")
     rec.add_argument("--overwrite", action="store_true", help="replace existing output files")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
+    rec.add_argument(
+        "--no-transport-check",
+        action="store_true",
+        help="leave out the transport checks of the table (D_eff by TauFactor, spanning, "
+        "clusters): for huge images",
+    )
     rec.add_argument(
         "--3d",
         dest="volume",
@@ -96,10 +77,13 @@ def add_parser(commands) -> None:
             metavar="MICROGRAPH",
             help=f"with --3d: the micrograph normal to {axis} ({plane})",
         )
-    rec.add_argument(
+    add_option(
+        rec,
+        VolumeOptions,
+        "slices_per_axis",
         "--slices",
         type=int,
-        help=f"with --3d: slices per axis in each step, 0 for all (default: {volume.DEFAULT_SLICES_PER_AXIS}; all with --optimizer lbfgs)",
+        note="; with --3d, 0 for every slice (the default with --optimizer lbfgs)",
     )
     rec.set_defaults(run=run)
 
@@ -107,42 +91,30 @@ def add_parser(commands) -> None:
 def run(args) -> int:
     """Reconstruct INPUT (2D, or a volume with ``--3d``); return the exit code."""
     from .. import io, report
-    from ..core.decoder import DEFAULT_ITERATIONS, DEFAULT_LEVELS, reconstruct_steps
-    from ..core.phases import validate_image
+    from ..core._validate import validate_image
+    from ..core.decoder import ReconstructionOptions, reconstruct_steps
 
     if args.volume is not None or args.x or args.y or args.z:
         return _run_volume(args)
     image, stem = load_input(args.input)
     image = validate_image(image, 2, "input image")
-    options = dict(
-        size=args.size,
-        samples=args.samples,
-        layers=args.layers,
-        iterations=DEFAULT_ITERATIONS if args.iterations is None else args.iterations,
-        levels=DEFAULT_LEVELS if args.levels is None else args.levels,
-        optimizer=args.optimizer or "lbfgs",
-        periodic=args.periodic,
-        kind=args.kind,
-        seed=args.seed,
-        device=args.device,
-        weights=args.weights,
-    )
+    options = options_from(args, ReconstructionOptions)
     # Everything (image, options, device, memory, weights, outputs) is checked here, before the
     # optimization; the outputs are written at the end, all or nothing.
-    steps = reconstruct_steps(image, **options)
+    steps = reconstruct_steps(image, options)
     out = Path(args.out)
-    names = [f"{stem}_reconstruction_{i + 1}" for i in range(args.samples)]
+    names = [f"{stem}_reconstruction_{i + 1}" for i in range(options.samples)]
     tifs = [out / f"{name}.tif" for name in names]
     provenance_file, metrics_file = out / f"{stem}_provenance.json", out / f"{stem}_metrics.csv"
     planned = [*tifs, provenance_file, metrics_file]
     outputs = dict(
         overwrite=args.overwrite,
         inputs=[args.input] if args.input else [],
-        stale=_other_samples(out, stem, args.samples),
+        stale=_other_samples(out, stem, options.samples),
     )
     io.check_outputs(planned, **outputs)
     size = tuple(args.size or image.shape)
-    print(f"Reconstructing {stem} {image.shape} -> {args.samples} x {size}", file=sys.stderr)
+    print(f"Reconstructing {stem} {image.shape} -> {options.samples} x {size}", file=sys.stderr)
     result = run_to_end(steps, None if args.quiet else printer(sys.stderr))
 
     kind = result.model.kind
@@ -156,23 +128,39 @@ def run(args) -> int:
         final_loss=list(result.final_loss),
         partial=result.partial,
         kind=kind,
+        transport=not args.no_transport_check,
     )
     provenance = {
         **result.provenance,
         "input_file": args.input or f"sample:{stem}",
         "floor": report.floor_of(image, kind),
-        "package_version": __version__,
     }
-    with io.atomic_outputs(planned, **outputs) as staged:
-        for path, reconstruction in zip(tifs, result.images):
-            io.write_tif(staged[path], reconstruction, metadata={"source": stem})
-        io.write_json(staged[provenance_file], provenance)
-        table.to_csv(staged[metrics_file], index=False)
+    files = {
+        path.name: partial(io.write_tif, array=reconstruction, metadata={"source": stem})
+        for path, reconstruction in zip(tifs, result.images)
+    }
+    files.update({provenance_file.name: provenance, metrics_file.name: table})
+    report.write_report(out, files, **outputs)
 
     shown = ["name", *report.error_columns(kind)]
     print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    _print_transport_checks(table)
     print(f"{seconds:.1f} s on {result.provenance['device']}; wrote {len(planned)} files to {out}")
     return 0
+
+
+def _print_transport_checks(table) -> None:
+    """The cost of the transport checks and the values outside their tolerance."""
+    from ..report import outside_tolerance
+
+    if "transport (s)" not in table.columns:
+        return
+    # a D_eff's relative difference is marked with the same reason as the D_eff itself
+    marks = {k: r for k, r in outside_tolerance(table).items() if not k[1].endswith(" rel diff")}
+    seconds = table["transport (s)"].sum()
+    print(f"transport checks: {seconds:.1f} s, {len(marks)} value(s) outside tolerance")
+    for (row, column), reason in marks.items():
+        print(f"  {table['name'].iloc[row]}  {column}: {reason}")
 
 
 def _other_samples(out: Path, stem: str, samples: int) -> list[Path]:
@@ -190,7 +178,7 @@ def _run_volume(args) -> int:
 
     from .. import io, report
     from ..core.errors import InputError
-    from ..core.volume import reconstruct_volume_steps
+    from ..core.volume import VolumeOptions, reconstruct_volume_steps
 
     paths = {axis: path for axis, path in (("z", args.z), ("y", args.y), ("x", args.x)) if path}
     if args.volume is None:
@@ -200,7 +188,7 @@ def _run_volume(args) -> int:
             "Give either INPUT (one micrograph for all three axes) or --x/--y/--z (one per "
             "axis), not both."
         )
-    if args.size or args.samples != 1:
+    if args.size or args.samples is not None:
         raise InputError(
             "--size and --samples are for 2D; a 3D reconstruction makes one volume of --3d SIZE."
         )
@@ -216,27 +204,16 @@ def _run_volume(args) -> int:
         inputs = [args.input] if args.input else []
     out = Path(args.out)
     planned = [out / f"{stem}_volume{end}" for end in (".tif", "_provenance.json", "_metrics.csv")]
-    given = (
-        ("iterations", args.iterations),
-        ("levels", args.levels),
-        ("optimizer", args.optimizer),
-        ("slices_per_axis", args.slices),
+    every_slice = args.slices_per_axis == 0 or (
+        args.slices_per_axis is None and args.optimizer == "lbfgs"
+    )  # L-BFGS needs a fixed objective: every slice
+    options = options_from(
+        args, VolumeOptions, **({"slices_per_axis": None} if every_slice else {})
     )
-    options = dict(
-        layers=args.layers,
-        periodic=args.periodic,
-        kind=args.kind,
-        seed=args.seed,
-        device=args.device,
-        weights=args.weights,
-        **{k: v for k, v in given if v is not None},
-    )
-    if args.slices == 0 or (args.slices is None and args.optimizer == "lbfgs"):
-        options["slices_per_axis"] = None  # every slice: L-BFGS needs a fixed objective
     # Everything (micrographs, size, options, device, memory, weights, outputs) is checked here,
     # before the optimization; the outputs are written at the end, all or nothing.
     size = args.volume[0] if len(args.volume) == 1 else args.volume
-    steps = reconstruct_volume_steps(micrographs, size, **options)
+    steps = reconstruct_volume_steps(micrographs, size, options)
     outputs = dict(overwrite=args.overwrite, inputs=inputs)
     io.check_outputs(planned, **outputs)
     sources = ", ".join(f"{axis}: {Path(path).name}" for axis, path in paths.items())
@@ -254,13 +231,14 @@ def _run_volume(args) -> int:
         final_loss=list(result.final_loss),
         partial=result.partial,
         kind=kind,
+        transport=not args.no_transport_check,
     )
-    provenance = {**result.provenance, "input_files": paths, "package_version": __version__}
-    with io.atomic_outputs(planned, **outputs) as staged:
-        io.write_tif(staged[planned[0]], result.volume, metadata={"source": stem, "axes": "ZYX"})
-        io.write_json(staged[planned[1]], provenance)
-        table.to_csv(staged[planned[2]], index=False)
+    provenance = {**result.provenance, "input_files": paths}
+    tif = partial(io.write_tif, array=result.volume, metadata={"source": stem, "axes": "ZYX"})
+    files = dict(zip((path.name for path in planned), (tif, provenance, table)))
+    report.write_report(out, files, **outputs)
     volume_row = table.iloc[-1]
     print("  ".join(f"{c} {volume_row[c]:.4f}" for c in table.columns if c.startswith("e_")))
+    _print_transport_checks(table)
     print(f"{seconds:.1f} s on {result.provenance['device']}; wrote {len(planned)} files to {out}")
     return 0

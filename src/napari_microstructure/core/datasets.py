@@ -10,8 +10,8 @@ Labels
     :func:`read_labels` reads the user's own labels from a CSV table.
 
 Samples
-    :func:`generate` makes one microstructure of a generated family (:data:`FAMILIES`), phase 1
-    being the phase of interest; :func:`random_crops` cuts crops of a micrograph or volume.
+    the generated families (:data:`~.synthetic.FAMILIES`, phase 1 being the phase of interest)
+    come from :mod:`.synthetic`; :func:`random_crops` cuts crops of a micrograph or volume.
 
 Datasets
     :func:`build_dataset_steps` is a generator of :class:`BuildProgress` messages that returns a
@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-import platform
 import re
 import threading
 import time
@@ -41,27 +39,25 @@ from pathlib import Path
 
 import numpy as np
 
+from ._validate import AXIS_NAMES, axis_indices, check_label_image
 from .errors import InputError
+from .options import merge, option
 from .physics import transport
+from .provenance import environment
 from .steps import STOP, run_to_end, timing
+from .synthetic import FAMILIES, generate, random_parameters
 
 __all__ = [
-    "AXIS_NAMES",
-    "FAMILIES",
     "BuildProgress",
     "Dataset",
     "LabelCache",
-    "axis_index",
     "build_dataset",
     "build_dataset_steps",
-    "check_label_image",
     "dataset_outputs",
-    "generate",
     "image_key",
     "labels_for",
     "planned_files",
     "random_crops",
-    "random_parameters",
     "read_dataset",
     "read_labels",
     "stale_files",
@@ -69,41 +65,15 @@ __all__ = [
     "write_dataset",
 ]
 
-#: Generated morphologies; phase 1 is the phase whose transport is labelled.
-FAMILIES: tuple[str, ...] = (
-    "gaussian_field",
-    "anisotropic_field",
-    "overlapping_discs",
-    "oriented_ellipses",
-    "cell_boundaries",
-)
 #: The file :class:`LabelCache` keeps in its folder.
 CACHE_FILE = "transport_labels.json"
 #: The table :func:`write_dataset` writes beside the images.
 LABELS_FILE = "labels.csv"
 #: The record of how a dataset was built, beside its table.
 PROVENANCE_FILE = "provenance.json"
-#: Solver settings of the labels (TauFactor's defaults in :func:`~.physics.transport`).
+#: TauFactor's criterion, twice its iteration limit: all converge (docs/measurements/datasets.md)
 ITER_LIMIT = 20000
 CONV_CRIT = 1e-2
-
-
-AXIS_NAMES = {2: ("y", "x"), 3: ("z", "y", "x")}
-
-
-def axis_index(axis: int | str, ndim: int) -> int:
-    """The array axis of ``axis``: an index, or a name (``x`` is the last axis, then ``y``, ``z``)."""
-    if isinstance(axis, str):
-        if axis not in AXIS_NAMES[ndim]:
-            raise InputError(
-                f"Axis {axis!r} does not exist in {ndim}D: choose one of {', '.join(AXIS_NAMES[ndim])}."
-            )
-        return AXIS_NAMES[ndim].index(axis)
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise InputError(f"Axis {axis!r} is neither a name (x, y, z) nor an array index.")
-    if not -ndim <= axis < ndim:
-        raise InputError(f"Axis {axis} does not exist in an image of {ndim} dimensions.")
-    return axis % ndim
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,70 +175,6 @@ class LabelCache:
         return path
 
 
-def _distinct_values(array: np.ndarray) -> np.ndarray:
-    """The distinct values of an array, ascending (counted, not sorted, for small unsigned
-    types)."""
-    if array.dtype.kind == "b" or (array.dtype.kind == "u" and array.dtype.itemsize <= 2):
-        return np.flatnonzero(np.bincount(array.ravel()))
-    return np.unique(array)
-
-
-def check_label_image(image, name: str = "image", phase=None) -> np.ndarray:
-    """``image`` as an array if it is a 2D image or 3D volume of phase labels, else InputError.
-
-    Phase labels are whole numbers, at most :data:`~.phases.MAX_PHASES` distinct values (the
-    package's rule for label images); a grey micrograph (floats that are not whole numbers, or
-    more distinct values) is refused with the advice to segment it. With ``phase``, an image in
-    which that phase does not occur is refused too, naming the labels it has.
-    """
-    from .phases import MAX_PHASES, check_unmasked
-
-    check_unmasked(image, name)
-    array = np.asarray(image)
-    if array.dtype.kind not in "biuf":
-        raise InputError(
-            f"The {name} has dtype {array.dtype}: phase labels (one whole number per phase) are "
-            "needed."
-        )
-    if array.ndim not in (2, 3) or array.size == 0:
-        raise InputError(
-            f"The {name} has shape {array.shape}: a 2D image or a 3D volume of phase labels is "
-            "needed."
-        )
-    if array.dtype.kind == "f":
-        if not np.isfinite(array).all():
-            raise InputError(f"The {name} contains NaN or Inf values; replace or crop them first.")
-        if not (array == np.round(array)).all():
-            raise InputError(
-                f"The {name} holds grey levels (values that are not whole numbers), not phase "
-                "labels: segment it into phases (one whole number per phase) first."
-            )
-    values = _distinct_values(array)
-    if len(values) > MAX_PHASES:
-        raise InputError(
-            f"The {name} has {len(values)} distinct values: it looks like a grey image, not phase "
-            f"labels (at most {MAX_PHASES} phases). Segment it into phases first."
-        )
-    if phase is not None:
-        if isinstance(phase, str) or not np.isscalar(phase) or not np.isfinite(phase):
-            raise InputError(f"The phase must be a label (a whole number); got {phase!r}.")
-        if not (array == phase).any():
-            labels = ", ".join(f"{v:g}" for v in values)
-            raise InputError(
-                f"Phase {phase} does not occur in the {name} (its labels are {labels}): give the "
-                "label of the phase of interest (--phase on the command line, phase= in Python)."
-            )
-    return array
-
-
-def _axis_indices(axes, ndim: int) -> list[int]:
-    """The array axes of ``axes`` (names or indices) in an image of ``ndim`` dimensions."""
-    axes = [axes] if isinstance(axes, (str, int, np.integer)) else list(axes)
-    if not axes:
-        raise InputError("Give at least one transport axis (x, y or z).")
-    return [axis_index(axis, ndim) for axis in axes]
-
-
 def transport_labels(
     image: np.ndarray,
     phase=1,
@@ -283,7 +189,7 @@ def transport_labels(
 
     Parameters
     ----------
-    image : 2D or 3D label image (:func:`check_label_image`: grey images are refused).
+    image : 2D or 3D label image (grey images are refused: :func:`~._validate.check_label_image`).
     phase : the label of the conducting phase; it must occur in the image.
     axes : axis indices or names (``"x"`` is the last axis).
     cache : a :class:`LabelCache`; results found there are not computed again.
@@ -299,7 +205,7 @@ def transport_labels(
     from .physics import check_solver_settings
 
     array = check_label_image(image, "image", phase)
-    indices = _axis_indices(axes, array.ndim)
+    indices = axis_indices(axes, array.ndim)
     check_solver_settings(iter_limit, conv_crit)
     return _label_row(array, phase, indices, cache, resolve_device(device), iter_limit, conv_crit)
 
@@ -399,158 +305,8 @@ def labels_for(names: Sequence[str], table, column: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Generated families and crops
+# Crops
 # --------------------------------------------------------------------------------------------
-
-
-def _periodic_smooth_noise(shape, lengths, rng) -> np.ndarray:
-    from scipy import ndimage
-
-    return ndimage.gaussian_filter(rng.standard_normal(shape), lengths, mode="wrap")
-
-
-def _threshold(field: np.ndarray, fraction: float) -> np.ndarray:
-    """1 on the highest ``fraction`` of the field's values (exact count)."""
-    n_one = round(fraction * field.size)
-    labels = np.zeros(field.size, np.uint8)
-    labels[np.argsort(field.ravel(), kind="stable")[field.size - n_one :]] = 1
-    return labels.reshape(field.shape)
-
-
-def _overlapping_ellipses(shape, fraction, semi_major, semi_minor, angle, rng) -> np.ndarray:
-    """Union of ellipses (a Boolean model) with Poisson centres over the periodic image, their
-    number chosen so that the expected covered fraction is ``fraction``."""
-    height, width = shape
-    count = max(
-        1, round(-math.log(1.0 - fraction) * height * width / (math.pi * semi_major * semi_minor))
-    )
-    covered = np.zeros(shape, bool)
-    cos, sin = math.cos(angle), math.sin(angle)
-    reach = math.ceil(semi_major) + 1
-    for cy, cx in zip(rng.uniform(0, height, count), rng.uniform(0, width, count)):
-        y0, x0 = int(cy) - reach, int(cx) - reach
-        ys = np.arange(y0, y0 + 2 * reach + 1) % height
-        xs = np.arange(x0, x0 + 2 * reach + 1) % width
-        dy = np.arange(y0, y0 + 2 * reach + 1)[:, None] - cy
-        dx = np.arange(x0, x0 + 2 * reach + 1)[None, :] - cx
-        along = (dx * cos + dy * sin) / semi_major
-        across = (-dx * sin + dy * cos) / semi_minor
-        covered[np.ix_(ys, xs)] |= along * along + across * across <= 1.0
-    return covered.astype(np.uint8)
-
-
-def _cell_boundaries(shape, fraction, cell_size, rng) -> np.ndarray:
-    """The boundaries of a periodic Voronoi tessellation (a grain-boundary network), thick
-    enough to cover exactly ``fraction`` of the pixels: those nearest to the bisector of their
-    two nearest seeds."""
-    from scipy.spatial import cKDTree
-
-    height, width = shape
-    count = max(2, round(height * width / cell_size**2))
-    seeds = np.column_stack([rng.uniform(0, height, count), rng.uniform(0, width, count)])
-    tree = cKDTree(seeds, boxsize=[height, width])
-    rows, cols = np.mgrid[0:height, 0:width]
-    points = np.column_stack([rows.ravel() + 0.5, cols.ravel() + 0.5]) % [height, width]
-    distances, nearest = tree.query(points, k=2)
-    apart = seeds[nearest[:, 1]] - seeds[nearest[:, 0]]
-    apart -= np.round(apart / [height, width]) * [height, width]  # periodic
-    to_bisector = (distances[:, 1] ** 2 - distances[:, 0] ** 2) / (2 * np.hypot(*apart.T))
-    return _threshold(-to_bisector.reshape(shape), fraction)
-
-
-def random_parameters(
-    family: str, rng: np.random.Generator, volume_fraction: tuple[float, float] = (0.2, 0.8)
-) -> dict:
-    """Random parameters of a family (see :func:`generate`), volume fraction uniform in range."""
-    if family not in FAMILIES:
-        raise InputError(f"Unknown family {family!r}: choose one of {', '.join(FAMILIES)}.")
-    fraction = float(rng.uniform(*volume_fraction))
-    if family == "gaussian_field":
-        return {"volume_fraction": fraction, "correlation_length": float(rng.uniform(1.5, 8.0))}
-    if family == "anisotropic_field":
-        length, ratio = (
-            float(rng.uniform(2.0, 6.0)),
-            float(np.exp(rng.uniform(np.log(0.2), np.log(5.0)))),
-        )
-        return {
-            "volume_fraction": fraction,
-            "correlation_length_y": length / math.sqrt(ratio),
-            "correlation_length_x": length * math.sqrt(ratio),
-        }
-    if family == "overlapping_discs":
-        return {
-            "volume_fraction": fraction,
-            "radius": float(rng.uniform(3.0, 10.0)),
-            "phase_1": str(rng.choice(["discs", "matrix"])),
-        }
-    if family == "cell_boundaries":
-        return {"volume_fraction": fraction, "cell_size": float(rng.uniform(15.0, 40.0))}
-    return {
-        "volume_fraction": fraction,
-        "semi_major": float(rng.uniform(6.0, 16.0)),
-        "aspect_ratio": float(rng.uniform(2.0, 6.0)),
-        "angle_degrees": float(rng.uniform(0.0, 180.0)),
-        "phase_1": str(rng.choice(["ellipses", "matrix"])),
-    }
-
-
-def generate(
-    family: str, shape: Sequence[int] = (128, 128), seed: int = 0, **parameters
-) -> np.ndarray:
-    """One generated 2D microstructure as ``uint8`` labels; phase 1 is the phase of interest.
-
-    Families and their parameters (:func:`random_parameters` draws them):
-
-    - ``gaussian_field``: thresholded Gaussian random field (periodic noise smoothed with a
-      Gaussian of ``correlation_length`` px), phase 1 exactly ``volume_fraction`` of the pixels.
-    - ``anisotropic_field``: the same with ``correlation_length_y`` and ``correlation_length_x``:
-      channels elongated along one axis.
-    - ``overlapping_discs``: a Boolean model of discs of ``radius`` px with Poisson centres,
-      expected coverage ``volume_fraction`` of phase 1; ``phase_1`` is ``"discs"`` or
-      ``"matrix"`` (then the discs are phase 0 and cover ``1 - volume_fraction``).
-    - ``oriented_ellipses``: the same with ellipses of ``semi_major`` px, ``aspect_ratio`` and
-      orientation ``angle_degrees`` from the x axis towards y; ``phase_1`` ``"ellipses"`` or
-      ``"matrix"``.
-    - ``cell_boundaries``: the boundaries of a Voronoi tessellation with cells of about
-      ``cell_size`` px (a grain-boundary network), covering exactly ``volume_fraction``.
-    """
-    if family not in FAMILIES:
-        raise InputError(f"Unknown family {family!r}: choose one of {', '.join(FAMILIES)}.")
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 2 or min(shape) < 8:
-        raise InputError(f"Generated microstructures are 2D, at least 8x8; asked for {shape}.")
-    fraction = float(parameters.get("volume_fraction", 0.5))
-    if not 0.0 < fraction < 1.0:
-        raise InputError(f"volume_fraction must lie strictly between 0 and 1; got {fraction}.")
-    rng = np.random.default_rng(seed)
-    if family == "gaussian_field":
-        field_ = _periodic_smooth_noise(
-            shape, float(parameters.get("correlation_length", 4.0)), rng
-        )
-        return _threshold(field_, fraction)
-    if family == "anisotropic_field":
-        lengths = (
-            float(parameters.get("correlation_length_y", 2.0)),
-            float(parameters.get("correlation_length_x", 8.0)),
-        )
-        return _threshold(_periodic_smooth_noise(shape, lengths, rng), fraction)
-    if family == "cell_boundaries":
-        return _cell_boundaries(shape, fraction, float(parameters.get("cell_size", 20.0)), rng)
-    if family == "overlapping_discs":
-        inverted = parameters.get("phase_1", "discs") == "matrix"
-        radius = float(parameters.get("radius", 6.0))
-        discs = _overlapping_ellipses(
-            shape, 1.0 - fraction if inverted else fraction, radius, radius, 0.0, rng
-        )
-        return 1 - discs if inverted else discs
-    inverted = parameters.get("phase_1", "ellipses") == "matrix"
-    semi_major = float(parameters.get("semi_major", 10.0))
-    semi_minor = semi_major / float(parameters.get("aspect_ratio", 3.0))
-    angle = math.radians(float(parameters.get("angle_degrees", 0.0)))
-    ellipses = _overlapping_ellipses(
-        shape, 1.0 - fraction if inverted else fraction, semi_major, semi_minor, angle, rng
-    )
-    return 1 - ellipses if inverted else ellipses
 
 
 def random_crops(
@@ -592,6 +348,41 @@ class Dataset:
     table: object  # pandas.DataFrame
     provenance: dict = field(default_factory=dict)
     partial: bool = False
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    """What :func:`build_dataset_steps` builds; picklable."""
+
+    generated: int = option(
+        0,
+        "generated microstructures, spread evenly over the families, with random parameters; "
+        "phase 1 is their phase of interest",
+        low=0,
+        high=100_000,
+    )
+    families: tuple[str, ...] = option(FAMILIES, "families of generated microstructures")
+    size: int | tuple[int, ...] = option(
+        128, "side (or H, W) of generated samples, crops and reconstructions", low=8, high=4096
+    )
+    volume_fraction: tuple[float, float] = option(
+        (0.2, 0.8), "range of the generated samples' volume fraction", low=0.0, high=1.0
+    )
+    crops: int = option(
+        0, "random crops per micrograph (3D: sub-volumes of side size)", low=0, high=10_000
+    )
+    reconstructions: int = option(
+        0, "reconstructions per 2D micrograph (output size: size)", low=0, high=1_000
+    )
+    reconstruction_options: Mapping | None = option(
+        None,
+        "options of those reconstructions (see ReconstructionOptions), size/samples/seed aside",
+    )
+    phase: int | tuple = option(1, "the phase of interest in the micrographs")
+    axes: tuple = option(("x",), "transport axes to label ('x' is the last axis)")
+    label: bool = option(True, "compute the transport labels (False: parameters only)")
+    seed: int = option(0, "random seed of the parameters, crops and reconstructions", low=0)
+    device: str = option("auto", "the transport solver's torch device")
 
 
 @dataclass(frozen=True)
@@ -665,39 +456,22 @@ def _volume_fraction_range(volume_fraction) -> tuple[float, float]:
 
 
 def build_dataset_steps(
+    options: DatasetOptions | None = None,
     *,
-    generated: int = 0,
-    families: Sequence[str] = FAMILIES,
-    size: int | Sequence[int] = 128,
-    volume_fraction: tuple[float, float] = (0.2, 0.8),
     micrographs: Mapping[str, np.ndarray] | None = None,
-    crops: int = 0,
-    reconstructions: int = 0,
-    reconstruction_options: Mapping | None = None,
-    phase=1,
-    axes: Sequence[int | str] = ("x",),
-    label: bool = True,
     cache: LabelCache | None = None,
-    seed: int = 0,
-    device: str = "cpu",
+    **changes,
 ) -> Generator[BuildProgress, str | None, Dataset]:
     """Build a labelled dataset; a generator of :class:`BuildProgress` returning a :class:`Dataset`.
 
     Parameters
     ----------
-    generated : number of generated microstructures, spread evenly over ``families``, with
-        random parameters (:func:`random_parameters`, volume fraction uniform in
-        ``volume_fraction``); phase 1 is their phase of interest.
-    size : side (or H, W) of generated samples, crops and reconstructions.
-    micrographs : ``{name: 2D or 3D label image}`` (a napari layer's data, a file's array).
-    crops : random crops per micrograph (3D: sub-volumes of side ``size``).
-    reconstructions : reconstructions per 2D micrograph (:func:`~.decoder.reconstruct` with
-        ``reconstruction_options``, output ``size``).
-    phase : the phase of interest in the micrographs (generated samples use 1).
-    axes : transport axes to label (``"x"`` is the last axis).
-    label : compute the transport labels (False: parameters and volume fraction only).
+    options : :class:`DatasetOptions`, optional
+        What to build (the defaults when None); ``changes`` given as keywords replace single
+        fields (``build_dataset_steps(generated=300, size=128)``).
+    micrographs : ``{name: 2D or 3D label image}`` (a napari layer's data, a file's array), the
+        source of crops and reconstructions.
     cache : :class:`LabelCache` for the labels.
-    device : the solver's torch device; one this machine lacks raises ``DeviceError``.
 
     Send ``"stop"`` to end after the current sample with the samples made so far
     (``Dataset.partial``); the reconstructions of one micrograph are made together, so a stop
@@ -707,20 +481,23 @@ def build_dataset_steps(
     from .decoder import MAX_SEED, reconstruct_steps, whole_number
     from .device import resolve_device
 
+    options = merge(DatasetOptions, options, changes)
+    families, size, phase, axes = options.families, options.size, options.phase, options.axes
+    label, seed, device = options.label, options.seed, options.device
     families = [families] if isinstance(families, str) else list(families)
     unknown = [str(f) for f in families if f not in FAMILIES]
     if unknown:
         raise InputError(
             f"Unknown famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}: choose from {', '.join(FAMILIES)}."
         )
-    generated = whole_number(generated, "The number of generated samples", 0)
-    crops = whole_number(crops, "The number of crops per micrograph", 0)
+    generated = whole_number(options.generated, "The number of generated samples", 0)
+    crops = whole_number(options.crops, "The number of crops per micrograph", 0)
     reconstructions = whole_number(
-        reconstructions, "The number of reconstructions per micrograph", 0
+        options.reconstructions, "The number of reconstructions per micrograph", 0
     )
     if generated and not families:
         raise InputError("Choose at least one family of generated microstructures.")
-    fractions = _volume_fraction_range(volume_fraction)
+    fractions = _volume_fraction_range(options.volume_fraction)
     sides = [size] if np.ndim(size) == 0 else list(size)
     sides = [whole_number(side, "The sample size", 1) for side in sides]
     shape2d = tuple(sides * 2 if len(sides) == 1 else sides)
@@ -729,8 +506,8 @@ def build_dataset_steps(
     micrographs = dict(micrographs or {})
     seed = whole_number(seed, "The seed", 0, MAX_SEED - 2000 - len(micrographs))
     ndims = {2} if generated else set()
-    options = dict(reconstruction_options or {})
-    fixed = sorted({"size", "samples", "seed"} & options.keys())
+    changes = dict(options.reconstruction_options or {})
+    fixed = sorted({"size", "samples", "seed"} & changes.keys())
     if fixed:
         raise InputError(
             f"reconstruction_options cannot set {', '.join(fixed)}: the builder sets them."
@@ -752,7 +529,7 @@ def build_dataset_steps(
                     f"Reconstructions are made from 2D micrographs; {name!r} is {array.ndim}D."
                 )
             reconstruction_steps[name] = reconstruct_steps(
-                array, size=shape2d, samples=reconstructions, seed=seed + 2000 + m, **options
+                array, size=shape2d, samples=reconstructions, seed=seed + 2000 + m, **changes
             )
             ndims.add(2)
     names = planned_files(
@@ -769,7 +546,7 @@ def build_dataset_steps(
             "Two micrographs have the same name (up to / and \\): give them different names."
         )
     for ndim in ndims:
-        _axis_indices(axes, ndim)
+        axis_indices(axes, ndim)
     axes = [axes] if isinstance(axes, (str, int, np.integer)) else list(axes)
     torch_device = resolve_device(device) if label else device
     return _build(
@@ -780,7 +557,7 @@ def build_dataset_steps(
         micrographs,
         crops,
         reconstructions,
-        options,
+        changes,
         phase,
         axes,
         label,
@@ -825,7 +602,7 @@ def _build(
         label_start = time.perf_counter()
         row = {"file": names[len(rows)], **row}
         if label:
-            indices = _axis_indices(axes, np.ndim(image))
+            indices = axis_indices(axes, np.ndim(image))
             row.update(_label_row(np.asarray(image), row["phase"], indices, cache, device))
         else:
             row["volume_fraction"] = float((np.asarray(image) == row["phase"]).mean())
@@ -905,22 +682,25 @@ def _build(
         "phase": phase,
         "axes": [str(a) for a in axes],
         "seed": seed,
-        "device": str(device),
+        **environment(device),
         "solver": {"name": "taufactor", "iter_limit": ITER_LIMIT, "conv_crit": CONV_CRIT},
         "timings": {
             "total_seconds": time.perf_counter() - started,
             "cpu_seconds": time.process_time() - cpu_started,
             "label_seconds": timings["label_seconds"],
         },
-        "platform": platform.platform(),
     }
     return Dataset(images, table, provenance, partial=stopped)
 
 
-def build_dataset(callback: Callable[[BuildProgress], object] | None = None, **options) -> Dataset:
+def build_dataset(
+    options: DatasetOptions | None = None,
+    callback: Callable[[BuildProgress], object] | None = None,
+    **changes,
+) -> Dataset:
     """Run :func:`build_dataset_steps` to the end; ``callback`` gets every message and may
     return ``"stop"``."""
-    return run_to_end(build_dataset_steps(**options), callback)
+    return run_to_end(build_dataset_steps(options, **changes), callback)
 
 
 def dataset_outputs(

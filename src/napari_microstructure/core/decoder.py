@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import math
 import operator
-import platform
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import numpy as np
 
 from ._optimize import (
     LBFGS_HISTORY,
-    OPTIMIZERS,  # noqa: F401 (the choices, for the command line and the widget)
+    OPTIMIZERS,
     CachedClosure,
     Objective,
     PreviewClock,
@@ -37,43 +36,34 @@ from ._optimize import (
     share_steps,
     take_step,
 )
+from ._validate import validate_image
 from .descriptors import GramLoss, check_terms
 from .device import free_memory_bytes, resolve_device
 from .encoder import LAYER_NAMES, check_layers, get_encoder, layer_channels, min_input_size
 from .errors import InputError, MemoryBudgetError
+from .options import merge, option
 from .phases import (
     ImageModel,
     describe_image,
     phase_colours,
     small_inner_clusters,
     to_colour,
-    validate_image,
 )
+from .provenance import environment
 from .steps import STOP, describe_step, run_to_end
-from .weights import describe as describe_weights
 from .weights import load_weights
 
-# The defaults below were chosen by measurement on alloy_256 and carbonate_256 with
-# benchmarks/reconstruction.py; the tables are in docs/measurements/reconstruction.md.
-#
-#: Gram layers: e_S2 0.004-0.005 on both micrographs (floors 0.020, 0.028); pool3 added no
-#: fidelity at 2.5x the cost per evaluation.
+#: Gram layers: below both floors; pool3 costs 2.5x, no gain (docs/measurements/reconstruction.md)
 DEFAULT_LAYERS: tuple[str, ...] = ("conv1_1", "pool1", "pool2")
-#: Optimizer steps over all resolution levels; 450 gave no better e_S2 or connectivity.
+#: Steps over all levels; 450 gave no better fidelity (docs/measurements/reconstruction.md)
 DEFAULT_ITERATIONS = 300
-#: Resolution levels, coarse to fine, each half the size of the next: one level broke the
-#: alloy's boundary network into ~1300 pieces; 4 matched 3 in half the time.
+#: Coarse-to-fine levels; coarse ones keep networks whole (docs/measurements/reconstruction.md)
 DEFAULT_LEVELS = 4
-#: Share of the finest level's steps relative to each coarser level: the coarse levels set the
-#: topology cheaply; 0.4 kept the boundary network whole in 60 % of the time of equal shares.
+#: Finest level's share of a coarse one's steps: 40 % faster (docs/measurements/reconstruction.md)
 FINEST_LEVEL_WEIGHT = 0.4
-#: Islands (clusters of one phase) of fewer pixels than this are never kept, nor those smaller
-#: than nearly all clusters inside the micrograph (island_limits): without it the alloy's
-#: boundary phase came back with ~50 islands, most of them single pixels.
+#: Islands under this size (and the micrograph's) are removed (docs/measurements/reconstruction.md)
 MAX_ISLAND = 8
-#: Most resolution levels a run may ask for. A level halves the image of the next, and levels
-#: whose image would be smaller than the layers need are dropped anyway (a 4096-pixel output
-#: has at most 12 with conv1_1 alone); the bound keeps a typo from planning millions of them.
+#: Most levels a run may ask for: a bound against typos (docs/measurements/reconstruction.md)
 MAX_LEVELS = 16
 #: Seeds run from 0 to this (2**63 - 1): the range that torch's and numpy's generators share.
 MAX_SEED = 2**63 - 1
@@ -110,6 +100,63 @@ class Reconstruction:
     final_loss: list[float]  # loss of each sample at the end
     partial: bool  # stopped before the planned budget
     provenance: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NetworkOptions:
+    """The options every reconstruction shares, 2D and 3D (:class:`ReconstructionOptions`,
+    :class:`~napari_microstructure.core.volume.VolumeOptions`)."""
+
+    layers: tuple[str, ...] | str = option(
+        DEFAULT_LAYERS,
+        "VGG19 layers whose Gram matrices are matched (names, or one string: 'conv1_1,pool2')",
+    )
+    iterations: int = option(
+        DEFAULT_ITERATIONS, "optimizer steps over all resolution levels", low=1, high=100_000
+    )
+    levels: int = option(
+        DEFAULT_LEVELS,
+        "coarse-to-fine resolution levels, each twice the size of the one before "
+        "(1 = full size only; levels too small for the layers are dropped)",
+        low=1,
+        high=MAX_LEVELS,
+    )
+    optimizer: str = option("lbfgs", "lbfgs (with a line search) or adam", choices=OPTIMIZERS)
+    learning_rate: float = option(0.1, "Adam's step (lbfgs ignores it)", low=1e-4, high=10.0)
+    layer_weights: Mapping | None = option(
+        None, "{layer: weight} for layers of this run, each 0 or more (a layer left out weighs 1)"
+    )
+    periodic: bool = option(False, "make outputs that tile seamlessly (circular padding)")
+    kind: str = option("auto", "phase labels or grey levels", choices=("auto", "labels", "grey"))
+    seed: int = option(
+        0, "random seed: the same seed and options give the same result", low=0, high=MAX_SEED
+    )
+    device: str = option(
+        "auto", "where torch computes: auto picks CUDA, then Apple MPS, then the CPU"
+    )
+    weights: str = option(
+        "normalized",
+        "network weights: normalized (the VGG19 of Li et al.), torchvision, random (plumbing "
+        "tests only), or the path of a weights file",
+    )
+    max_island: int = option(
+        MAX_ISLAND,
+        "islands of a phase smaller than this (and than the micrograph's own clusters) join "
+        "the surrounding phase; 0 keeps every island",
+        low=0,
+        high=10_000,
+    )
+    preview_interval: float | None = option(
+        None, "seconds between previews in the progress messages (None: no previews)", low=0
+    )
+
+
+@dataclass(frozen=True)
+class ReconstructionOptions(NetworkOptions):
+    """The options of a 2D reconstruction (:func:`reconstruct_steps`); picklable."""
+
+    size: tuple[int, int] | None = option(None, "output size (H, W); the micrograph's if None")
+    samples: int = option(1, "number of reconstructions", low=1, high=64)
 
 
 def whole_number(value, what: str, low: int = 1, high: int | None = None) -> int:
@@ -248,23 +295,10 @@ def island_limits(micrograph: np.ndarray, model: ImageModel, largest: int = MAX_
 
 def reconstruct_steps(
     image,
+    options: ReconstructionOptions | None = None,
     *,
-    size: Sequence[int] | None = None,
-    samples: int = 1,
-    layers: Sequence[str] = DEFAULT_LAYERS,
-    iterations: int = DEFAULT_ITERATIONS,
-    levels: int = DEFAULT_LEVELS,
-    optimizer: str = "lbfgs",
-    learning_rate: float = 0.1,
-    layer_weights: dict | None = None,
-    periodic: bool = False,
-    kind: str = "auto",
-    seed: int = 0,
-    device: str = "auto",
-    weights: str = "normalized",
-    preview_interval: float | None = None,
-    max_island: int = MAX_ISLAND,
     terms: Sequence = (),
+    **changes,
 ) -> Generator[Progress, str | None, Reconstruction]:
     """Reconstruct ``samples`` microstructures statistically equivalent to a 2D micrograph.
 
@@ -272,24 +306,9 @@ def reconstruct_steps(
     ----------
     image : 2D array
         The micrograph: phase labels (up to 8 phases) or grey levels. Never modified.
-    size : (H, W), optional
-        Output size; the micrograph's by default. Any size the layers allow.
-    layers : names of VGG19 layers whose Gram matrices are matched (a list, or one string:
-        ``"pool2"``, ``"conv1_1,pool2"``).
-    iterations : optimizer steps over all levels.
-    levels : resolution levels, coarse to fine (1 = full resolution only; at most
-        :data:`MAX_LEVELS`). Levels whose image would be smaller than the layers need are
-        dropped; the provenance records the levels used and those requested.
-    optimizer : ``"lbfgs"`` (with a strong-Wolfe line search) or ``"adam"``.
-    learning_rate : Adam's step (finite, above 0).
-    layer_weights : ``{layer: weight}`` for layers of this run, each 0 or more (a layer left out
-        weighs 1).
-    periodic : make outputs that tile seamlessly (circular padding in the network).
-    kind : ``"auto"``, ``"labels"`` or ``"grey"``.
-    seed : 0 to :data:`MAX_SEED` (2**63 - 1).
-    preview_interval : seconds between previews in the progress messages (None: no previews).
-    max_island : islands of a phase smaller than this (and than any cluster of that phase inside
-        the micrograph) are given to the surrounding phase; 0 keeps every island.
+    options : :class:`ReconstructionOptions`, optional
+        The run's options (the defaults when None); ``changes`` given as keywords replace
+        single fields (``reconstruct_steps(image, seed=3, iterations=100)``).
     terms : extra loss terms (:class:`~napari_microstructure.core.descriptors.LossTerm`), each
         added with its weight to the Gram loss; the provenance records each one's final loss.
 
@@ -307,18 +326,19 @@ def reconstruct_steps(
     """
     import torch
 
+    options = merge(ReconstructionOptions, options, changes)
     micrograph = validate_image(image, 2, "micrograph")
-    model = describe_image(micrograph, kind)
-    layers = check_layers(layers)
-    optimizer = check_optimizer(optimizer)
+    model = describe_image(micrograph, options.kind)
+    layers = check_layers(options.layers)
+    optimizer = check_optimizer(options.optimizer)
     terms = check_terms(terms)
-    samples = whole_number(samples, "samples")
-    iterations = whole_number(iterations, "iterations")
-    levels = check_levels(levels)
-    seed = check_seed(seed)
-    learning_rate = check_learning_rate(learning_rate)
-    layer_weights = check_layer_weights(layer_weights, layers)
-    size = _output_size(size, micrograph.shape)
+    samples = whole_number(options.samples, "samples")
+    iterations = whole_number(options.iterations, "iterations")
+    levels = check_levels(options.levels)
+    seed = check_seed(options.seed)
+    learning_rate = check_learning_rate(options.learning_rate)
+    layer_weights = check_layer_weights(options.layer_weights, layers)
+    size = _output_size(options.size, micrograph.shape)
     smallest = min_input_size(layers)
     if min(micrograph.shape) < smallest or min(size) < smallest:
         raise InputError(
@@ -326,12 +346,12 @@ def reconstruct_steps(
             f"{smallest}x{smallest} pixels for layers up to {layers[-1]} (its pooling shrinks "
             "the image). Choose shallower layers or a larger image."
         )
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(options.device)
     _check_memory(
         estimate_memory(size, samples, layers, model.n_channels, optimizer), torch_device
     )
-    vgg_weights = load_weights(weights)
-    encoder = get_encoder(layers, weights, torch_device)
+    vgg_weights = load_weights(options.weights)
+    encoder = get_encoder(layers, options.weights, torch_device)
     colour = to_colour(micrograph, model)
     colours = torch.from_numpy(phase_colours(max(len(model.labels), 2))).to(torch_device)
     schedule = _schedule(size, micrograph.shape, levels, iterations, smallest)
@@ -341,9 +361,16 @@ def reconstruct_steps(
     coarse = level_shape(size, schedule[0][0])
     parameters = initial_logits(model, samples, coarse, generator).to(torch_device)
     objective = Objective(
-        (GramLoss(layer_weights), *terms), encoder, colours, model, bool(periodic), torch_device
+        (GramLoss(layer_weights), *terms),
+        encoder,
+        colours,
+        model,
+        bool(options.periodic),
+        torch_device,
     )
-    islands = island_limits(micrograph, model, int(max_island)) if model.kind == "labels" else {}
+    islands = (
+        island_limits(micrograph, model, int(options.max_island)) if model.kind == "labels" else {}
+    )
     return _optimize(
         micrograph=micrograph,
         model=model,
@@ -358,7 +385,7 @@ def reconstruct_steps(
         optimizer=optimizer,
         learning_rate=learning_rate,
         layer_weights=layer_weights,
-        preview_interval=preview_interval,
+        preview_interval=options.preview_interval,
         device=torch_device,
         vgg_weights=vgg_weights,
         seed=seed,
@@ -450,11 +477,7 @@ def _optimize(
             "island_limits": {str(k): v for k, v in islands.items()},
         },
         "seed": seed,
-        "weights": describe_weights(vgg_weights),
-        "device": str(device),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "platform": platform.platform(),
+        **environment(device, vgg_weights),
         "input": {
             "shape": list(micrograph.shape),
             "dtype": model.dtype,
@@ -486,7 +509,10 @@ def _evaluate(objective: Objective, parameters, level: int, factor: int) -> tupl
 
 
 def reconstruct(
-    image, callback: Callable[[Progress], object] | None = None, **options
+    image,
+    options: ReconstructionOptions | None = None,
+    callback: Callable[[Progress], object] | None = None,
+    **changes,
 ) -> Reconstruction:
-    """Reconstruct microstructures from a micrograph; see :func:`reconstruct_steps` for options."""
-    return run_to_end(reconstruct_steps(image, **options), callback)
+    """Reconstruct microstructures from a micrograph; see :func:`reconstruct_steps`."""
+    return run_to_end(reconstruct_steps(image, options, **changes), callback)

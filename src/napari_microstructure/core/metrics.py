@@ -42,8 +42,8 @@ import numpy as np
 from scipy import fft as sp_fft
 from scipy import ndimage as ndi
 
+from ._validate import axis_index, grey_image, indicator, label_image
 from .errors import InputError
-from .phases import check_unmasked
 
 __all__ = [
     "ChordLengths",
@@ -187,52 +187,6 @@ class Connectivity:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_image(image, name: str = "image") -> np.ndarray:
-    """Return ``image`` as an integer-label ndarray, 2D or 3D, or raise InputError."""
-    check_unmasked(image, name)
-    arr = np.asarray(image)
-    if arr.ndim not in (2, 3):
-        raise InputError(
-            f"{name} must be a 2D or 3D array of phase labels; got {arr.ndim} dimension(s) "
-            f"with shape {arr.shape}."
-        )
-    if min(arr.shape) < 2:
-        raise InputError(
-            f"{name} must be at least 2 pixels along every axis; got shape {arr.shape}."
-        )
-    if arr.dtype == bool:
-        return arr.view(np.uint8)
-    if np.issubdtype(arr.dtype, np.integer):
-        return arr
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise InputError(
-                f"{name} must hold integer phase labels; its {arr.dtype} values are not all "
-                "whole numbers (segment the image first; grey images have compare_grey)."
-            )
-        return arr.astype(np.int64)
-    raise InputError(f"{name} must hold integer phase labels; got dtype {arr.dtype}.")
-
-
-def _check_axis(axis, ndim: int) -> int:
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise InputError(f"axis must be an integer; got {axis!r}.")
-    if not -ndim <= axis < ndim:
-        raise InputError(f"axis {axis} is out of range for a {ndim}D image (0 .. {ndim - 1}).")
-    return int(axis) % ndim
-
-
-def _indicator(image: np.ndarray, phase, name: str = "image") -> np.ndarray:
-    """Boolean indicator of ``phase``; raises if the phase does not occur in ``image``."""
-    ind = image == phase
-    if not ind.any():
-        raise InputError(
-            f"Phase {phase!r} does not occur in the {name}; its phases are "
-            f"{', '.join(str(p) for p in phases_of(image))}."
-        )
-    return ind
-
-
 def _check_max_length(max_length, limit: int, what: str) -> int:
     if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)):
         raise InputError(f"{what} must be an integer; got {max_length!r}.")
@@ -271,12 +225,12 @@ def _scalar(value):
 
 def phases_of(image) -> np.ndarray:
     """Sorted unique phase labels of ``image``."""
-    return np.unique(_check_image(image))
+    return np.unique(label_image(image))
 
 
 def volume_fractions(image) -> dict:
     """Volume fraction ``phi = mean(image == p)`` of every phase ``p``, keyed by label (sorted)."""
-    arr = _check_image(image)
+    arr = label_image(image)
     labels, counts = np.unique(arr, return_counts=True)
     return {_scalar(p): float(c) / arr.size for p, c in zip(labels, counts)}
 
@@ -369,8 +323,8 @@ def two_point(image, phase, max_radius: int | None = None) -> TwoPoint:
     TwoPoint
         ``radius``, ``s2``, ``autocovariance``, ``volume_fraction``, ``s2_map``.
     """
-    arr = _check_image(image)
-    ind = _indicator(arr, phase)
+    arr = label_image(image)
+    ind = indicator(arr, phase)
     limit = min(arr.shape) // 2
     L = default_max_length(arr.shape) if max_radius is None else max_radius
     L = _check_max_length(L, limit, "max_radius")
@@ -404,9 +358,9 @@ def two_point_along(image, phase, axis: int, max_length: int | None = None) -> T
         ``radius`` (the lags ``k``), ``s2``, ``autocovariance``, ``volume_fraction``;
         ``s2_map`` is None.
     """
-    arr = _check_image(image)
-    ax = _check_axis(axis, arr.ndim)
-    ind = _indicator(arr, phase)
+    arr = label_image(image)
+    ax = axis_index(axis, arr.ndim)
+    ind = indicator(arr, phase)
     n = arr.shape[ax]
     L = default_max_length(arr.shape) if max_length is None else max_length
     L = _check_max_length(L, n // 2, "max_length")
@@ -483,9 +437,9 @@ def lineal_path(image, phase, axis: int, max_length: int | None = None) -> Linea
     LinealPath
         ``length`` (``1 .. L``), ``probability``, ``axis``.
     """
-    arr = _check_image(image)
-    ax = _check_axis(axis, arr.ndim)
-    ind = _indicator(arr, phase)
+    arr = label_image(image)
+    ax = axis_index(axis, arr.ndim)
+    ind = indicator(arr, phase)
     L = default_max_length(arr.shape) if max_length is None else max_length
     L = _check_max_length(L, arr.shape[ax], "max_length")
     return LinealPath(np.arange(1, L + 1), _lineal_path_of(ind, ax, L), ax)
@@ -515,9 +469,9 @@ def chord_lengths(image, phase, axis: int, include_border: bool = False) -> Chor
         ``length`` (``1 .. shape[axis]``), ``count``, ``probability`` (number fraction),
         ``axis``, ``include_border``; property ``mean``.
     """
-    arr = _check_image(image)
-    ax = _check_axis(axis, arr.ndim)
-    ind = _indicator(arr, phase)
+    arr = label_image(image)
+    ax = axis_index(axis, arr.ndim)
+    ind = indicator(arr, phase)
     lengths, touches, n = _runs(ind, ax)
     if not include_border:
         lengths = lengths[~touches]
@@ -562,8 +516,8 @@ def specific_surface(image, phase) -> float:
     float
         Interface count per pixel (pixel^-1).
     """
-    arr = _check_image(image)
-    return _specific_surface_of(_indicator(arr, phase))
+    arr = label_image(image)
+    return _specific_surface_of(indicator(arr, phase))
 
 
 def _connectivity_of(indicator: np.ndarray) -> Connectivity:
@@ -609,8 +563,8 @@ def connectivity(image, phase) -> Connectivity:
         ``n_clusters``, ``clusters_per_area`` (per pixel), ``largest_cluster_fraction``,
         ``spans`` (one bool per axis).
     """
-    arr = _check_image(image)
-    return _connectivity_of(_indicator(arr, phase))
+    arr = label_image(image)
+    return _connectivity_of(indicator(arr, phase))
 
 
 # --------------------------------------------------------------------------------------------
@@ -657,8 +611,8 @@ def _same_dimension(orig: np.ndarray, rec: np.ndarray) -> None:
 
 
 def _pair(original, reconstruction):
-    orig = _check_image(original, "original")
-    rec = _check_image(reconstruction, "reconstruction")
+    orig = label_image(original, "original")
+    rec = label_image(reconstruction, "reconstruction")
     _same_dimension(orig, rec)
     L = comparison_max_length(orig.shape, rec.shape)
     return _Profile(orig, L), _Profile(rec, L)
@@ -788,13 +742,13 @@ def compare(original, reconstructions, names=None):
 
     reconstructions, names = _named(reconstructions, names)
 
-    orig = _check_image(original, "original")
+    orig = label_image(original, "original")
     po = _Profile(orig, default_max_length(orig.shape))
     by_length = {po.L: po}  # profiles of the original, per radius range
     phases = po.phases()
     rows = [_row("original", orig, po, po, phases)]
     for name, rec in zip(names, reconstructions):
-        rec = _check_image(rec, "reconstruction")
+        rec = label_image(rec, "reconstruction")
         _same_dimension(orig, rec)
         L = comparison_max_length(orig.shape, rec.shape)
         if L not in by_length:
@@ -843,7 +797,7 @@ def floor(image) -> dict:
         ``e_s2``, ``e_vf``, ``e_lp`` (floats, worst phase), ``piece_shape`` (tuple) and
         ``max_length`` (``L``).
     """
-    first, second = _pieces(_check_image(image))
+    first, second = _pieces(label_image(image))
     po, pr = _pair(first, second)
     return {
         "e_s2": max(_e_s2(po, pr).values()),
@@ -895,25 +849,6 @@ class GreyAutocovariance:
     variance: float
 
 
-def _check_grey(image, name: str = "image") -> np.ndarray:
-    """Return ``image`` as float64 grey levels, 2D or 3D and finite, or raise InputError."""
-    check_unmasked(image, name)
-    arr = np.asarray(image)
-    if arr.dtype.kind not in "biuf":
-        raise InputError(f"{name} must hold grey levels (numbers); got dtype {arr.dtype}.")
-    if arr.ndim not in (2, 3):
-        raise InputError(
-            f"{name} must be a 2D or 3D grey image; got {arr.ndim} dimension(s) with shape "
-            f"{arr.shape}."
-        )
-    if min(arr.shape) < 2:
-        raise InputError(f"{name} must be at least 2 pixels along every axis; got {arr.shape}.")
-    values = arr.astype(np.float64)
-    if not np.isfinite(values).all():
-        raise InputError(f"{name} contains NaN or Inf values; replace or crop them first.")
-    return values
-
-
 def _grey_autocovariance_of(values: np.ndarray, max_radius: int) -> np.ndarray:
     """Radial ``C(r)`` of grey levels (no validation); a constant image has ``C(0) = 1`` and
     ``C(r > 0) = 0``, as for phases."""
@@ -948,7 +883,7 @@ def grey_autocovariance(image, max_radius: int | None = None) -> GreyAutocovaria
     GreyAutocovariance
         ``radius``, ``autocovariance``, ``mean``, ``variance``.
     """
-    values = _check_grey(image)
+    values = grey_image(image)
     L = default_max_length(values.shape) if max_radius is None else max_radius
     L = _check_max_length(L, min(values.shape) // 2, "max_radius")
     return GreyAutocovariance(
@@ -960,8 +895,8 @@ def grey_autocovariance(image, max_radius: int | None = None) -> GreyAutocovaria
 
 
 def _grey_pair(original, reconstruction) -> tuple[np.ndarray, np.ndarray]:
-    orig = _check_grey(original, "original")
-    rec = _check_grey(reconstruction, "reconstruction")
+    orig = grey_image(original, "original")
+    rec = grey_image(reconstruction, "reconstruction")
     _same_dimension(orig, rec)
     return orig, rec
 
@@ -1032,10 +967,10 @@ def compare_grey(original, reconstructions, names=None):
     import pandas as pd
 
     reconstructions, names = _named(reconstructions, names)
-    orig = _check_grey(original, "original")
+    orig = grey_image(original, "original")
     rows = [_grey_row("original", orig, 0.0, 0.0)]
     for name, reconstruction in zip(names, reconstructions):
-        rec = _check_grey(reconstruction, "reconstruction")
+        rec = grey_image(reconstruction, "reconstruction")
         _same_dimension(orig, rec)
         rows.append(_grey_row(name, rec, _e_hist(orig, rec), _e_ac(orig, rec)))
     return pd.DataFrame(rows)
@@ -1064,7 +999,7 @@ def grey_floor(image) -> dict:
     dict
         ``e_hist``, ``e_ac`` (floats), ``piece_shape`` (tuple) and ``max_length`` (``L``).
     """
-    first, second = _pieces(_check_grey(image))
+    first, second = _pieces(grey_image(image))
     return {
         "e_hist": _e_hist(first, second),
         "e_ac": _e_ac(first, second),

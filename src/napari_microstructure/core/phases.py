@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._validate import MAX_PHASES
 from .errors import InputError
 
-MAX_PHASES = 8
 #: Integer images with more distinct values than this are grey images; between MAX_PHASES and
 #: this they are taken for label images with too many phases (the user may say kind="grey").
 _LABEL_AMBIGUITY_LIMIT = 32
@@ -41,41 +41,6 @@ class ImageModel:
     def n_channels(self) -> int:
         """Channels optimized per pixel: 1 for grey and two phases, K for K >= 3 phases."""
         return 1 if self.kind == "grey" or len(self.labels) == 2 else len(self.labels)
-
-
-def check_unmasked(image, name: str = "image") -> None:
-    """Refuse a numpy masked array with masked pixels: its mask would be silently ignored."""
-    if np.ma.isMaskedArray(image) and np.ma.getmaskarray(image).any():
-        raise InputError(
-            f"The {name} is a masked array with {int(np.ma.count_masked(image))} masked "
-            "pixel(s); the mask cannot be honoured. Fill them first (image.filled(value)) or "
-            "crop them away."
-        )
-
-
-def validate_image(image, ndim: int = 2, name: str = "image") -> np.ndarray:
-    """Check that ``image`` is a finite, non-constant array of ``ndim`` dimensions, without
-    masked pixels."""
-    check_unmasked(image, name)
-    array = np.asarray(image)
-    if array.dtype.kind not in "biuf":
-        raise InputError(
-            f"The {name} has dtype {array.dtype}; it must hold numbers (grey levels or phase labels)."
-        )
-    squeezed = array.squeeze() if array.ndim > ndim else array
-    if squeezed.ndim != ndim:
-        hint = " Pick one slice or channel first." if array.ndim > ndim else ""
-        raise InputError(
-            f"The {name} has shape {array.shape}: {ndim} dimensions are needed.{hint}"
-        )
-    if array.dtype.kind == "f" and not np.isfinite(squeezed).all():
-        raise InputError(f"The {name} contains NaN or Inf values; replace or crop them first.")
-    if squeezed.size == 0 or squeezed.min() == squeezed.max():
-        raise InputError(
-            f"The {name} is constant (every pixel is {squeezed.flat[0] if squeezed.size else 'missing'}): "
-            "it has no microstructure to reconstruct."
-        )
-    return squeezed
 
 
 def describe_image(image: np.ndarray, kind: str = "auto") -> ImageModel:

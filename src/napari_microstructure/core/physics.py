@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._validate import axis_index
 from .errors import InputError
 
 
@@ -68,7 +69,7 @@ def transport(
     Parameters
     ----------
     image : label image; ``phase`` is the label of the conducting phase.
-    axis : the direction of transport.
+    axis : the direction of transport: an array index or a name (``x`` the last axis).
     device : torch device for the solver (a name, ``"auto"``, or a ``torch.device``); one
         that this machine lacks raises :class:`~.errors.DeviceError`, as everywhere.
     iter_limit, conv_crit : TauFactor's iteration limit and convergence criterion.
@@ -78,11 +79,9 @@ def transport(
     array = np.asarray(image)
     if array.ndim not in (2, 3):
         raise InputError(f"Transport needs a 2D image or a 3D volume, not shape {array.shape}.")
-    if not -array.ndim <= axis < array.ndim:
-        raise InputError(f"Axis {axis} does not exist in an image of {array.ndim} dimensions.")
+    axis = axis_index(axis, array.ndim)
     check_solver_settings(iter_limit, conv_crit)
     torch_device = resolve_device(device)
-    axis %= array.ndim
     mask = array == phase
     fraction = float(mask.mean())
     if not percolates(mask, axis):

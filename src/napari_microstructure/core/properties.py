@@ -58,7 +58,6 @@ import datetime as _dt
 import json
 import math
 import os
-import platform
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
@@ -66,9 +65,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import AXIS_NAMES, axis_index, check_label_image
+from ._validate import AXIS_NAMES, axis_index, check_label_image
 from .encoder import LAYER_NAMES, check_layers, layer_channels, min_input_size
 from .errors import InputError, WeightsError
+from .options import merge, option
+from .provenance import environment
 from .steps import STOP, relay, run_to_end, timing
 from .weights import describe
 
@@ -82,7 +83,6 @@ __all__ = [
     "extract_features",
     "fit_ridge",
     "load_model",
-    "plot_parity",
     "predict",
     "scores",
     "train",
@@ -104,9 +104,7 @@ RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-3, 4, 15))
 MAX_SLICES = 16
 #: Images per forward pass of the trunk.
 BATCH = 16
-#: Fine-tuning: the trunk's learning rate relative to the head's. At 0.1 the features moved so
-#: far in the first epoch that the training loss rose 40-fold (60 samples of 48x48); at 0.01 it
-#: fell steadily.
+#: Trunk's learning rate relative to the head's: 0.1 diverged (docs/measurements/properties.md)
 TRUNK_LEARNING_RATE = 0.01
 
 
@@ -897,6 +895,48 @@ def _finetune_steps(
 
 
 @dataclass(frozen=True)
+class TrainOptions:
+    """The options of :func:`train_steps`; picklable."""
+
+    property: str = option("D_eff_x", "the property to learn (a column of the labels)")
+    units: str = option("", "units of the property, for the record and the plot")
+    mode: str = option(
+        "frozen",
+        "frozen: the pretrained trunk's features into ridge regression; finetune: train it",
+        choices=MODES,
+    )
+    depth: str | int | None = option(
+        None, "the trunk's deepest layer or depth (None: a profile's recommendation, or pool2)"
+    )
+    weights: str = option(
+        "normalized", "normalized (pretrained), random (the control), or a weights file"
+    )
+    phase: int | tuple = option(1, "the phase of interest (a list: one per image)")
+    axis: int | str = option("x", "the transport axis ('x' is the last axis)")
+    input: str = option(
+        "spanning",
+        "spanning: the phase's clusters that span the axis; phase: the whole phase",
+        choices=INPUTS,
+    )
+    folds: int = option(5, "k of the k-fold cross-validation (0: none)", low=0, high=100)
+    seed: int = option(0, "random seed of the folds and the fine-tuning", low=0)
+    device: str = option("auto", "where torch computes: auto, cpu, cuda, cuda:N or mps")
+    max_slices: int = option(
+        MAX_SLICES, "slices of a 3D volume per direction (evenly spaced)", low=1, high=1024
+    )
+    epochs: int = option(40, "fine-tuning: the most epochs", low=1, high=10_000)
+    patience: int = option(
+        6, "fine-tuning: epochs without improvement before it stops", low=1, high=1_000
+    )
+    learning_rate: float = option(
+        1e-3, "fine-tuning: the head's learning rate", low=1e-6, high=1.0
+    )
+    validation: float = option(
+        0.2, "fine-tuning: the share of samples held out to choose the epoch", low=0.0, high=0.9
+    )
+
+
+@dataclass(frozen=True)
 class TrainProgress:
     """A step of :func:`train_steps`.
 
@@ -943,26 +983,17 @@ class TrainProgress:
         return f"final model fitted · {self.elapsed:.0f} s"
 
 
-def check_training_options(
-    *,
-    mode: str = "frozen",
-    input: str = "spanning",
-    folds: int = 5,
-    seed: int = 0,
-    epochs: int = 40,
-    patience: int = 6,
-    learning_rate: float = 1e-3,
-    validation: float = 0.2,
-    max_slices: int = MAX_SLICES,
-) -> dict:
+def check_training_options(options: TrainOptions | None = None, **changes) -> dict:
     """The options of :func:`train_steps` checked, whole numbers as ints, or InputError saying
     what to do: it runs before any data are read or any work starts."""
     from .decoder import check_learning_rate, check_seed, whole_number
 
+    options = merge(TrainOptions, options, changes)
+    mode, folds, validation = options.mode, options.folds, options.validation
     if mode not in MODES:
         raise InputError(f"Unknown mode {mode!r}: choose one of {', '.join(MODES)}.")
-    if input not in INPUTS:
-        raise InputError(f"Unknown input {input!r}: choose one of {', '.join(INPUTS)}.")
+    if options.input not in INPUTS:
+        raise InputError(f"Unknown input {options.input!r}: choose one of {', '.join(INPUTS)}.")
     folds = whole_number(folds, "folds (k of the k-fold cross-validation)", 0)
     if folds == 1:
         raise InputError("folds must be 0 (no cross-validation) or at least 2; got 1.")
@@ -977,14 +1008,18 @@ def check_training_options(
         )
     return {
         "mode": mode,
-        "input": input,
+        "input": options.input,
         "folds": folds,
-        "seed": check_seed(seed),
-        "epochs": whole_number(epochs, "epochs (the most epochs of fine-tuning)", 1),
-        "patience": whole_number(patience, "patience (epochs without improvement to stop)", 1),
-        "learning_rate": check_learning_rate(learning_rate),
+        "seed": check_seed(options.seed),
+        "epochs": whole_number(options.epochs, "epochs (the most epochs of fine-tuning)", 1),
+        "patience": whole_number(
+            options.patience, "patience (epochs without improvement to stop)", 1
+        ),
+        "learning_rate": check_learning_rate(options.learning_rate),
         "validation": validation_share,
-        "max_slices": whole_number(max_slices, "max_slices (slices of a volume per direction)", 1),
+        "max_slices": whole_number(
+            options.max_slices, "max_slices (slices of a volume per direction)", 1
+        ),
     }
 
 
@@ -1027,38 +1062,23 @@ def _check_targets(targets, n_images: int, names) -> np.ndarray:
 def train_steps(
     images,
     targets,
+    options: TrainOptions | None = None,
     *,
-    property: str = "D_eff_x",
-    units: str = "",
-    mode: str = "frozen",
-    depth: str | int | None = None,
     profile=None,
-    weights="normalized",
-    phase=1,
-    axis: int | str = "x",
-    input: str = "spanning",
-    folds: int = 5,
-    seed: int = 0,
-    device: str = "cpu",
     names: Sequence[str] | None = None,
-    max_slices: int = MAX_SLICES,
-    epochs: int = 40,
-    patience: int = 6,
-    learning_rate: float = 1e-3,
-    validation: float = 0.2,
+    **changes,
 ) -> Generator[TrainProgress, str | None, PropertyModel | None]:
     """Train a model of ``property`` on images and their labels, with ``folds``-fold CV.
 
     Parameters
     ----------
     images : list of 2D/3D label arrays (sizes may differ). targets : one number per image.
-    mode : ``"frozen"`` (features of the frozen trunk into ridge regression) or ``"finetune"``.
-    depth, profile : the trunk (:func:`trunk_layers`; ``pool2`` without either).
-    weights : ``"normalized"`` (pretrained) or ``"random"`` (the control), or a weights file.
-    phase, axis, input : the preprocessing (see the module's notes); ``phase`` may be a list.
-    folds : k of the k-fold cross-validation (0: no cross-validation, e.g. for the final
-        model of a learning curve); the returned model is then fitted on every sample.
-    epochs, patience, learning_rate, validation : fine-tuning only.
+    options : :class:`TrainOptions`, optional
+        The training's options (the defaults when None); ``changes`` given as keywords replace
+        single fields (``train_steps(images, targets, mode="finetune", folds=0)``).
+    profile : a pruning profile (or its file) whose recommended depth is the trunk, when
+        ``options.depth`` is None.
+    names : one name per image, for the record.
 
     Yields :class:`TrainProgress`; send ``"stop"`` to end early: the remaining folds are
     skipped (the metrics cover the finished folds) and the final model is fitted; in the final
@@ -1067,20 +1087,14 @@ def train_steps(
     """
     from .device import resolve_device
 
-    options = check_training_options(
-        mode=mode,
-        input=input,
-        folds=folds,
-        seed=seed,
-        epochs=epochs,
-        patience=patience,
-        learning_rate=learning_rate,
-        validation=validation,
-        max_slices=max_slices,
-    )
-    folds, seed, max_slices = options["folds"], options["seed"], options["max_slices"]
-    epochs, patience = options["epochs"], options["patience"]
-    learning_rate, validation = options["learning_rate"], options["validation"]
+    options = merge(TrainOptions, options, changes)
+    units, mode, depth = options.units, options.mode, options.depth
+    weights, phase, axis = options.weights, options.phase, options.axis
+    device = options.device
+    checked = check_training_options(options)
+    folds, seed, max_slices = checked["folds"], checked["seed"], checked["max_slices"]
+    epochs, patience = checked["epochs"], checked["patience"]
+    learning_rate, validation = checked["learning_rate"], checked["validation"]
     images = _as_list(images)
     y = _check_targets(targets, len(images), names)
     if folds > len(y):
@@ -1091,7 +1105,7 @@ def train_steps(
     layers = trunk_layers(depth, profile)
     names = list(names) if names is not None else [f"image {i + 1}" for i in range(len(images))]
     phases = _phases(phase, len(images))
-    maps = _sample_maps(images, phases, axis, input, max_slices, layers, names)
+    maps = _sample_maps(images, phases, axis, options.input, max_slices, layers, names)
     fractions = [float((np.asarray(image) == p).mean()) for image, p in zip(images, phases)]
     torch_device = resolve_device(device)
     loaded, convs = _convs_for(layers, weights, torch_device)
@@ -1105,7 +1119,7 @@ def train_steps(
     header = {
         "format": MODEL_FORMAT,
         "version": MODEL_VERSION,
-        "property": property,
+        "property": options.property,
         "units": units,
         "mode": mode,
         "layers": layers,
@@ -1117,7 +1131,7 @@ def train_steps(
             **describe(loaded),
         },
         "preprocessing": {
-            "input": input,
+            "input": options.input,
             "phase": single_phase,
             "axis": axis_label,
             "scales": list(SCALES) if mode == "frozen" else [1],
@@ -1269,59 +1283,19 @@ def _check_finite(cross_validation: dict | None, targets: np.ndarray, arrays: di
 
 
 def _versions() -> dict:
+    """:func:`~.provenance.environment` with scikit-learn's version (the ridge's library)."""
     import sklearn
-    import torch
 
-    from .. import __version__
-
-    return {
-        "torch": torch.__version__,
-        "scikit_learn": sklearn.__version__,
-        "numpy": np.__version__,
-        "package_version": __version__,
-        "platform": platform.platform(),
-    }
+    return {**environment(), "scikit_learn": sklearn.__version__}
 
 
 def train(
-    images, targets, callback: Callable[[TrainProgress], object] | None = None, **options
+    images,
+    targets,
+    options: TrainOptions | None = None,
+    callback: Callable[[TrainProgress], object] | None = None,
+    **changes,
 ) -> PropertyModel | None:
     """Run :func:`train_steps` to the end; ``callback`` gets every message and may return
     ``"stop"``."""
-    return run_to_end(train_steps(images, targets, **options), callback)
-
-
-# --------------------------------------------------------------------------------------------
-# Plots
-# --------------------------------------------------------------------------------------------
-
-
-def plot_parity(
-    targets, predictions, *, title: str = "", units: str = "", label: str = "", figure=None
-):
-    """Parity plot (predicted against true, with the identity line and R², MAE in the legend)
-    on a matplotlib ``Figure`` (a new one unless given); no pyplot state is used."""
-    from matplotlib.figure import Figure
-
-    y = np.asarray(targets, float)
-    p = np.asarray(predictions, float)
-    keep = np.isfinite(y) & np.isfinite(p)
-    figure = figure if figure is not None else Figure(figsize=(4.5, 4.2), layout="constrained")
-    axes = figure.add_subplot(111)
-    result = scores(y[keep], p[keep])
-    low, high = float(min(y[keep].min(), p[keep].min())), float(max(y[keep].max(), p[keep].max()))
-    axes.plot([low, high], [low, high], color="0.5", lw=1, label="identity")
-    axes.scatter(
-        y[keep],
-        p[keep],
-        s=12,
-        alpha=0.7,
-        label=f"{label + ': ' if label else ''}R² {result['r2']:.3f}, MAE {result['mae']:.3g}",
-    )
-    unit = f" ({units})" if units else ""
-    axes.set_xlabel(f"true{unit}")
-    axes.set_ylabel(f"predicted{unit}")
-    axes.set_title(title)
-    axes.legend(loc="upper left", fontsize=8)
-    axes.set_aspect("equal", adjustable="datalim")
-    return figure
+    return run_to_end(train_steps(images, targets, options, **changes), callback)

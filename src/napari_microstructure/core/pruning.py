@@ -46,8 +46,8 @@ Recommendation (:func:`recommend`)
 The study is a generator of :class:`StudyProgress` messages (:func:`prune_steps`) that returns the
 profile; send ``"stop"`` to end it early: the finished configurations are kept (``partial``).
 Closing the generator abandons it; the finished rows were delivered in the messages
-(``StudyProgress.result``). :func:`prune` runs it to the end. No napari or Qt here; matplotlib is
-imported only by :func:`plot_profile` / :func:`save_plots`.
+(``StudyProgress.result``). :func:`prune` runs it to the end. No napari, Qt or figures here:
+the profile is drawn by :func:`napari_microstructure.report.plot_profile`.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ import gc
 import json
 import math
 import os
-import platform
 import re
 import threading
 import time
@@ -69,6 +68,8 @@ import numpy as np
 
 from .encoder import LAYER_NAMES, check_layers, min_input_size
 from .errors import InputError, MemoryBudgetError
+from .options import merge, option
+from .provenance import environment
 from .steps import STOP, relay, run_to_end, timing
 from .weights import VGG19_CHANNELS
 
@@ -88,11 +89,9 @@ __all__ = [
     "forward_macs",
     "load_profile",
     "parse_configurations",
-    "plot_profile",
     "prune",
     "prune_steps",
     "recommend",
-    "save_plots",
     "subset_configuration",
 ]
 
@@ -102,10 +101,7 @@ DEFAULT_DEPTHS: tuple[int, ...] = (1, 2, 3, 4, 5)
 DEFAULT_SAMPLES = 2
 #: A configuration whose mean e_S2 is within this fraction of the best one's is "as good".
 DEFAULT_TOLERANCE = 0.10
-#: Passes counted per evaluation of the loss and its gradient, as autograd computes them. A
-#: convolution runs forward and once backward (its input gradient: the weights are frozen, so no
-#: weight gradient is computed); a Gram matrix ``F Fᵀ`` runs forward and twice backward (a
-#: gradient for each operand of the product). Checked against ``torch.utils.flop_counter``.
+#: Passes per loss-and-gradient evaluation, as torch's FLOP counter (docs/measurements/pruning.md)
 CONV_PASSES = 2
 GRAM_PASSES = 3
 PROFILE_FORMAT = "napari-microstructure pruning profile"
@@ -149,6 +145,50 @@ class Configuration:
     @property
     def n_convs(self) -> int:
         return sum(name.startswith("conv") for name in LAYER_NAMES[: self.truncation + 1])
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    """The options of a pruning study (:func:`prune_steps`); picklable."""
+
+    configurations: tuple | None = option(
+        None,
+        "configurations (Configuration objects, depths, or layer subsets; see "
+        "parse_configurations); None: depths then subsets",
+    )
+    depths: tuple[int, ...] = option(
+        DEFAULT_DEPTHS, "depths: the network truncated after pool1 ... pool5", low=1, high=5
+    )
+    subsets: tuple = option((), "layer subsets to study besides the depths")
+    samples: int = option(
+        DEFAULT_SAMPLES, "reconstructions per image and configuration", low=1, high=16
+    )
+    iterations: int | None = option(
+        None,
+        "optimizer steps per reconstruction (None: the reconstruction's default)",
+        low=1,
+        high=100_000,
+    )
+    seconds: float | None = option(
+        None,
+        "wall-time budget per image and configuration instead of iterations (None: none)",
+        low=0.1,
+        high=86_400.0,
+    )
+    levels: int | None = option(
+        None, "coarse-to-fine levels (None: the reconstruction's default)", low=1, high=16
+    )
+    seed: int = option(0, "image i uses seed + i in every configuration", low=0)
+    device: str = option("auto", "where torch computes: auto, cpu, cuda, cuda:N or mps")
+    weights: str = option(
+        "normalized", "network weights: normalized, torchvision, random, or a weights file"
+    )
+    tolerance: float = option(
+        DEFAULT_TOLERANCE,
+        "a configuration within this fraction of the best mean e_S2 is as good",
+        low=0.0,
+        high=1.0,
+    )
 
 
 def depth_configuration(depth: int | str) -> Configuration:
@@ -430,9 +470,7 @@ class Recommendation:
     connectivity_note: str = ""
 
 
-#: The reason warns when the recommended configuration's e_conn exceeds the lowest e_conn of the
-#: study by more than this (a fraction of a phase moved out of its largest cluster): the rule
-#: looks at e_S2 only, and two-point statistics do not see connectivity (docs/method.md section 7).
+#: The reason warns when e_conn exceeds the study's lowest by more (docs/measurements/pruning.md)
 CONNECTIVITY_NOTE_GAP = 0.05
 
 RULE = (
@@ -449,14 +487,17 @@ def _layers_of(row) -> tuple[str, ...]:
     return tuple(check_layers(layers))
 
 
-def _shallowness(row) -> tuple:
+def shallowness(row) -> tuple:
+    """Sort key of a table row, shallowest first: its deepest layer's place in the network,
+    then its number of layers, then its GFLOP per iteration."""
     layers = _layers_of(row)
     flops = row.get("gflop_per_iteration", 0.0)
     flops = 0.0 if flops is None or not math.isfinite(float(flops)) else float(flops)
     return (LAYER_NAMES.index(layers[-1]), len(layers), flops)
 
 
-def _percent(value: float) -> str:
+def percent(value: float) -> str:
+    """A fraction as a percentage in words: ``"10 %"``, ``"12.5 %"``."""
     return (
         f"{100 * value:.0f} %"
         if abs(100 * value - round(100 * value)) < 1e-9
@@ -505,7 +546,7 @@ def recommend(
             floor=floor,
             rule=RULE,
         )
-    best = min(scored, key=lambda r: (float(r["e_s2_mean"]), _shallowness(r)))
+    best = min(scored, key=lambda r: (float(r["e_s2_mean"]), shallowness(r)))
     best_value = float(best["e_s2_mean"])
     limit = best_value * (1 + tolerance)
     good = [
@@ -513,7 +554,7 @@ def recommend(
         for r in scored
         if float(r["e_s2_mean"]) <= limit or (floor is not None and float(r["e_s2_mean"]) <= floor)
     ]
-    chosen = min(good, key=_shallowness)
+    chosen = min(good, key=shallowness)
     value = float(chosen["e_s2_mean"])
     layers = list(_layers_of(chosen))
     described = f"{chosen['name']} ({', '.join(layers)})"
@@ -528,9 +569,9 @@ def recommend(
         reason = f"{described} gives the lowest mean e_S2 of the {len(scored)} configurations, {value:.4f}"
         if at_floor:
             reason += f", at or below {floor_text}"
-        shallower = [r for r in scored if _shallowness(r) < _shallowness(chosen)]
+        shallower = [r for r in scored if shallowness(r) < shallowness(chosen)]
         if shallower:
-            reason += f"; no shallower configuration comes within {_percent(tolerance)} of it" + (
+            reason += f"; no shallower configuration comes within {percent(tolerance)} of it" + (
                 " or reaches the floor" if floor is not None else ""
             )
         reason += "."
@@ -538,7 +579,7 @@ def recommend(
         if within:
             reason = (
                 f"{described} is the shallowest configuration whose mean e_S2, {value:.4f}, is within "
-                f"{_percent(tolerance)} of the best, {best_value:.4f} ({best['name']})"
+                f"{percent(tolerance)} of the best, {best_value:.4f} ({best['name']})"
             )
             if at_floor:
                 reason += f", and at or below {floor_text}"
@@ -546,7 +587,7 @@ def recommend(
             excess = value / best_value - 1 if best_value > 0 else math.inf
             reason = (
                 f"{described} is the shallowest configuration whose mean e_S2, {value:.4f}, is at or "
-                f"below {floor_text}, though {_percent(excess)} above the best, {best_value:.4f} "
+                f"below {floor_text}, though {percent(excess)} above the best, {best_value:.4f} "
                 f"({best['name']})"
             )
         costs = []
@@ -587,7 +628,7 @@ def _connectivity_note(chosen: dict, rows: list[dict]) -> str:
     others = [r for r in rows if e_conn(r) is not None]
     if mine is None or not others:
         return ""
-    best = min(others, key=lambda r: (e_conn(r), _shallowness(r)))
+    best = min(others, key=lambda r: (e_conn(r), shallowness(r)))
     if mine - e_conn(best) <= CONNECTIVITY_NOTE_GAP:
         return ""
     return (
@@ -826,7 +867,7 @@ class StudyProgress:
 
 
 def _as_images(images) -> list[np.ndarray]:
-    from .phases import check_unmasked, validate_image
+    from ._validate import check_unmasked, validate_image
 
     if isinstance(images, np.ndarray) or not isinstance(images, (list, tuple)):
         images = [images]
@@ -859,20 +900,11 @@ def default_material(names: list[str]) -> str:
 
 def prune_steps(
     images,
+    options: StudyOptions | None = None,
     *,
-    configurations: Sequence | None = None,
-    depths: Iterable = DEFAULT_DEPTHS,
-    subsets: Iterable = (),
-    samples: int = DEFAULT_SAMPLES,
-    iterations: int | None = None,
-    seconds: float | None = None,
-    levels: int | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    weights: str = "normalized",
-    tolerance: float = DEFAULT_TOLERANCE,
     material: str | None = None,
     names: Sequence[str] | None = None,
+    **changes,
 ) -> Generator[StudyProgress, str | None, PruningProfile]:
     """The pruning study of one material, as a generator of :class:`StudyProgress` messages
     that returns a :class:`PruningProfile`.
@@ -881,18 +913,9 @@ def prune_steps(
     ----------
     images : 2D array, stack (N, H, W) or list of 2D arrays
         Segmented micrographs (phase labels) of one material, all with the same phases.
-    configurations : list, optional
-        Configurations (:class:`Configuration`, depths, or layer subsets; see
-        :func:`parse_configurations`). By default ``depths`` then ``subsets``
-        (:func:`default_configurations`).
-    samples : reconstructions per image and configuration.
-    iterations : optimizer steps per reconstruction (the decoder's default when None).
-    seconds : wall-time budget per image and configuration instead; ``iterations`` then is the
-        schedule the decoder plans and the most it does.
-    levels : coarse-to-fine levels (the decoder's default when None; levels too small for a
-        configuration's deepest layer are dropped by the decoder).
-    seed : image ``i`` uses ``seed + i`` in every configuration.
-    tolerance : of the recommendation rule (0.10: within 10 % of the best mean e_S2).
+    options : :class:`StudyOptions`, optional
+        The study's options (the defaults when None); ``changes`` given as keywords replace
+        single fields (``prune_steps(images, depths=(1, 2), samples=1)``).
     material, names : the material's name (default: the common prefix of ``names``) and one
         name per image (default ``image 1`` ...).
 
@@ -915,6 +938,7 @@ def prune_steps(
     from .weights import describe as describe_weights
     from .weights import load_weights
 
+    options = merge(StudyOptions, options, changes)
     micrographs = _as_images(images)
     names = (
         [f"image {i + 1}" for i in range(len(micrographs))]
@@ -939,9 +963,9 @@ def prune_steps(
             "material must share their phases."
         )
     configs = (
-        parse_configurations(configurations)
-        if configurations is not None
-        else default_configurations(depths, subsets)
+        parse_configurations(options.configurations)
+        if options.configurations is not None
+        else default_configurations(options.depths, options.subsets)
     )
     smallest = min(min(m.shape) for m in micrographs)
     too_deep = [c for c in configs if min_input_size(c.layers) > smallest]
@@ -952,22 +976,23 @@ def prune_steps(
             f"{max(min_input_size(c.layers) for c in too_deep)} pixels. Choose shallower "
             "configurations or larger images."
         )
-    samples = whole_number(samples, "samples", 1)
+    samples = whole_number(options.samples, "samples", 1)
     iterations = whole_number(
-        DEFAULT_ITERATIONS if iterations is None else iterations, "iterations", 1
+        DEFAULT_ITERATIONS if options.iterations is None else options.iterations, "iterations", 1
     )
-    levels = check_levels(DEFAULT_LEVELS if levels is None else levels)
-    seed = check_seed(seed)
+    levels = check_levels(DEFAULT_LEVELS if options.levels is None else options.levels)
+    seed = check_seed(options.seed)
     check_seed(seed + len(micrographs) - 1)  # image i uses seed + i
+    seconds = options.seconds
     if seconds is not None:
         seconds = float(seconds)
         if not seconds > 0:
             raise InputError(f"The seconds budget must be positive, not {seconds}.")
-    tolerance = float(tolerance)
+    tolerance = float(options.tolerance)
     if not tolerance >= 0:
         raise InputError(f"The tolerance must be 0 or more (0.10 for 10 %), not {tolerance}.")
-    torch_device = resolve_device(device)
-    vgg_weights = load_weights(weights)
+    torch_device = resolve_device(options.device)
+    vgg_weights = load_weights(options.weights)
     deepest = max(configs, key=lambda c: c.truncation)
     largest = max(micrographs, key=lambda m: m.size)
     needed = estimate_memory(
@@ -995,9 +1020,9 @@ def prune_steps(
         seconds=seconds,
         levels=levels,
         seed=seed,
-        device=device,
+        device=options.device,
         torch_device=torch_device,
-        weights=weights,
+        weights=options.weights,
         weights_info=describe_weights(vgg_weights),
         tolerance=tolerance,
         material=material or default_material(names),
@@ -1257,8 +1282,6 @@ def _study(
     finite_floors = [f for f in floors if math.isfinite(f)]
     floor_mean = float(np.mean(finite_floors)) if finite_floors else None
     recommendation = recommend(rows, tolerance, floor_mean)
-    from .. import __version__
-
     provenance = {
         "method": "model-pruning study (Li et al. 2018): reconstructions with VGG19 truncated at each depth",
         "rule": RULE,
@@ -1267,11 +1290,7 @@ def _study(
         "budget": {"iterations": iterations, "seconds": seconds, "levels": levels},
         "seeds": {name: seed + i for i, name in enumerate(names)},
         "images": names,
-        "device": str(torch_device),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "package_version": __version__,
+        **environment(torch_device),
         "started": started_at,
         "total_seconds": time.perf_counter() - started,
         "flops": FLOP_CONVENTION,
@@ -1301,121 +1320,11 @@ def _study(
 
 
 def prune(
-    images, callback: Callable[[StudyProgress], object] | None = None, **options
+    images,
+    options: StudyOptions | None = None,
+    callback: Callable[[StudyProgress], object] | None = None,
+    **changes,
 ) -> PruningProfile:
-    """Run a pruning study to the end (see :func:`prune_steps` for the options); ``callback``
-    sees each message and may return ``"stop"`` to end the study with the finished rows."""
-    return run_to_end(prune_steps(images, **options), callback)
-
-
-# --------------------------------------------------------------------------------------------
-# Plots (matplotlib, imported here only)
-# --------------------------------------------------------------------------------------------
-
-
-def plot_profile(profile: PruningProfile, figure=None, colours: dict | None = None):
-    """Draw fidelity (mean e_S2 with its spread, the floor and the tolerance band) and cost
-    (seconds, and GFLOP per iteration on a second axis) against the configurations, ordered by
-    depth, the recommendation marked with a star. Returns the matplotlib ``Figure``.
-
-    ``figure``: a Figure to draw into (cleared first); a new one by default (no pyplot, no GUI
-    backend). ``colours``: ``background``, ``axes``, ``text``, ``accent`` (hex), for themes.
-    """
-    from matplotlib.figure import Figure
-
-    colours = {
-        "background": "#ffffff",
-        "axes": "#ffffff",
-        "text": "#000000",
-        "accent": "#d62728",
-        **(colours or {}),
-    }
-    fig = figure if figure is not None else Figure(figsize=(6.4, 5.2), dpi=100)
-    fig.clear()
-    fig.set_facecolor(colours["background"])
-    ax_fid, ax_cost = fig.subplots(2, 1, sharex=True)
-    ax_flop = ax_cost.twinx()
-    rows = sorted(profile.rows, key=_shallowness)
-    x = np.arange(len(rows))
-    labels = [r["name"] for r in rows]
-    recommended = profile.recommendation.get("configuration")
-    for ax in (ax_fid, ax_cost, ax_flop):
-        ax.set_facecolor(colours["axes"])
-        for spine in ax.spines.values():
-            spine.set_color(colours["text"])
-        ax.tick_params(colors=colours["text"], labelsize=8)
-        ax.yaxis.label.set_color(colours["text"])
-        ax.xaxis.label.set_color(colours["text"])
-        ax.title.set_color(colours["text"])
-    if rows:
-        mean = np.array([r["e_s2_mean"] for r in rows])
-        spread = np.array([r["e_s2_std"] for r in rows])
-        ax_fid.errorbar(
-            x,
-            mean,
-            yerr=spread,
-            fmt="o-",
-            color="#1f77b4",
-            ecolor="#1f77b4",
-            capsize=3,
-            lw=1.4,
-            label="e_S2 (mean ± sd)",
-        )
-        best = np.nanmin(mean)
-        tolerance = profile.recommendation.get("tolerance", DEFAULT_TOLERANCE)
-        ax_fid.axhline(
-            best * (1 + tolerance),
-            color="#2ca02c",
-            ls=":",
-            lw=1,
-            label=f"best + {_percent(tolerance)}",
-        )
-        floor = profile.floor.get("e_s2_mean")
-        if floor is not None:
-            ax_fid.axhline(floor, color=colours["text"], ls="--", lw=1, label="floor")
-        seconds = np.array([r["seconds"] for r in rows])
-        flops = np.array([r["gflop_per_iteration"] for r in rows])
-        ax_cost.bar(x, seconds, color="#ff7f0e", alpha=0.8, label="seconds")
-        ax_flop.plot(x, flops, "s--", color="#9467bd", lw=1, label="GFLOP / iteration")
-        if recommended in labels:
-            i = labels.index(recommended)
-            ax_fid.plot(
-                [x[i]],
-                [mean[i]],
-                marker="*",
-                ms=16,
-                color=colours["accent"],
-                ls="none",
-                label=f"recommended: {recommended}",
-            )
-            ax_cost.bar([x[i]], [seconds[i]], color="none", edgecolor=colours["accent"], lw=2)
-        legend = ax_fid.legend(fontsize=7, frameon=False)
-        for text in legend.get_texts():
-            text.set_color(colours["text"])
-        handles = ax_cost.get_legend_handles_labels()
-        more = ax_flop.get_legend_handles_labels()
-        legend = ax_cost.legend(
-            handles[0] + more[0], handles[1] + more[1], fontsize=7, frameon=False, loc="upper left"
-        )
-        for text in legend.get_texts():
-            text.set_color(colours["text"])
-    ax_fid.set_ylabel("e_S2", fontsize=9)
-    ax_fid.set_title(
-        f"Pruning profile of {profile.material}" + (" (partial)" if profile.partial else ""),
-        fontsize=10,
-    )
-    ax_cost.set_ylabel("seconds", fontsize=9)
-    ax_flop.set_ylabel("GFLOP / iteration", fontsize=9)
-    ax_cost.set_xticks(x)
-    ax_cost.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
-    ax_cost.set_xlabel("configuration (by depth)", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def save_plots(profile: PruningProfile, path: str | os.PathLike, dpi: int = 150) -> Path:
-    """Write :func:`plot_profile` as a PNG file (matplotlib's Agg renderer; no display needed)."""
-    path = Path(path)
-    fig = plot_profile(profile)
-    fig.savefig(path, dpi=dpi, facecolor=fig.get_facecolor())
-    return path
+    """Run a pruning study to the end (see :func:`prune_steps`); ``callback`` sees each
+    message and may return ``"stop"`` to end the study with the finished rows."""
+    return run_to_end(prune_steps(images, options, **changes), callback)

@@ -31,16 +31,17 @@ from __future__ import annotations
 
 import functools
 import math
-import platform
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import _validate
 from . import metrics as _metrics
 from ._optimize import (
     LBFGS_HISTORY,
+    OPTIMIZERS,
     CachedClosure,
     Objective,
     PreviewClock,
@@ -57,8 +58,8 @@ from ._optimize import (
     take_step,
 )
 from .decoder import (
-    DEFAULT_LAYERS,
-    MAX_ISLAND,
+    MAX_LEVELS,
+    NetworkOptions,
     Progress,
     Reconstruction,
     check_layer_weights,
@@ -73,37 +74,69 @@ from .descriptors import GramLoss, check_terms
 from .device import free_memory_bytes, resolve_device
 from .encoder import check_layers, get_encoder, min_input_size
 from .errors import InputError, MemoryBudgetError
-from .phases import ImageModel, describe_image, phase_colours, to_colour, validate_image
+from .options import merge, option
+from .phases import ImageModel, describe_image, phase_colours, to_colour
+from .provenance import environment
 from .steps import STOP, run_to_end
-from .weights import describe as describe_weights
 from .weights import load_weights
 
 #: Names of the numpy axes 0, 1, 2 of a (D, H, W) volume.
-AXIS_NAMES: tuple[str, ...] = ("z", "y", "x")
+AXIS_NAMES: tuple[str, ...] = _validate.AXIS_NAMES[3]
 
-# The defaults below were measured with benchmarks/volume.py on alloy_64, carbonate_64 and the
-# electrode; the tables are in docs/measurements/volume.md.
-#
-#: Slices drawn per axis and step (at most the volume's side), as shuffled epochs per axis: a
-#: small sample with more steps beat a large one with fewer.
+#: Slices per axis and step, in shuffled epochs: few, with more steps (docs/measurements/volume.md)
 DEFAULT_SLICES_PER_AXIS = 8
-#: Optimizer steps over all levels; more steps per level did not improve the electrode.
+#: Steps over all levels; more per level did not help the electrode (docs/measurements/volume.md)
 DEFAULT_ITERATIONS = 600
-#: Coarse-to-fine levels, each half the size of the next (fewer where COARSEST_TARGET_SIDE says).
+#: Coarse-to-fine levels, each half the next (COARSEST_TARGET_SIDE) (docs/measurements/volume.md)
 DEFAULT_LEVELS = 4
-#: Coarse levels whose micrograph (average-pooled like the volume) would be smaller than this
-#: are dropped: an 8x8 alloy_64 made the 64^3 alloy worse, the electrode's 16x16 level better.
+#: Levels whose shrunk micrograph is narrower than this are dropped (docs/measurements/volume.md)
 COARSEST_TARGET_SIDE = 16
-#: Adam: the objective changes with every sample of slices; it matched L-BFGS on every slice
-#: in 80 % of the time, with memory that does not grow with the volume.
+#: Adam on sampled slices: L-BFGS's fidelity in 80 % of the time (docs/measurements/volume.md)
 DEFAULT_OPTIMIZER = "adam"
-#: Share of the finest level's steps relative to each coarser level: equal shares beat 2D's 0.4.
+#: Finest level's share of a coarse one's steps: equal shares won (docs/measurements/volume.md)
 FINEST_LEVEL_WEIGHT = 1.0
-#: Adam's step on the logits: 0.3 beat 0.1 on all three materials, 1.0 was no better.
+#: Adam's step on the logits: 0.3 beat 0.1; 1.0 was no better (docs/measurements/volume.md)
 DEFAULT_LEARNING_RATE = 0.3
-#: Adam's step decays within each level along a half cosine, from the learning rate to this
-#: fraction of it, so that each level ends settled rather than in the sampling noise.
+#: Step decays along a half cosine to this fraction: levels settle (docs/measurements/volume.md)
 LEARNING_RATE_FLOOR = 0.1
+
+
+@dataclass(frozen=True)
+class VolumeOptions(NetworkOptions):
+    """The options of a 3D reconstruction (:func:`reconstruct_volume_steps`); picklable."""
+
+    iterations: int = option(
+        DEFAULT_ITERATIONS, "optimizer steps over all resolution levels", low=1, high=100_000
+    )
+    levels: int = option(
+        DEFAULT_LEVELS,
+        "coarse-to-fine resolution levels (levels whose micrograph would be smaller than "
+        "COARSEST_TARGET_SIDE are dropped)",
+        low=1,
+        high=MAX_LEVELS,
+    )
+    optimizer: str = option(
+        DEFAULT_OPTIMIZER,
+        "adam (slices sampled per step) or lbfgs (meant for every slice: slices_per_axis None)",
+        choices=OPTIMIZERS,
+    )
+    learning_rate: float = option(
+        DEFAULT_LEARNING_RATE, "Adam's step (lbfgs ignores it)", low=1e-4, high=10.0
+    )
+    size: int | tuple[int, int, int] | None = option(
+        None, "N for an N^3 volume, or (D, H, W); the largest micrograph side cubed if None"
+    )
+    slices_per_axis: int | None = option(
+        DEFAULT_SLICES_PER_AXIS,
+        "slices of each axis matched per optimizer step (None: every slice)",
+        low=1,
+        high=4096,
+    )
+    symmetric: bool | None = option(
+        None,
+        "match every slice to the mean of the micrograph's 8 rotations and reflections "
+        "(None: when one micrograph serves all three axes)",
+    )
 
 
 @dataclass(frozen=True)
@@ -133,23 +166,13 @@ class VolumeReconstruction(Reconstruction):
 # --------------------------------------------------------------------------------------------
 
 
-def _axis_of(key) -> int:
-    if isinstance(key, str) and key.lower() in AXIS_NAMES:
-        return AXIS_NAMES.index(key.lower())
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool) and 0 <= int(key) <= 2:
-        return int(key)
-    raise InputError(
-        f"Unknown axis {key!r}: use 0, 1, 2 (numpy axes of the volume) or 'z', 'y', 'x'."
-    )
-
-
 def per_axis(micrographs) -> dict:
     """``{axis: micrograph}`` from one 2D micrograph (all three axes), a mapping of axis
     (0, 1, 2 or 'z', 'y', 'x') to micrograph, or a sequence of three micrographs (or None)."""
     if isinstance(micrographs, Mapping):
         given = {}
         for key, image in micrographs.items():
-            axis = _axis_of(key)
+            axis = _validate.axis_index(key, 3)
             if axis in given:
                 raise InputError(f"Axis {AXIS_NAMES[axis]} ({axis}) is given twice.")
             if image is not None:
@@ -321,23 +344,10 @@ def _check_volume_memory(
 def reconstruct_volume_steps(
     micrographs,
     size=None,
+    options: VolumeOptions | None = None,
     *,
-    slices_per_axis: int | None = DEFAULT_SLICES_PER_AXIS,
-    layers: Sequence[str] = DEFAULT_LAYERS,
-    iterations: int = DEFAULT_ITERATIONS,
-    levels: int = DEFAULT_LEVELS,
-    optimizer: str = DEFAULT_OPTIMIZER,
-    learning_rate: float = DEFAULT_LEARNING_RATE,
-    layer_weights: dict | None = None,
-    symmetric: bool | None = None,
-    periodic: bool = False,
-    kind: str = "auto",
-    seed: int = 0,
-    device: str = "auto",
-    weights: str = "normalized",
-    preview_interval: float | None = None,
-    max_island: int = MAX_ISLAND,
     terms: Sequence = (),
+    **changes,
 ) -> Generator[VolumeProgress, str | None, VolumeReconstruction]:
     """Reconstruct a 3D volume whose slices are statistically equivalent to 2D micrographs.
 
@@ -349,21 +359,10 @@ def reconstruct_volume_steps(
         of axis ``a`` is a plane normal to ``a`` (see the module's note on orientation). Phase
         labels (up to 8 phases, the same in every micrograph) or grey levels. Never modified.
     size : int or (D, H, W), optional
-        ``N`` for an ``N^3`` volume, or three sides; default: the largest micrograph side, cubed.
-    slices_per_axis : slices drawn per axis and optimizer step (None: every slice, a fixed
-        objective, which ``optimizer='lbfgs'`` needs).
-    layers, iterations, levels, learning_rate, layer_weights, periodic, kind, seed, device,
-    weights, max_island : as in :func:`~napari_microstructure.core.decoder.reconstruct_steps`;
-        ``periodic`` makes a volume that tiles seamlessly along all three axes.
-    optimizer : ``"adam"`` or ``"lbfgs"`` (strong-Wolfe line search; meant for
-        ``slices_per_axis=None``: with sampled slices the sample is fixed within a step and
-        redrawn for the next, which upsets its curvature estimates).
-    symmetric : match every slice to the mean Gram matrices of the micrograph's eight rotations
-        and reflections, as an isotropic material's slices have no preferred in-plane direction.
-        Default: True when one micrograph serves all three axes, False for per-axis micrographs.
-        Without it, a micrograph with a preferred direction (alloy_64: correlations 1.5x longer
-        along its rows) asks for contradictory orientations on the three slice families.
-    preview_interval : seconds between previews of the three middle planes (None: no previews).
+        Replaces ``options.size`` when given.
+    options : :class:`VolumeOptions`, optional
+        The run's options (the defaults when None); ``changes`` given as keywords replace
+        single fields.
     terms : extra loss terms, as in 2D; each is prepared per level and axis (``context.axis``)
         and called on the sampled slices of one axis at a time.
 
@@ -386,22 +385,26 @@ def reconstruct_volume_steps(
     images, checked = {}, {}
     for axis, image in sorted(given.items()):
         if id(image) not in checked:  # one micrograph for several axes is checked once
-            checked[id(image)] = validate_image(
+            checked[id(image)] = _validate.validate_image(
                 image, 2, f"micrograph of axis {AXIS_NAMES[axis]} ({axis})"
             )
         images[axis] = checked[id(image)]
-    model = _combined_model(images, kind)
-    layers = check_layers(layers)
-    optimizer = check_optimizer(optimizer)
+    options = merge(VolumeOptions, options, changes if size is None else {**changes, "size": size})
+    model = _combined_model(images, options.kind)
+    layers = check_layers(options.layers)
+    optimizer = check_optimizer(options.optimizer)
     terms = check_terms(terms)
-    iterations = whole_number(iterations, "iterations")
-    levels = check_levels(levels)
-    seed = check_seed(seed)
-    learning_rate = check_learning_rate(learning_rate)
-    layer_weights = check_layer_weights(layer_weights, layers)
+    iterations = whole_number(options.iterations, "iterations")
+    levels = check_levels(options.levels)
+    seed = check_seed(options.seed)
+    learning_rate = check_learning_rate(options.learning_rate)
+    layer_weights = check_layer_weights(options.layer_weights, layers)
+    slices_per_axis = options.slices_per_axis
     if slices_per_axis is not None:
         slices_per_axis = whole_number(slices_per_axis, "slices_per_axis (None for every slice)")
-    size = _volume_size(size if size is not None else max(max(m.shape) for m in images.values()))
+    size = _volume_size(
+        options.size if options.size is not None else max(max(m.shape) for m in images.values())
+    )
     smallest = min_input_size(layers)
     if min(min(m.shape) for m in images.values()) < smallest or min(size) < smallest:
         shapes = ", ".join(f"{AXIS_NAMES[a]}: {m.shape}" for a, m in images.items())
@@ -412,14 +415,15 @@ def reconstruct_volume_steps(
             "or larger images."
         )
     axes = tuple(images)
+    symmetric = options.symmetric
     if symmetric is None:
         symmetric = len(axes) == 3 and all(images[a] is images[axes[0]] for a in axes)
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(options.device)
     _check_volume_memory(
         size, slices_per_axis, layers, model.n_channels, optimizer, axes, levels, torch_device
     )
-    vgg_weights = load_weights(weights)
-    encoder = get_encoder(layers, weights, torch_device)
+    vgg_weights = load_weights(options.weights)
+    encoder = get_encoder(layers, options.weights, torch_device)
     colours = torch.from_numpy(phase_colours(max(len(model.labels), 2))).to(torch_device)
     target_side = min(min(m.shape) for m in images.values())
     schedule = _volume_schedule(size, target_side, levels, iterations, smallest)
@@ -431,13 +435,18 @@ def reconstruct_volume_steps(
     if model.kind == "labels":
         islands = {}
         for image in {id(m): m for m in images.values()}.values():
-            for label, limit in island_limits(image, model, int(max_island)).items():
+            for label, limit in island_limits(image, model, int(options.max_island)).items():
                 islands[label] = min(limit, islands.get(label, limit))
     else:
         islands = {}
     reference = np.concatenate([m.ravel() for m in {id(m): m for m in images.values()}.values()])
     objective = Objective(
-        (GramLoss(layer_weights), *terms), encoder, colours, model, bool(periodic), torch_device
+        (GramLoss(layer_weights), *terms),
+        encoder,
+        colours,
+        model,
+        bool(options.periodic),
+        torch_device,
     )
     return _optimize_volume(
         images=images,
@@ -454,7 +463,7 @@ def reconstruct_volume_steps(
         optimizer=optimizer,
         learning_rate=learning_rate,
         layer_weights=layer_weights,
-        preview_interval=preview_interval,
+        preview_interval=options.preview_interval,
         device=torch_device,
         vgg_weights=vgg_weights,
         seed=seed,
@@ -655,11 +664,7 @@ def _optimize_volume(
             "island_limits": {str(k): v for k, v in islands.items()},
         },
         "seed": seed,
-        "weights": describe_weights(vgg_weights),
-        "device": str(device),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "platform": platform.platform(),
+        **environment(device, vgg_weights),
         "input": {
             AXIS_NAMES[a]: {
                 "axis": a,
@@ -719,11 +724,15 @@ def _evaluate(objective: Objective, parameters, sampler: _SliceSampler, level, f
 
 
 def reconstruct_volume(
-    micrographs, size=None, callback: Callable[[Progress], object] | None = None, **options
+    micrographs,
+    size=None,
+    options: VolumeOptions | None = None,
+    callback: Callable[[Progress], object] | None = None,
+    **changes,
 ) -> VolumeReconstruction:
-    """Reconstruct a volume from micrographs; see :func:`reconstruct_volume_steps` for options.
+    """Reconstruct a volume from micrographs; see :func:`reconstruct_volume_steps`.
     ``callback`` sees each progress message and may return ``"stop"``."""
-    return run_to_end(reconstruct_volume_steps(micrographs, size, **options), callback)
+    return run_to_end(reconstruct_volume_steps(micrographs, size, options, **changes), callback)
 
 
 # --------------------------------------------------------------------------------------------
@@ -741,11 +750,11 @@ def slice_two_point(volume, phase, axis: int, max_radius: int | None = None) -> 
     """
     from scipy import fft as sp_fft
 
-    array = _metrics._check_image(volume, "volume")
+    array = _validate.label_image(volume, "volume")
     if array.ndim != 3:
         raise InputError(f"slice statistics need a 3D volume, not shape {array.shape}.")
-    axis = _metrics._check_axis(axis, 3)
-    indicator = _metrics._indicator(array, phase, "volume")
+    axis = _validate.axis_index(axis, 3)
+    indicator = _validate.indicator(array, phase, "volume")
     plane = _plane_shape(array.shape, axis)
     L = _metrics.default_max_length(plane) if max_radius is None else max_radius
     L = _metrics._check_max_length(L, min(plane) // 2, "max_radius")
@@ -808,17 +817,17 @@ def compare_volume(reference, volume) -> dict:
           ``n_clusters[phase p]``, ``clusters_per_volume[phase p]``,
           ``largest_cluster_fraction[phase p]``, ``spans_{a}[phase p]`` for a = 0, 1, 2.
     """
-    vol = _metrics._check_image(volume, "volume")
+    vol = _validate.label_image(volume, "volume")
     if vol.ndim != 3:
         raise InputError(f"The volume must be 3D, not shape {vol.shape}.")
     original = None
     if not isinstance(reference, (Mapping, tuple, list)) and np.ndim(reference) == 3:
-        original = _metrics._check_image(reference, "original")
+        original = _validate.label_image(reference, "original")
         given = dict.fromkeys(range(3))
         fractions = _metrics.volume_fractions(original)
     else:
         given = {
-            a: _metrics._check_image(m, f"micrograph of axis {AXIS_NAMES[a]}")
+            a: _validate.label_image(m, f"micrograph of axis {AXIS_NAMES[a]}")
             for a, m in per_axis(reference).items()
         }
         if any(m.ndim != 2 for m in given.values()):
@@ -914,11 +923,11 @@ def compare_volume_grey(reference, volume) -> dict:
         (:func:`~napari_microstructure.core.metrics.grey_autocovariance`), ``L`` as in
         :func:`compare_volume`; ``e_ac``: the worst axis.
     """
-    vol = _metrics._check_grey(volume, "volume")
+    vol = _validate.grey_image(volume, "volume")
     if vol.ndim != 3:
         raise InputError(f"The volume must be 3D, not shape {vol.shape}.")
     given = per_axis(reference)
-    checked = {id(m): _metrics._check_grey(m, "micrograph") for m in given.values()}
+    checked = {id(m): _validate.grey_image(m, "micrograph") for m in given.values()}
     if any(m.ndim != 2 for m in checked.values()):
         raise InputError("Micrographs must be 2D.")
     pooled = np.concatenate([m.ravel() for m in checked.values()])

@@ -1,15 +1,18 @@
 """The results table dock: :class:`ResultsTable` shows rows (a DataFrame) and saves them as CSV.
 
 The rows of a reconstruction run come from :mod:`napari_microstructure.report` (no Qt), which
-the command line writes too.
+the command line writes too; Save as CSV writes them with its
+:func:`~napari_microstructure.report.write_report`.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -23,7 +26,11 @@ from qtpy.QtWidgets import (
 
 from ._layers import layer_files
 
-__all__ = ["ResultsTable"]
+__all__ = ["MARKED", "ResultsTable"]
+
+#: The background of a cell outside tolerance (white text; legible in napari's dark and light
+#: themes).
+MARKED = "#b03a2e"
 
 
 class ResultsTable(QWidget):
@@ -31,7 +38,9 @@ class ResultsTable(QWidget):
 
     Subclasses choose the columns the view shows (:attr:`shown_columns`; the CSV always has them
     all), a boolean column whose true rows are bold (:attr:`highlight_column`) and the default
-    file name.
+    file name. ``marks``, a function of the rows that returns ``{(row, column): reason}``
+    (:func:`~napari_microstructure.report.outside_tolerance`), colours those cells
+    (:data:`MARKED`) and gives them the reason as a tooltip.
     """
 
     #: Columns the view shows (None: every column).
@@ -42,9 +51,16 @@ class ResultsTable(QWidget):
     false_text = "no"
     default_file = "reconstruction_results.csv"
 
-    def __init__(self, viewer=None, parent: QWidget | None = None, clearable: bool = True) -> None:
+    def __init__(
+        self,
+        viewer=None,
+        parent: QWidget | None = None,
+        clearable: bool = True,
+        marks: Callable | None = None,
+    ) -> None:
         super().__init__(parent)
         self._viewer = viewer
+        self._marks = marks
         import pandas as pd
 
         self.frame = pd.DataFrame()
@@ -111,6 +127,7 @@ class ResultsTable(QWidget):
         self.table.setRowCount(len(frame))
         self.table.setColumnCount(len(shown))
         self.table.setHorizontalHeaderLabels([str(c) for c in shown])
+        marks = self._marks(frame) if self._marks is not None else {}
         for i, (row, bold) in enumerate(zip(frame[shown].itertuples(index=False), highlight)):
             for j, value in enumerate(row):
                 item = QTableWidgetItem(self._format(value))
@@ -118,6 +135,11 @@ class ResultsTable(QWidget):
                     font = item.font()
                     font.setBold(True)
                     item.setFont(font)
+                reason = marks.get((i, shown[j]))
+                if reason is not None:
+                    item.setBackground(QColor(MARKED))
+                    item.setForeground(QColor("white"))
+                    item.setToolTip(f"Outside tolerance: {reason}")
                 self.table.setItem(i, j, item)
         self.save_button.setEnabled(not frame.empty)
 
@@ -125,12 +147,11 @@ class ResultsTable(QWidget):
         """Write the whole table to ``path`` (CSV, full precision), all or nothing, and return
         the path; never a file a layer of the viewer was read from. ``overwrite`` replaces an
         existing file (the file dialog has asked)."""
-        from .. import io
+        from ..report import write_report
 
         path = Path(path)
         inputs = layer_files(self._viewer) if self._viewer is not None else []
-        with io.atomic_outputs([path], overwrite=overwrite, inputs=inputs) as staged:
-            self.frame.to_csv(staged[path], index=False)
+        write_report(path.parent, {path.name: self.frame}, overwrite=overwrite, inputs=inputs)
         return path
 
     def _ask_and_save(self) -> None:

@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,18 +40,21 @@ from qtpy.QtWidgets import (
     QListWidget,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
+from ..core._validate import AXIS_NAMES
+from ..core.datasets import DatasetOptions
 from ..core.errors import InputError, MicrostructureError
-from ..core.properties import TrainProgress
+from ..core.properties import DEFAULT_DEPTH, TrainOptions, TrainProgress
 from ..core.steps import STOP, describe, relay, timing
+from ._base import JobWidget
+from ._form import CROPS_PER_LAYER, MAX_LABEL, Form
 from ._layers import layer_files
 from ._table import ResultsTable
-from ._worker import JobRunner, worker_settings
+from ._worker import worker_settings
 
 if TYPE_CHECKING:
     import napari
@@ -68,6 +71,8 @@ SOURCE_TABLE, SOURCE_PHYSICS, SOURCE_BUILD, SOURCE_FOLDER = (
     "dataset folder",
 )
 DEPTHS = ("pool1", "pool2", "pool3", "pool4", "pool5")
+#: The weights a property model starts from: pretrained, or the untrained control.
+TRAINING_WEIGHTS = ("normalized", "random")
 
 
 # ------------------------------------------------------------------------------------------
@@ -83,10 +88,8 @@ class TrainingRequest:
     names: tuple
     targets: tuple | None  # None: physics labels, computed in the worker
     folder: str | None  # a dataset folder, read in the worker
-    build: (
-        dict | None
-    )  # build_dataset_steps options: a dataset made from the images, in the worker
-    options: dict  # keyword arguments of train_steps (property, mode, depth, phase, axis, ...)
+    build: DatasetOptions | None  # a dataset made from the images, in the worker
+    options: TrainOptions
     torch_threads: int = 0
 
 
@@ -137,33 +140,34 @@ def training_job(request: TrainingRequest):
     from ..core.datasets import build_dataset_steps, transport_labels
     from ..core.properties import train_steps
 
-    options = dict(request.options)
+    options = request.options
     with worker_settings(request.torch_threads):
         images, names, targets = list(request.images), list(request.names), request.targets
         dataset = None
         if request.build is not None:
-            building = build_dataset_steps(micrographs=dict(zip(names, images)), **request.build)
+            building = build_dataset_steps(request.build, micrographs=dict(zip(names, images)))
             dataset = yield from relay(building)
             if dataset.partial:
                 stopped = "Stopped while building the dataset."
                 return TrainingResult(stopped=stopped, dataset=dataset)
             images, names = dataset.images, [str(n) for n in dataset.table["file"]]
-            targets = dataset.table[options["property"]].to_numpy(float)
+            targets = dataset.table[options.property].to_numpy(float)
         elif request.folder is not None:
-            images, names, targets, options["phase"] = _folder_data(
-                request.folder, options["property"], options["phase"]
+            images, names, targets, phase = _folder_data(
+                request.folder, options.property, options.phase
             )
+            options = replace(options, phase=phase)
         elif targets is None:
             values, started = [], time.perf_counter()
             for index, image in enumerate(images):
-                row = transport_labels(image, options["phase"], (options["axis"],))
-                values.append(row[options["property"]])
+                row = transport_labels(image, options.phase, (options.axis,))
+                values.append(row[options.property])
                 progress = LabelProgress(index + 1, len(images), time.perf_counter() - started)
                 if (yield progress) == STOP:
                     return TrainingResult(stopped="Stopped while computing the labels.")
             targets = values
         targets = np.asarray(targets, dtype=float)
-        steps = train_steps(images, targets, names=names, **options)
+        steps = train_steps(images, targets, options, names=names)
         model = yield from relay(steps)
         return TrainingResult(model=model, targets=targets, names=names, dataset=dataset)
 
@@ -227,7 +231,7 @@ class PropertyPlot(QWidget):
 
     def show_model(self, model) -> None:
         """The model's cross-validated parity plot and metrics."""
-        from ..core.properties import plot_parity
+        from ..report import plot_parity
 
         header = model.header
         validation = header.get("cross_validation", {})
@@ -249,10 +253,12 @@ class PropertyPlot(QWidget):
             text += f"\nCross-validated R² {metrics['r2']:.3f}, MAE {metrics['mae']:.3g}, RMSE {metrics['rmse']:.3g}"
         self.metrics.setText(text)
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, overwrite: bool = True) -> Path:
+        """Write the parity plot as PNG, all or nothing."""
+        from ..report import write_report
+
         path = Path(path)
-        self.parity_figure.savefig(path, dpi=150)
-        return path
+        return write_report(path.parent, {path.name: self.parity_figure}, overwrite=overwrite)[0]
 
 
 # ------------------------------------------------------------------------------------------
@@ -274,14 +280,6 @@ def _layer_data(layers) -> tuple[np.ndarray, ...]:
     )
 
 
-def _spin(low: int, high: int, value: int, tip: str) -> QSpinBox:
-    spin = QSpinBox()
-    spin.setRange(low, high)
-    spin.setValue(value)
-    spin.setToolTip(tip)
-    return spin
-
-
 def _path_row(edit: QLineEdit, browse) -> QHBoxLayout:
     row = QHBoxLayout()
     button = QToolButton()
@@ -292,7 +290,7 @@ def _path_row(edit: QLineEdit, browse) -> QHBoxLayout:
     return row
 
 
-class PropertyWidget(QWidget):
+class PropertyWidget(JobWidget):
     """Train a structure-property model on layers or a dataset folder; predict on layers.
 
     ``runner`` (:class:`JobRunner`) runs the training (``worker``; the Train button stops it)
@@ -303,10 +301,11 @@ class PropertyWidget(QWidget):
     training_finished = Signal()
     #: Emitted when a prediction has ended.
     prediction_finished = Signal()
+    job = staticmethod(training_job)
+    busy_message = "Training is running already: stop it first."
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer, parent)
         self.model = None
         self.dataset = None  # the last dataset built here
         self.predict_worker = None
@@ -314,17 +313,14 @@ class PropertyWidget(QWidget):
         self.table = ResultsTable(napari_viewer)
         self._docked = False
         self._build()
-        self.runner = JobRunner(self, self.train_button)
-        self.runner.bind(self.train, self.stop)
+        self._bind(self.train_button)
         self._refresh_layers()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self._refresh_layers)
 
     # ------------------------------------------------------------------------------ building
     def _build(self) -> None:
-        from ..core.device import available_devices
-        from ..core.properties import DEFAULT_DEPTH, MODES
-
+        self.form = rows = Form(TrainOptions)
         form = QFormLayout()
         self.source_combo = QComboBox()
         self.source_combo.addItems([SOURCE_TABLE, SOURCE_PHYSICS, SOURCE_BUILD, SOURCE_FOLDER])
@@ -352,17 +348,15 @@ class PropertyWidget(QWidget):
         self.folder_edit.setPlaceholderText("dataset folder")
         self.folder_edit.editingFinished.connect(self._read_columns)
         form.addRow("Folder", _path_row(self.folder_edit, self._browse_folder))
-        self.crops_spin = _spin(
-            1, 10_000, 40, "Random crops per selected layer (3D layers give sub-volumes)"
+        self.crops_spin = rows.spin(
+            "crops",
+            " of the selected layers",
+            options_class=DatasetOptions,
+            default=CROPS_PER_LAYER,
         )
-        self.crop_size_spin = _spin(
-            16, 4096, 64, "Side of the crops (and of the generated microstructures) in pixels"
-        )
-        self.generated_spin = _spin(
-            0,
-            10_000,
-            0,
-            "Generated microstructures added to the crops (five families, volume fractions 0.2-0.8)",
+        self.crop_size_spin = rows.spin("size", " in pixels", options_class=DatasetOptions)
+        self.generated_spin = rows.spin(
+            "generated", ", added to the crops", options_class=DatasetOptions
         )
         build = QHBoxLayout()
         for text, spin in (
@@ -382,26 +376,22 @@ class PropertyWidget(QWidget):
         self.units_edit = QLineEdit()
         self.units_edit.setToolTip("Units of the property (for the plots and the model file)")
         form.addRow("Units", self.units_edit)
-        self.phase_spin = _spin(
-            0, 255, 1, "Label of the phase whose property is learnt (the conducting phase)"
+        self.phase_spin = rows.spin(
+            "phase", " (here one label: the conducting phase)", high=MAX_LABEL
         )
         form.addRow("Phase", self.phase_spin)
-        self.axis_combo = QComboBox()
-        self.axis_combo.addItems(["x", "y", "z"])
-        self.axis_combo.setToolTip("Direction of transport (x: along the image's columns)")
+        self.axis_combo = rows.combo(
+            "axis", " (along the image's columns)", items=AXIS_NAMES[3][::-1]
+        )
         self.axis_combo.currentTextChanged.connect(self._on_source)
         form.addRow("Axis", self.axis_combo)
-        self.mode_combo = QComboBox()
-        self.mode_combo.addItems(list(MODES))
-        self.mode_combo.setToolTip(
-            "frozen: statistics of the pretrained trunk into ridge regression (fast, the default); finetune: the trunk and a small head trained end to end"
-        )
+        self.mode_combo = rows.combo("mode")
         form.addRow("Mode", self.mode_combo)
-        self.depth_combo = QComboBox()
-        self.depth_combo.addItems(list(DEPTHS))
-        self.depth_combo.setCurrentText(DEFAULT_DEPTH)
-        self.depth_combo.setToolTip(
-            "Depth of the VGG19 trunk; 'From profile…' takes a pruning profile's recommendation"
+        self.depth_combo = rows.combo(
+            "depth",
+            "; 'From profile…' takes a pruning profile's recommendation",
+            items=DEPTHS,
+            default=DEFAULT_DEPTH,
         )
         profile = QPushButton("From profile…")
         profile.setToolTip(
@@ -412,21 +402,13 @@ class PropertyWidget(QWidget):
         depth.addWidget(self.depth_combo, 1)
         depth.addWidget(profile)
         form.addRow("Trunk", depth)
-        self.weights_combo = QComboBox()
-        self.weights_combo.addItems(["normalized", "random"])
-        self.weights_combo.setToolTip(
-            "normalized: the pretrained VGG19 (transfer learning); random: the same architecture untrained (the control)"
-        )
+        self.weights_combo = rows.combo("weights", items=TRAINING_WEIGHTS)
         form.addRow("Initialization", self.weights_combo)
-        self.folds_spin = _spin(2, 20, 5, "k of the k-fold cross-validation")
+        self.folds_spin = rows.spin("folds")
         form.addRow("Folds", self.folds_spin)
-        self.seed_spin = _spin(0, 2**31 - 1, 0, "Random seed of the folds and of fine-tuning")
+        self.seed_spin = rows.spin("seed")
         form.addRow("Seed", self.seed_spin)
-        self.device_combo = QComboBox()
-        devices = available_devices()
-        self.device_combo.addItem(f"auto ({devices[0]})", "auto")
-        for device in devices:
-            self.device_combo.addItem(device, device)
+        self.device_combo = rows.device()
         form.addRow("Device", self.device_combo)
 
         self.train_button = QPushButton("Train")
@@ -566,9 +548,9 @@ class PropertyWidget(QWidget):
         except MicrostructureError as error:
             show_error(str(error))
             return
-        if self.depth_combo.findText(depth) < 0:
-            self.depth_combo.addItem(depth)
-        self.depth_combo.setCurrentText(depth)
+        if self.depth_combo.findData(depth) < 0:
+            self.depth_combo.addItem(depth, depth)
+        self.depth_combo.setCurrentIndex(self.depth_combo.findData(depth))
         self.status.setText(f"Trunk depth {depth}, recommended by {Path(path).name}.")
 
     def _ask_profile(self) -> None:
@@ -582,7 +564,7 @@ class PropertyWidget(QWidget):
         """Write the current model as one .npz file (``.npz`` is added to another name), all or
         nothing, never over a file a layer was read from (None, with a notification, when it
         cannot be written)."""
-        from .. import io
+        from ..report import write_report
 
         if self.model is None:
             show_warning("No model yet: train or load one first.")
@@ -591,9 +573,9 @@ class PropertyWidget(QWidget):
         if path.suffix != ".npz":
             path = path.with_name(path.name + ".npz")
         try:
+            files = {path.name: self.model.save}
             inputs = layer_files(self.viewer)
-            with io.atomic_outputs([path], overwrite=overwrite, inputs=inputs) as staged:
-                self.model.save(staged[path])
+            write_report(path.parent, files, overwrite=overwrite, inputs=inputs)
         except (OSError, MicrostructureError) as error:
             show_error(f"Could not save the model (nothing was written): {error}")
             return None
@@ -668,18 +650,7 @@ class PropertyWidget(QWidget):
         prop = self.property_combo.currentText().strip()
         if not prop:
             raise InputError("Choose the property to learn (a column of the label table).")
-        options = dict(
-            property=prop,
-            units=self.units_edit.text().strip(),
-            mode=self.mode_combo.currentText(),
-            depth=self.depth_combo.currentText(),
-            weights=self.weights_combo.currentText(),
-            phase=self.phase_spin.value(),
-            axis=self.axis_combo.currentText(),
-            folds=self.folds_spin.value(),
-            seed=self.seed_spin.value(),
-            device=self.device_combo.currentData(),
-        )
+        options = self.form.options(property=prop, units=self.units_edit.text().strip())
         if source == SOURCE_FOLDER:
             folder = self.folder_edit.text().strip()
             if not folder:
@@ -691,15 +662,8 @@ class PropertyWidget(QWidget):
         if source == SOURCE_BUILD:
             if not layers:
                 raise InputError("Select the layers to crop (Ctrl/Shift-click in the list).")
-            build = dict(
-                crops=self.crops_spin.value(),
-                size=self.crop_size_spin.value(),
-                generated=self.generated_spin.value(),
-                phase=options["phase"],
-                axes=(options["axis"],),
-                seed=options["seed"],
-                device="cpu",
-            )
+            # crops, size, generated, and the phase and seed of the training
+            build = self.form.options(DatasetOptions, axes=(options.axis,), device="cpu")
             return TrainingRequest(images, names, None, None, build, options)
         if len(layers) < 3:
             raise InputError(
@@ -724,23 +688,11 @@ class PropertyWidget(QWidget):
             images, names, tuple(float(by_name[n]) for n in names), None, None, options
         )
 
-    @property
-    def worker(self):
-        """The worker of the running training, or None."""
-        return self.runner.worker
-
     def train(self):
         """Start training with the current choices; return the worker (None if refused)."""
+        return self.run()
 
-        if self.runner.running:
-            show_warning("Training is running already: stop it first.")
-            return None
-        try:
-            request = self._capture()
-        except MicrostructureError as error:
-            show_error(str(error))
-            self.status.setText(f"Not started: {error}")
-            return None
+    def _started(self, request: TrainingRequest) -> None:
         self.progress.setRange(0, 0)
         self.progress.setFormat("preparing…")
         labelling = request.targets is None and request.folder is None
@@ -749,18 +701,10 @@ class PropertyWidget(QWidget):
         )
         self._dock_results()
         self.plot.start_loss()
-        return self.runner.start(
-            training_job,
-            request,
-            yielded=self._on_yielded,
-            returned=self._on_returned,
-            failed=self._on_failed,
-            finished=self._on_finished,
-        )
 
-    def stop(self) -> None:
+    def _stopping(self) -> tuple[str, str]:
         """Stop training: the finished folds are kept and the final model is fitted."""
-        self.runner.stop(STOP)
+        return STOP, "Stopping: the finished folds are kept and the final model is fitted…"
 
     def _on_yielded(self, message) -> None:
         # the dataset's, the labels' and the training's messages all count done of total
@@ -791,9 +735,6 @@ class PropertyWidget(QWidget):
         self.status.setText(
             f"Trained on {len(result.targets)} samples ({self.model.header['mode']}, trunk {self.model.header['depth']}).{quality}"
         )
-
-    def _on_failed(self, message: str) -> None:
-        self.status.setText(f"Failed: {message}")
 
     def _on_finished(self) -> None:
         self.progress.setRange(0, 1)
@@ -880,5 +821,5 @@ class PropertyWidget(QWidget):
         if self._docked:
             return
         self._docked = True
-        self.viewer.window.add_dock_widget(self.plot, name=DOCK_PLOT, area="right")
-        self.viewer.window.add_dock_widget(self.table, name=DOCK_TABLE, area="bottom")
+        self._dock(self.plot, DOCK_PLOT, "right")
+        self._dock(self.table, DOCK_TABLE, "bottom")

@@ -22,18 +22,17 @@ import contextlib
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -43,17 +42,21 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
+from ..core.decoder import ReconstructionOptions
 from ..core.errors import InputError, MicrostructureError
+from ..core.options import spec
+from ..core.pruning import StudyOptions
 from ..core.steps import STOP, describe, relay
+from ._base import JobWidget
+from ._form import SECONDS_BUDGET, SHOW_GRID, WEIGHT_NAMES, Form
 from ._layers import layer_files
 from ._plot import theme_colours
 from ._table import ResultsTable
-from ._worker import JobRunner, avoid_triton_llvm_crash
+from ._worker import avoid_triton_llvm_crash
 
 if TYPE_CHECKING:
     import napari
@@ -96,7 +99,7 @@ class PruningRequest:
         dict, ...
     ]  # per input layer: name, kind ("labels"/"image"), scale, translate, units
     material: str
-    options: dict  # keyword arguments of prune_steps
+    options: StudyOptions
     floor: float | None  # mean e_S2 floor of the images, for the live recommendation
 
 
@@ -110,7 +113,7 @@ def pruning_job(request: PruningRequest):
         list(request.images),
         names=list(request.names),
         material=request.material,
-        **request.options,
+        options=request.options,
     )
     return (yield from relay(steps))
 
@@ -135,8 +138,8 @@ class PruningTable(ResultsTable):
 
 class PruningPlot(QWidget):
     """Docked plot: fidelity (e_S2 with spread, floor, tolerance) and cost (seconds, GFLOP per
-    iteration) against depth, the recommendation marked (drawn by the core's
-    :func:`~napari_microstructure.core.pruning.plot_profile`, in napari's theme colours)."""
+    iteration) against depth, the recommendation marked (drawn by
+    :func:`~napari_microstructure.report.plot_profile`, in napari's theme colours)."""
 
     def __init__(self, napari_viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -155,17 +158,22 @@ class PruningPlot(QWidget):
 
     def draw(self, profile) -> None:
         """Draw a (possibly partial) profile; None clears the plot."""
-        from ..core.pruning import PruningProfile, plot_profile
+        from ..core.pruning import PruningProfile
+        from ..report import plot_profile
 
         self.profile = profile
         shown = profile if profile is not None else PruningProfile("", [], [], {}, {}, [])
         plot_profile(shown, self.figure, theme_colours(self._viewer))
         self.canvas.draw_idle()
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, overwrite: bool = True) -> Path:
+        """Write the plot as PNG, all or nothing, never over a file a layer was read from."""
+        from ..report import write_report
+
         path = Path(path)
-        self.figure.savefig(path, dpi=150, facecolor=self.figure.get_facecolor())
-        return path
+        inputs = layer_files(self._viewer)
+        files = {path.name: self.figure}
+        return write_report(path.parent, files, overwrite=overwrite, inputs=inputs)[0]
 
 
 # ------------------------------------------------------------------------------------------
@@ -173,17 +181,11 @@ class PruningPlot(QWidget):
 # ------------------------------------------------------------------------------------------
 
 
-def _spin(low, high, value, tip: str, double: bool = False, decimals: int = 1):
-    box = QDoubleSpinBox() if double else QSpinBox()
-    if double:
-        box.setDecimals(decimals)
-    box.setRange(low, high)
-    box.setValue(value)
-    box.setToolTip(tip)
-    return box
+#: The budgets of a study: optimizer steps, or wall seconds per image and configuration.
+BUDGETS = ("iterations", "seconds")
 
 
-class PruningWidget(QWidget):
+class PruningWidget(JobWidget):
     """Dock widget: the pruning study of one material (one or several Image/Labels layers).
 
     Public attributes used by tests and scripts: ``layer_list``, ``depth_checks`` (one check box
@@ -198,10 +200,11 @@ class PruningWidget(QWidget):
     """
 
     study_finished = Signal()
+    job = staticmethod(pruning_job)
+    busy_message = "A pruning study is running already: stop it first."
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer, parent)
         self.profile = None
         self.result_layers: list = []
         self._request: PruningRequest | None = None
@@ -210,8 +213,7 @@ class PruningWidget(QWidget):
         self.table = PruningTable(napari_viewer)
         self.plot = PruningPlot(napari_viewer)
         self._build()
-        self.runner = JobRunner(self, self.run_button)
-        self.runner.bind(self.run, self.stop)
+        self._bind(self.run_button)
         layers = self.viewer.layers
         layers.events.inserted.connect(self._refresh_layers)
         layers.events.removed.connect(self._refresh_layers)
@@ -220,10 +222,7 @@ class PruningWidget(QWidget):
 
     # ------------------------------------------------------------------------------ building
     def _build(self) -> None:
-        from ..core.decoder import DEFAULT_ITERATIONS, DEFAULT_LEVELS
-        from ..core.device import available_devices
-        from ..core.pruning import DEFAULT_DEPTHS, DEFAULT_SAMPLES, DEFAULT_TOLERANCE
-
+        self.form = rows = Form(StudyOptions)
         self.layer_list = QListWidget()
         self.layer_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.layer_list.setToolTip(
@@ -237,9 +236,10 @@ class PruningWidget(QWidget):
 
         depth_row = QHBoxLayout()
         self.depth_checks: dict[int, QCheckBox] = {}
-        for depth in DEFAULT_DEPTHS:
+        depths = spec(StudyOptions, "depths")
+        for depth in range(int(depths.low), int(depths.high) + 1):
             box = QCheckBox(f"pool{depth}")
-            box.setChecked(True)
+            box.setChecked(depth in depths.default)
             box.setToolTip(
                 f"The network truncated after pool{depth}: conv1_1 and pool1 ... pool{depth}"
             )
@@ -251,56 +251,40 @@ class PruningWidget(QWidget):
             "Extra configurations: layer subsets separated by ';', layers by ',' (a single layer shows its own influence)"
         )
 
-        self.samples_spin = _spin(
-            1, 64, DEFAULT_SAMPLES, "Reconstructions per image and configuration"
-        )
+        self.samples_spin = rows.spin("samples")
         self.budget_combo = QComboBox()
-        self.budget_combo.addItems(["iterations", "seconds"])
+        self.budget_combo.addItems(BUDGETS)
         self.budget_combo.setToolTip(
             "The same budget for every configuration: optimizer steps, or wall seconds per image"
         )
-        self.iterations_spin = _spin(
-            1,
-            100_000,
-            DEFAULT_ITERATIONS,
-            "Optimizer steps per reconstruction (and the most a seconds budget does)",
+        reconstruction = ReconstructionOptions()
+        self.iterations_spin = rows.spin(
+            "iterations", "; the most a seconds budget does", default=reconstruction.iterations
         )
-        self.seconds_spin = _spin(
-            0.1, 86_400.0, 60.0, "Wall seconds per image and configuration", double=True
-        )
+        self.seconds_spin = rows.spin("seconds", default=SECONDS_BUDGET)
         self.seconds_spin.setVisible(False)
         self.budget_combo.currentTextChanged.connect(self._on_budget)
         budget_row = QHBoxLayout()
         budget_row.addWidget(self.budget_combo)
         budget_row.addWidget(self.iterations_spin, 1)
         budget_row.addWidget(self.seconds_spin, 1)
-        self.levels_spin = _spin(
-            1,
-            8,
-            DEFAULT_LEVELS,
-            "Coarse-to-fine levels (levels too small for a configuration are dropped)",
+        self.levels_spin = rows.spin(
+            "levels",
+            "; levels too small for a configuration are dropped",
+            default=reconstruction.levels,
         )
-        self.tolerance_spin = _spin(
-            0.0,
-            100.0,
-            100 * DEFAULT_TOLERANCE,
-            "Recommend the shallowest configuration within this many percent of the best mean e_S2 (or at the floor)",
-            double=True,
+        self.tolerance_spin = rows.spin(
+            "tolerance",
+            ", in percent here; the shallowest such configuration (or one at the floor) is "
+            "recommended",
+            scale=100,
         )
         self.tolerance_spin.setSuffix(" %")
-        self.seed_spin = _spin(
-            0, 2**31 - 1, 0, "Seed; image i uses seed + i in every configuration"
-        )
-        self.device_combo = QComboBox()
-        self.device_combo.addItem("auto", "auto")
-        for device in available_devices():
-            self.device_combo.addItem(device, device)
-        self.weights_combo = QComboBox()
-        self.weights_combo.setEditable(True)
-        self.weights_combo.addItems(["normalized", "torchvision", "random"])
-        self.weights_combo.setToolTip("Network weights: a name, or the path of a weights file")
+        self.seed_spin = rows.spin("seed")
+        self.device_combo = rows.device()
+        self.weights_combo = rows.combo("weights", items=WEIGHT_NAMES, editable=True)
         self.grid_check = QCheckBox("Show the results in grid mode")
-        self.grid_check.setChecked(True)
+        self.grid_check.setChecked(SHOW_GRID)
 
         self.run_button = QPushButton("Run")
         self.run_button.setToolTip(
@@ -384,12 +368,20 @@ class PruningWidget(QWidget):
         return [by_name[n] for n in names if n in by_name]
 
     # ------------------------------------------------------------------------------ running
-    def _configurations(self) -> list:
+    def _options(self) -> StudyOptions:
+        """The study's options: the configurations of the chosen depths and subsets (checked
+        here, or MicrostructureError) and the form's values."""
         from ..core.pruning import default_configurations
 
-        depths = [d for d, box in self.depth_checks.items() if box.isChecked()]
-        subsets = [part for part in re.split(r"[;\n]+", self.subsets_edit.text()) if part.strip()]
-        return default_configurations(depths, subsets)
+        depths = tuple(d for d, box in self.depth_checks.items() if box.isChecked())
+        subsets = tuple(p for p in re.split(r"[;\n]+", self.subsets_edit.text()) if p.strip())
+        seconds = self.budget_combo.currentText() == "seconds"
+        return self.form.options(
+            configurations=tuple(default_configurations(depths, subsets)),
+            depths=depths,
+            subsets=subsets,
+            seconds=self.seconds_spin.value() if seconds else None,
+        )
 
     def _capture(self) -> PruningRequest:
         """Copy the input layers and read every parameter (raises MicrostructureError)."""
@@ -431,18 +423,7 @@ class PruningWidget(QWidget):
                     "units": tuple(layer.units[-2:]) if hasattr(layer, "units") else None,
                 }
             )
-        seconds = self.budget_combo.currentText() == "seconds"
-        options = dict(
-            configurations=self._configurations(),
-            samples=self.samples_spin.value(),
-            iterations=self.iterations_spin.value(),
-            seconds=self.seconds_spin.value() if seconds else None,
-            levels=self.levels_spin.value(),
-            seed=self.seed_spin.value(),
-            device=self.device_combo.currentData(),
-            weights=self.weights_combo.currentText().strip() or "normalized",
-            tolerance=self.tolerance_spin.value() / 100,
-        )
+        options = self._options()
         floors = []
         for image in images:
             with contextlib.suppress(MicrostructureError):  # too small to split in quadrants
@@ -458,24 +439,7 @@ class PruningWidget(QWidget):
             floor=float(np.mean(floors)) if floors else None,
         )
 
-    @property
-    def worker(self):
-        """The worker of the running study, or None."""
-        return self.runner.worker
-
-    def run(self):
-        """Start a study of the selected layers with the current parameters; return the worker
-        (None if the input or the parameters were refused, with a notification)."""
-
-        if self.runner.running:
-            show_warning("A pruning study is running already: stop it first.")
-            return None
-        try:
-            request = self._capture()
-        except MicrostructureError as error:
-            show_error(str(error))
-            self.status.setText(f"Not started: {error}")
-            return None
+    def _started(self, request: PruningRequest) -> None:
         self._request = request
         self._rows = []
         self.profile = None
@@ -488,27 +452,14 @@ class PruningWidget(QWidget):
             self._dock(self.plot, DOCK_PLOT, "right")
             self._dock(self.table, DOCK_TABLE, "bottom")
         self._show_rows()
-        names = ", ".join(c.name for c in request.options["configurations"])
+        names = ", ".join(c.name for c in request.options.configurations)
         self.status.setText(
             f"Loading the network… {len(request.images)} image(s) of {request.material}; {names}"
         )
-        return self.runner.start(
-            pruning_job,
-            request,
-            yielded=self._on_yielded,
-            returned=self._on_returned,
-            failed=self._on_failed,
-            finished=self._on_finished,
-        )
 
-    def stop(self) -> None:
-        """Stop the study after the current optimizer step; the finished configurations stay."""
-        if not self.runner.running:
-            return
-        self.runner.stop(STOP)
-        self.status.setText(
-            "Stopping after the current step (the finished configurations are kept)…"
-        )
+    def _stopping(self) -> tuple[str, str]:
+        """Stop after the current optimizer step; the finished configurations stay."""
+        return STOP, "Stopping after the current step (the finished configurations are kept)…"
 
     def _set_running(self, running: bool) -> None:
         if running:
@@ -540,12 +491,12 @@ class PruningWidget(QWidget):
 
         request = self._request
         options = request.options
-        recommendation = asdict(recommend(self._rows, options["tolerance"], request.floor))
+        recommendation = asdict(recommend(self._rows, options.tolerance, request.floor))
         return PruningProfile(
             material=request.material,
             configurations=[
                 {"name": c.name, "layers": list(c.layers), "kind": c.kind}
-                for c in options["configurations"]
+                for c in options.configurations
             ],
             rows=list(self._rows),
             recommendation=recommendation,
@@ -577,7 +528,11 @@ class PruningWidget(QWidget):
                 "source": request.names[source or 0],
                 "e_s2": float(row.get("e_s2_mean", math.nan)),
                 "note": "the configuration's reconstruction with the lowest e_S2",
-                "options": {k: v for k, v in request.options.items() if k != "configurations"},
+                "options": {
+                    item.name: getattr(request.options, item.name)
+                    for item in fields(request.options)
+                    if item.name != "configurations"
+                },
             }
         }
         kwargs = {
@@ -609,9 +564,6 @@ class PruningWidget(QWidget):
         if self.grid_check.isChecked() and self.result_layers:
             self.viewer.canvas.grid.enabled = True
 
-    def _on_failed(self, message: str) -> None:
-        self.status.setText(f"Failed: {message}")
-
     def _on_finished(self) -> None:
         self._set_running(False)
         if self.profile is not None:
@@ -622,22 +574,17 @@ class PruningWidget(QWidget):
         self.study_finished.emit()
 
     # ------------------------------------------------------------------------------ files
-    def _dock(self, widget: QWidget, name: str, area: str) -> None:
-        if name in self.viewer.window.dock_widgets:
-            return
-        self.viewer.window.add_dock_widget(widget, name=name, area=area)
-
     def save_profile(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the last study's profile as JSON, all or nothing, never over a file a layer was
         read from (raises if there is no profile or the file cannot be written)."""
-        from .. import io
+        from ..report import write_report
 
         if self.profile is None:
             raise RuntimeError("No pruning study has finished yet.")
         path = Path(path)
         inputs = layer_files(self.viewer)
-        with io.atomic_outputs([path], overwrite=overwrite, inputs=inputs) as staged:
-            self.profile.save(staged[path])
+        files = {path.name: self.profile.save}
+        write_report(path.parent, files, overwrite=overwrite, inputs=inputs)
         return path
 
     def _ask_save_profile(self) -> None:

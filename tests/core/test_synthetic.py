@@ -1,0 +1,140 @@
+"""Generated microstructures (core/synthetic.py) and napari's generated samples built on them."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+import numpy as np
+import pytest
+
+from napari_microstructure import _sample_data
+from napari_microstructure.core import synthetic
+from napari_microstructure.core.errors import InputError
+
+
+@pytest.mark.parametrize("family", synthetic.FAMILIES)
+def test_every_family_reaches_about_its_volume_fraction(family):
+    rng = np.random.default_rng(0)
+    parameters = synthetic.random_parameters(family, rng, (0.4, 0.4))
+    image = synthetic.generate(family, (96, 96), seed=1, **parameters)
+    assert image.shape == (96, 96) and image.dtype == np.uint8 and set(np.unique(image)) <= {0, 1}
+    assert abs(image.mean() - 0.4) < 0.12
+
+
+@pytest.mark.parametrize("family", synthetic.FAMILIES)
+def test_generate_is_the_family_function_and_is_seeded(family):
+    function = getattr(synthetic, family)
+    by_name = synthetic.generate(family, (40, 48), 5, volume_fraction=0.3)
+    np.testing.assert_array_equal(by_name, function((40, 48), volume_fraction=0.3, seed=5))
+    np.testing.assert_array_equal(
+        by_name, synthetic.generate(family, (40, 48), 5, volume_fraction=0.3)
+    )
+    assert not np.array_equal(
+        by_name, synthetic.generate(family, (40, 48), 6, volume_fraction=0.3)
+    )
+
+
+def test_thresholded_fields_have_the_exact_fraction():
+    field = synthetic.gaussian_field(
+        (128, 128), volume_fraction=0.3, correlation_length=6.0, seed=3
+    )
+    assert int(field.sum()) == round(0.3 * 128 * 128)
+    boundaries = synthetic.cell_boundaries((64, 80), volume_fraction=0.2, seed=1)
+    assert int(boundaries.sum()) == round(0.2 * 64 * 80)
+    particles = synthetic.particle_dispersion((128, 128), area_fraction=0.2, seed=3)
+    assert particles.mean() == pytest.approx(0.2, abs=0.03)
+
+
+def test_matrix_as_phase_one_inverts_the_inclusions():
+    discs = synthetic.overlapping_discs((64, 64), volume_fraction=0.7, phase_1="matrix", seed=2)
+    assert discs.mean() == pytest.approx(0.7, abs=0.1)
+    ellipses = synthetic.oriented_ellipses((64, 64), volume_fraction=0.7, phase_1="matrix")
+    assert ellipses.mean() == pytest.approx(0.7, abs=0.1)
+
+
+def test_three_phase_puts_particles_on_a_two_phase_field():
+    image = synthetic.three_phase((96, 96), seed=4)
+    assert set(np.unique(image)) == {0, 1, 2}
+    assert (image == 2).mean() == pytest.approx(0.12, abs=0.03)
+
+
+def test_grey_field_spans_the_8_bit_range():
+    grey = synthetic.grey_field((64, 64), seed=1)
+    assert grey.dtype == np.uint8 and grey.min() == 0 and grey.max() == 255
+    assert len(np.unique(grey)) > 32
+
+
+REFUSED = {
+    "fraction 0": (synthetic.gaussian_field, {"volume_fraction": 0.0}, "volume_fraction"),
+    "fraction 1.5": (synthetic.cell_boundaries, {"volume_fraction": 1.5}, "volume_fraction"),
+    "fraction text": (synthetic.anisotropic_field, {"volume_fraction": "half"}, "volume_fraction"),
+    "length 0": (synthetic.gaussian_field, {"correlation_length": 0}, "correlation_length"),
+    "negative radius": (synthetic.overlapping_discs, {"radius": -2.0}, "radius"),
+    "phase_1 unknown": (synthetic.oriented_ellipses, {"phase_1": "holes"}, "phase_1"),
+    "aspect ratio NaN": (synthetic.oriented_ellipses, {"aspect_ratio": np.nan}, "aspect_ratio"),
+    "cell size inf": (synthetic.cell_boundaries, {"cell_size": np.inf}, "cell_size"),
+    "3D shape": (synthetic.gaussian_field, {"shape": (16, 16, 16)}, "2D"),
+    "tiny shape": (synthetic.grey_field, {"shape": (4, 64)}, "at least 8x8"),
+    "negative seed": (synthetic.particle_dispersion, {"seed": -1}, "seed"),
+    "float seed": (synthetic.three_phase, {"seed": 1.5}, "seed"),
+    "radius range": (synthetic.particle_dispersion, {"radius": (5.0, 2.0)}, "LOW <= HIGH"),
+    "area fraction": (synthetic.particle_dispersion, {"area_fraction": 1.0}, "area_fraction"),
+    "matrix fraction": (synthetic.three_phase, {"matrix_fraction": -0.1}, "matrix_fraction"),
+}
+
+
+@pytest.mark.parametrize(("function", "changes", "needle"), REFUSED.values(), ids=REFUSED)
+def test_bad_parameters_are_refused_with_their_name(function, changes, needle):
+    changes = dict(changes)
+    shape = changes.pop("shape", (32, 32))
+    with pytest.raises(InputError, match=needle):
+        function(shape, **changes)
+
+
+def test_generate_refuses_unknown_families_and_parameters():
+    with pytest.raises(InputError, match="choose one of gaussian_field"):
+        synthetic.generate("foam", (32, 32))
+    with pytest.raises(InputError, match="choose one of gaussian_field"):
+        synthetic.random_parameters("foam", np.random.default_rng(0))
+    with pytest.raises(InputError, match="no parameter radius: its parameters are"):
+        synthetic.generate("gaussian_field", (32, 32), radius=3.0)
+
+
+# --------------------------------------------------------------------------------------------
+# napari's generated samples
+
+
+@pytest.mark.parametrize(
+    ("function", "n_phases"),
+    [
+        (_sample_data.gaussian_field_sample, 2),
+        (_sample_data.particles_sample, 2),
+        (_sample_data.three_phase_sample, 3),
+    ],
+)
+def test_generated_samples_are_seeded_label_layers(function, n_phases: int) -> None:
+    ((data, kwargs, layer_type),) = function()
+    ((again, _, _),) = function()
+    assert layer_type == "labels"
+    assert data.shape == (256, 256) and data.dtype == np.uint8
+    assert len(np.unique(data)) == n_phases
+    np.testing.assert_array_equal(data, again)  # seeded: the same every call
+    assert kwargs["metadata"]["parameters"]["seed"] == 0
+    assert kwargs["metadata"]["description"]
+
+
+@pytest.mark.parametrize("key", _sample_data.GENERATED_SAMPLES)
+def test_generated_sample_metadata_remakes_the_layer(key: str) -> None:
+    """The generator and parameters recorded in a sample's metadata give back its data."""
+    ((data, kwargs, _),) = getattr(_sample_data, f"{key}_sample")()
+    metadata = kwargs["metadata"]
+    module, name = metadata["generator"].rsplit(".", 1)
+    parameters = dict(metadata["parameters"])
+    remade = getattr(import_module(module), name)(parameters.pop("shape"), **parameters)
+    np.testing.assert_array_equal(remade, data)
+    assert kwargs["name"] == key
+
+
+def test_the_grey_sample_is_an_image_layer() -> None:
+    ((grey, kwargs, layer_type),) = _sample_data.grey_field_sample()
+    assert layer_type == "image" and kwargs["colormap"] == "gray" and len(np.unique(grey)) > 32
