@@ -219,6 +219,6 @@ def test_provenance_records_what_made_the_result():
 
 
 @pytest.mark.weights
-def test_loss_falls_with_the_real_weights(alloy_64):
-    result = reconstruct(alloy_64, iterations=30, levels=1, device="cpu")
+def test_the_gram_loss_falls_with_the_real_weights(alloy_64):
+    result = reconstruct(alloy_64, iterations=30, levels=1, device="cpu", transport=False)
     assert result.loss_history[-1] < 0.2 * result.loss_history[0]

@@ -10,7 +10,7 @@ from napari_microstructure.core.descriptors import LossTerm
 from napari_microstructure.core.errors import InputError
 from napari_microstructure.core.volume import reconstruct_volume, reconstruct_volume_steps
 
-FAST_2D = {"iterations": 4, "levels": 2, "weights": "random", "device": "cpu"}
+FAST_2D = {"iterations": 4, "levels": 2, "weights": "random", "device": "cpu", "transport": False}
 FAST_3D = {**FAST_2D, "layers": ["conv1_1"], "optimizer": "adam", "iterations": 4}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import glob
 import sys
 from functools import partial
@@ -51,6 +52,17 @@ def add_parser(commands) -> None:
     add_option(rec, ReconstructionOptions, "seed", type=int)
     add_option(rec, ReconstructionOptions, "periodic", action="store_true")
     add_option(rec, ReconstructionOptions, "kind")
+    add_option(rec, ReconstructionOptions, "transport", action=argparse.BooleanOptionalAction)
+    add_option(rec, ReconstructionOptions, "transport_weight", type=float)
+    add_option(
+        rec,
+        ReconstructionOptions,
+        "target_deff",
+        nargs=3,
+        action="append",
+        metavar=("PHASE", "AXIS", "VALUE"),
+        note=" (2D; repeat for more targets)",
+    )
     rec.add_argument("--overwrite", action="store_true", help="replace existing output files")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     rec.add_argument(
@@ -98,7 +110,7 @@ def run(args) -> int:
         return _run_volume(args)
     image, stem = load_input(args.input)
     image = validate_image(image, 2, "input image")
-    options = options_from(args, ReconstructionOptions)
+    options = options_from(args, ReconstructionOptions, **_design_targets(args))
     # Everything (image, options, device, memory, weights, outputs) is checked here, before the
     # optimization; the outputs are written at the end, all or nothing.
     steps = reconstruct_steps(image, options)
@@ -161,6 +173,18 @@ def _print_transport_checks(table) -> None:
     print(f"transport checks: {seconds:.1f} s, {len(marks)} value(s) outside tolerance")
     for (row, column), reason in marks.items():
         print(f"  {table['name'].iloc[row]}  {column}: {reason}")
+
+
+def _design_targets(args) -> dict:
+    """``target_deff`` from the ``--target-deff PHASE AXIS VALUE`` given (phase labels that are
+    whole numbers become ints), or nothing."""
+    if not args.target_deff:
+        return {}
+    targets = tuple(
+        (int(phase) if phase.lstrip("-").isdigit() else phase, axis, value)
+        for phase, axis, value in args.target_deff
+    )
+    return {"target_deff": targets}
 
 
 def _other_samples(out: Path, stem: str, samples: int) -> list[Path]:

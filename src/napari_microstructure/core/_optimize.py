@@ -155,9 +155,11 @@ class Objective:
         return functools.reduce(operator.add, parts), values
 
     def provenance(self, finals: dict) -> list:
-        """Each term's name, weight and final loss per sample (``finals``: name -> values)."""
+        """Each term's name, weight and final loss per sample (``finals``: name -> values), with
+        what a term records of itself (its ``provenance()``, where it has one)."""
         return [
             {
+                **(t.provenance() if callable(getattr(t, "provenance", None)) else {}),
                 "name": t.name,
                 "weight": float(t.weight),
                 "final": [float(v) for v in finals[t.name]],

@@ -51,6 +51,8 @@ from .phases import (
 )
 from .provenance import environment
 from .steps import STOP, describe_step, run_to_end
+from .transport import DEFAULT_WEIGHT as TRANSPORT_WEIGHT
+from .transport import transport_term
 from .weights import load_weights
 
 #: Gram layers: below both floors; pool3 costs 2.5x, no gain (docs/measurements/reconstruction.md)
@@ -148,6 +150,22 @@ class NetworkOptions:
     )
     preview_interval: float | None = option(
         None, "seconds between previews in the progress messages (None: no previews)", low=0
+    )
+    #: On: the alloy's boundary network kept its D_eff in 4 of 5 seeds (0 of 5 without), at
+    #: 1.2-2x the time (docs/measurements/transport.md).
+    transport: bool = option(
+        True,
+        "keep the micrograph's effective diffusivity (D_eff) of every phase that spans it, "
+        "along each axis, with a differentiable transport term in the loss",
+    )
+    transport_weight: float = option(
+        TRANSPORT_WEIGHT, "weight of the transport term beside the Gram loss", low=0.0, high=1e3
+    )
+    target_deff: tuple = option(
+        (),
+        "design targets ((phase, axis, value), ...): a phase's D_eff along an axis (y, x), a "
+        "number or a factor of the micrograph's own written 0.5x; they replace the transport "
+        "term's own targets",
     )
 
 
@@ -346,6 +364,10 @@ def reconstruct_steps(
             f"{smallest}x{smallest} pixels for layers up to {layers[-1]} (its pooling shrinks "
             "the image). Choose shallower layers or a larger image."
         )
+    transport = transport_term(
+        options.transport, options.target_deff, options.transport_weight, {None: micrograph}, model
+    )
+    terms = check_terms((*terms, transport) if transport else terms)
     torch_device = resolve_device(options.device)
     _check_memory(
         estimate_memory(size, samples, layers, model.n_channels, optimizer), torch_device

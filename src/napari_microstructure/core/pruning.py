@@ -1128,6 +1128,7 @@ def _warm_up(micrograph: np.ndarray, device, weights) -> None:
             device=device,
             weights=weights,
             kind="labels",
+            transport=False,
         )
     )
 
@@ -1196,6 +1197,7 @@ def _study(
                 device=device,
                 weights=weights,
                 kind="labels",
+                transport=False,  # the study weighs the network's depth: the Gram loss alone
             )
 
             def progress(message):

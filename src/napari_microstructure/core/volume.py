@@ -78,6 +78,7 @@ from .options import merge, option
 from .phases import ImageModel, describe_image, phase_colours, to_colour
 from .provenance import environment
 from .steps import STOP, run_to_end
+from .transport import transport_term
 from .weights import load_weights
 
 #: Names of the numpy axes 0, 1, 2 of a (D, H, W) volume.
@@ -107,6 +108,12 @@ class VolumeOptions(NetworkOptions):
 
     iterations: int = option(
         DEFAULT_ITERATIONS, "optimizer steps over all resolution levels", low=1, high=100_000
+    )
+    #: Off until the 3D measurement says otherwise (docs/measurements/transport_3d.md).
+    transport: bool = option(
+        False,
+        "hold the volume's slices to each micrograph's own D_eff of every phase that spans it "
+        "(a differentiable transport term on the slices)",
     )
     levels: int = option(
         DEFAULT_LEVELS,
@@ -418,6 +425,10 @@ def reconstruct_volume_steps(
     symmetric = options.symmetric
     if symmetric is None:
         symmetric = len(axes) == 3 and all(images[a] is images[axes[0]] for a in axes)
+    transport = transport_term(
+        options.transport, options.target_deff, options.transport_weight, images, model
+    )
+    terms = check_terms((*terms, transport) if transport else terms)
     torch_device = resolve_device(options.device)
     _check_volume_memory(
         size, slices_per_axis, layers, model.n_channels, optimizer, axes, levels, torch_device

@@ -47,7 +47,9 @@ from qtpy.QtWidgets import (
 
 from ..core.decoder import DEFAULT_LAYERS, ReconstructionOptions
 from ..core.errors import InputError, MicrostructureError, WeightsError
+from ..core.options import spec
 from ..core.steps import DISCARD, STOP, describe, relay
+from ..core.transport import parse_targets
 from ..core.volume import VolumeOptions
 from ..report import outside_tolerance, run_table, volume_run_table, write_report
 from ._base import JobWidget
@@ -544,6 +546,15 @@ class ReconstructionWidget(JobWidget):
         form.addRow("Seed", self.seed_spin)
         self.periodic_check = rows.check("periodic", "tile seamlessly (periodic)")
         form.addRow("", self.periodic_check)
+        self.transport_check = rows.check("transport", "keep transport (D_eff)")
+        form.addRow("", self.transport_check)
+        self.targets_edit = QLineEdit()
+        self.targets_edit.setPlaceholderText("e.g. 0 x 0.5x; 1 y 0.02")
+        self.targets_edit.setToolTip(
+            spec(ReconstructionOptions, "target_deff").help
+            + ". Written PHASE AXIS VALUE, separated by ';' (2D only)."
+        )
+        form.addRow("D_eff targets", self.targets_edit)
 
         advanced = QFormLayout()
         self.levels_spin = rows.spin("levels")
@@ -557,6 +568,8 @@ class ReconstructionWidget(JobWidget):
         )
         self.slices_spin.setEnabled(False)
         advanced.addRow("Slices per step (3D)", self.slices_spin)
+        self.transport_weight_spin = rows.spin("transport_weight")
+        advanced.addRow("Transport weight", self.transport_weight_spin)
         self.island_spin = rows.spin("max_island")
         advanced.addRow("Max island (px)", self.island_spin)
         self.preview_spin = rows.spin(
@@ -727,6 +740,7 @@ class ReconstructionWidget(JobWidget):
         self.depth_spin.setEnabled(volume)
         self.slices_spin.setEnabled(volume)
         self.samples_spin.setEnabled(not volume)
+        self.targets_edit.setEnabled(not volume)
         modes = (ReconstructionOptions, VolumeOptions)
         self.form.switch_defaults(*(modes if volume else modes[::-1]))
 
@@ -753,7 +767,11 @@ class ReconstructionWidget(JobWidget):
             size = (self.depth_spin.value() or side[0], *side)
             options = self.form.options(VolumeOptions, layers=layers, size=size)
         else:
-            options = self.form.options(layers=layers, size=(height, width) if height else None)
+            options = self.form.options(
+                layers=layers,
+                size=(height, width) if height else None,
+                target_deff=parse_targets(self.targets_edit.text()),
+            )
         numbers = self._next_numbers(layer.name, 1 if volume else options.samples)
         layer_kwargs = {
             "scale": tuple(layer.scale[-2:]),

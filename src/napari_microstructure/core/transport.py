@@ -1,0 +1,399 @@
+"""A reconstruction loss term that keeps (or sets) the effective diffusivity of phases.
+
+:class:`TransportLoss` follows the :class:`~.descriptors.LossTerm` protocol. At every
+evaluation each pixel gets a degree ``q`` of belonging to a phase once the final rounding to
+exact fractions is made (a sigmoid of its margin over the rounding's cut), which becomes a
+conductivity field ``k = floor + (1 - floor) q**exponent`` (SIMP's interpolation: grey pixels
+conduct little, so the optimization gains nothing from them), whose effective diffusivity
+along an axis is solved by finite volumes (:class:`~.diffusion.DiffusionSolver`, warm-started
+per phase, axis, sample and level; its exact gradient costs no back-propagation through the
+solver). The term of a sample is the sum over its targets of ``(D_eff / target - 1)**2``.
+
+Targets are, by default, the micrograph's own D_eff of every phase that spans it along each
+axis (computed once at full resolution with the same solver), or given as
+``{(phase, axis): value}``. A target the micrograph cannot have is refused with the reason:
+a phase it lacks, an axis that does not exist, or a D_eff above the phase's fraction (the
+parallel bound: no arrangement of the phase conducts more than straight channels).
+
+In 3D the term sees the sampled slices of one axis at a time (``context.axis``): each slice
+is held to the 2D targets of that axis's micrograph, its two in-plane axes being the
+micrograph's axes 0 and 1.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from numbers import Real
+
+import numpy as np
+
+from .diffusion import DiffusionSolver
+from .errors import InputError
+from .phases import ImageModel, describe_image
+
+__all__ = [
+    "TransportLoss",
+    "design_targets",
+    "micrograph_diffusivities",
+    "parse_targets",
+    "transport_term",
+]
+
+# The defaults below were chosen by measurement with benchmarks/transport.py; the tables are in
+# docs/measurements/transport.md.
+#
+#: Conductivity of the other phases, relative to the phase's: a broken path conducts little;
+#: it raises the alloy's boundary D_eff by 0.5 % over TauFactor's (targets use the same floor).
+FLOOR = 1e-4
+#: p -> k = FLOOR + (1 - FLOOR) p**EXPONENT: with 3 the soft map's D_eff stays close to the
+#: hard image's (a linear map lets grey pixels carry flux that the rounding takes away).
+EXPONENT = 3
+#: The conductivity follows the pixel's margin over the cut that the final rounding to exact
+#: fractions makes, through a sigmoid of this width (in log-probability); None: the phase's
+#: probability itself. The soft map held more of the phase than its fraction, and the rounding
+#: took D_eff away.
+TEMPERATURE = 0.5
+#: Weight of the term beside the Gram loss (whose value is about 1e-3 to 1e-2 at the end).
+DEFAULT_WEIGHT = 1.0
+#: The term acts on the levels whose images are at most this many times smaller than the
+#: output: coarse levels cannot resolve a thin network.
+MAX_FACTOR = 1
+#: Relative residual at which a solve stops: D_eff is second-order accurate in it.
+TOLERANCE = 1e-4
+#: Conjugate-gradient iterations at most per solve; a solve that stops short still gives an
+#: upper bound of D_eff and a usable gradient (the dissipation at any admissible potential).
+MAX_ITERATIONS = 500
+
+
+def _phase_of(labels: tuple, phase):
+    """The label in ``labels`` equal to ``phase``, or None."""
+    for label in labels:
+        if label == phase and not isinstance(phase, bool):
+            return label
+    return None
+
+
+def micrograph_diffusivities(
+    micrograph: np.ndarray, model: ImageModel | None = None, floor: float = FLOOR
+) -> dict:
+    """``{(phase, axis): D_eff}`` of every phase that spans the 2D micrograph along an axis.
+
+    D_eff is solved by finite volumes on the binary field (1 in the phase, ``floor``
+    elsewhere): the same solver and floor the term uses (within 1 % of TauFactor's).
+    """
+    import torch
+
+    from .physics import percolates
+
+    model = model or describe_image(micrograph)
+    targets = {}
+    for label in model.labels:
+        mask = micrograph == label
+        for axis in range(micrograph.ndim):
+            if percolates(mask, axis):
+                field = torch.from_numpy(np.where(mask, 1.0, floor))
+                targets[(label, axis)] = float(DiffusionSolver(axis, tolerance=1e-8)(field))
+    return targets
+
+
+class TransportLoss:
+    """Keep (or reach) the effective diffusivity of phases along axes during a reconstruction.
+
+    Parameters
+    ----------
+    targets : ``{(phase, axis): D_eff}`` (phase: a label of the micrograph; axis 0 or 1 of
+        it), or None for the micrograph's own D_eff of every phase that spans it.
+    weight : the term's weight beside the Gram loss.
+    max_factor : the term acts on the levels at most this many times smaller than the output.
+    exponent, temperature, floor : the map to conductivity: ``floor + (1 - floor) q**exponent``
+        with ``q`` the sigmoid of a pixel's margin over the rounding's cut divided by
+        ``temperature`` (None: ``q`` is the phase's probability).
+    tolerance, max_iterations : the solver's stopping rule.
+    name : the term's name in the provenance.
+
+    After a run, :meth:`provenance` gives the targets, the last D_eff of the soft samples and
+    the solves' statistics.
+    """
+
+    def __init__(
+        self,
+        targets: Mapping | None = None,
+        *,
+        weight: float = DEFAULT_WEIGHT,
+        max_factor: int = MAX_FACTOR,
+        exponent: float = EXPONENT,
+        temperature: float | None = TEMPERATURE,
+        floor: float = FLOOR,
+        tolerance: float = TOLERANCE,
+        max_iterations: int = MAX_ITERATIONS,
+        name: str = "transport",
+    ) -> None:
+        self.name = name
+        self.weight = weight
+        self.given = None if targets is None else self._check_given(targets)
+        if not (isinstance(max_factor, int) and max_factor >= 1):
+            raise InputError(
+                f"max_factor must be a whole number of 1 or more; got {max_factor!r}."
+            )
+        if not (isinstance(exponent, Real) and 1 <= exponent < math.inf):
+            raise InputError(f"The exponent must be a number of 1 or more; got {exponent!r}.")
+        if not (isinstance(floor, Real) and 0 < floor < 1):
+            raise InputError(f"The conductivity floor must lie between 0 and 1; got {floor!r}.")
+        if temperature is not None and not (isinstance(temperature, Real) and temperature > 0):
+            raise InputError(f"The temperature must be above 0 (or None); got {temperature!r}.")
+        self.max_factor, self.exponent, self.floor = max_factor, float(exponent), float(floor)
+        self.temperature = None if temperature is None else float(temperature)
+        self.tolerance, self.max_iterations = float(tolerance), int(max_iterations)
+        self.targets: dict = {}  # axis of the slices (None in 2D) -> {(phase, axis): D_eff}
+        self._solvers: dict = {}  # (phase, axis, slices' axis, sample, level) -> solver
+        self._last_d_eff: dict = {}  # (phase, axis) -> D_eff of each sample at the last call
+        self._stats = {"solves": 0, "iterations": 0, "not_converged": 0, "skipped": 0}
+        self._seconds = 0.0
+
+    @staticmethod
+    def _check_given(targets: Mapping) -> dict:
+        if not isinstance(targets, Mapping) or not targets:
+            raise InputError(
+                f"Transport targets must map (phase, axis) to a D_eff; got {targets!r}."
+            )
+        checked = {}
+        for key, value in targets.items():
+            if not (isinstance(key, tuple) and len(key) == 2):
+                raise InputError(f"A transport target's key must be (phase, axis); got {key!r}.")
+            if isinstance(value, bool) or not isinstance(value, Real) or not value > 0:
+                raise InputError(
+                    f"The D_eff target of phase {key[0]!r} along axis {key[1]!r} must be a "
+                    f"number above 0; got {value!r}."
+                )
+            checked[key] = float(value)
+        return checked
+
+    def check(self, micrograph: np.ndarray, model: ImageModel | None = None) -> dict:
+        """The targets ``{(phase, axis): D_eff}`` for this 2D micrograph, or InputError that
+        says why one cannot be reached (a missing phase or axis, a D_eff above the phase's
+        fraction, a grey micrograph)."""
+        micrograph = np.asarray(micrograph)
+        model = model or describe_image(micrograph)
+        if model.kind != "labels":
+            raise InputError("The transport term needs a micrograph of phases, not grey levels.")
+        if self.given is None:
+            return micrograph_diffusivities(micrograph, model, self.floor)
+        targets = {}
+        for (phase, axis), value in self.given.items():
+            label = _phase_of(model.labels, phase)
+            if label is None:
+                raise InputError(
+                    f"A D_eff target names phase {phase!r}, which the micrograph does not have; "
+                    f"its phases are {', '.join(map(str, model.labels))}."
+                )
+            if isinstance(axis, bool) or not isinstance(axis, int) or not 0 <= axis < 2:
+                raise InputError(
+                    f"A D_eff target names axis {axis!r}; a 2D micrograph has axes 0 and 1."
+                )
+            fraction = model.fractions[model.labels.index(label)]
+            if value > fraction:
+                raise InputError(
+                    f"D_eff {value:g} of phase {label} along axis {axis} cannot be reached: it "
+                    f"is above the phase's fraction {fraction:.4g}, the most that straight "
+                    "channels of the phase carry. Give a target at or below the fraction."
+                )
+            targets[(label, axis)] = value
+        return targets
+
+    def prepare(self, context) -> None:
+        """Compute (once per micrograph axis) the targets from the micrograph."""
+        if context.axis not in self.targets:
+            self.targets[context.axis] = self.check(context.micrograph, context.model)
+
+    def active(self, context) -> bool:
+        """Whether the term acts at this level (the others get a loss of 0)."""
+        return context.factor <= self.max_factor and bool(self.targets.get(context.axis))
+
+    def __call__(self, context):
+        """``sum over targets (D_eff / target - 1)**2`` of each sample, shape (n,)."""
+        import torch
+
+        scores = context.scores
+        n = scores.shape[0]
+        if not self.active(context):
+            return scores.new_zeros(n)
+        started = time.perf_counter()
+        labels = context.model.labels
+        conducting = {
+            phase: self._conducting(context, labels.index(phase))
+            for phase in {phase for phase, _ in self.targets[context.axis]}
+        }
+        losses = []
+        for sample in range(n):
+            loss = scores.new_zeros(())
+            for (phase, axis), target in self.targets[context.axis].items():
+                k = self.floor + (1 - self.floor) * conducting[phase][sample] ** self.exponent
+                d_eff = self._solve(k, phase, axis, sample, context)
+                self._last_d_eff.setdefault((phase, axis), [math.nan] * n)[sample] = float(
+                    d_eff.detach()
+                )
+                if torch.isfinite(d_eff):
+                    loss = loss + ((d_eff / target - 1) ** 2).to(scores.dtype)
+                else:
+                    self._stats["skipped"] += 1
+            losses.append(loss)
+        self._seconds += time.perf_counter() - started
+        return torch.stack(losses)
+
+    def _conducting(self, context, index: int):
+        """How much each pixel of the samples (n, h, w) is phase ``index`` once rounded.
+
+        The final assignment gives the phase the pixels where its log-probability leads the
+        best other phase's by the most, as many as its fraction allows; the margin of each
+        pixel over that cut, divided by the temperature, goes through a sigmoid.
+        """
+        import torch
+
+        if self.temperature is None:
+            return context.probabilities[:, index].double()
+        log_p = torch.log(context.probabilities.double().clamp_min(1e-12))
+        others = torch.cat([log_p[:, :index], log_p[:, index + 1 :]], dim=1)
+        margin = log_p[:, index] - others.max(dim=1).values
+        fraction = context.model.fractions[index]
+        with torch.no_grad():  # measured: a cut that carries the gradient did worse
+            cut = torch.quantile(margin.flatten(1), 1 - fraction, dim=1)
+        return torch.sigmoid((margin - cut.reshape(-1, 1, 1)) / self.temperature)
+
+    def _solve(self, k, phase, axis, sample, context):
+        import torch
+
+        key = (phase, axis, context.axis, sample, context.level)
+        solver = self._solvers.get(key)
+        if solver is None:
+            solver = self._solvers[key] = DiffusionSolver(
+                axis,
+                periodic=context.periodic,
+                tolerance=self.tolerance,
+                max_iterations=self.max_iterations,
+            )
+        d_eff = solver(k)
+        last = solver.last
+        self._stats["solves"] += 1
+        self._stats["iterations"] += last.iterations
+        if not last.converged:
+            self._stats["not_converged"] += 1
+        if not bool(torch.isfinite(d_eff.detach())):
+            del self._solvers[key]  # a poisoned warm start must not carry over
+        return d_eff
+
+    def last_soft_d_eff(self) -> dict:
+        """``{(phase, axis): [D_eff of each sample]}`` of the soft samples at the last call."""
+        return {key: list(values) for key, values in self._last_d_eff.items()}
+
+    def provenance(self) -> dict:
+        """The targets, the soft samples' last D_eff and the solves' statistics."""
+
+        def keyed(mapping):
+            return {f"phase {p} axis {a}": v for (p, a), v in mapping.items()}
+
+        return {
+            "name": self.name,
+            "weight": float(self.weight),
+            "exponent": self.exponent,
+            "floor": self.floor,
+            "max_factor": self.max_factor,
+            "tolerance": self.tolerance,
+            "targets": {str(axis): keyed(t) for axis, t in self.targets.items()},
+            "last_soft_d_eff": keyed(self.last_soft_d_eff()),
+            **self._stats,
+            "seconds": self._seconds,
+        }
+
+
+def design_targets(targets, micrograph: np.ndarray, model: ImageModel | None = None) -> dict:
+    """``{(phase, axis): D_eff}`` from design targets ``((phase, axis, value), ...)``.
+
+    ``axis`` is 0, 1 or a name (``"y"``, ``"x"``); ``value`` is a D_eff, or a factor of the
+    micrograph's own D_eff written ``"0.5x"`` (that phase must span the micrograph along the
+    axis). The targets are checked against the micrograph by :meth:`TransportLoss.check`.
+    """
+    from ._validate import axis_index
+
+    model = model or describe_image(micrograph)
+    own = None
+    checked = {}
+    for target in targets:
+        try:
+            phase, axis, value = target
+        except (TypeError, ValueError):
+            raise InputError(f"A D_eff target is (phase, axis, value); got {target!r}.") from None
+        axis = axis_index(axis, 2)
+        if isinstance(value, str) and value.strip().lower().endswith("x"):
+            try:
+                factor = float(value.strip()[:-1])
+            except ValueError:
+                raise InputError(
+                    f"A D_eff factor is a number followed by x (0.5x); got {value!r}."
+                ) from None
+            own = micrograph_diffusivities(micrograph, model) if own is None else own
+            label = _phase_of(model.labels, phase)
+            if (label, axis) not in own:
+                raise InputError(
+                    f"Phase {phase!r} does not span the micrograph along axis {axis}: it has no "
+                    f"D_eff to scale by {value}. Give a D_eff value instead."
+                )
+            value = factor * own[(label, axis)]
+        else:
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise InputError(
+                    f"A D_eff target value is a number or a factor such as 0.5x; got {value!r}."
+                ) from None
+        checked[(phase, axis)] = value
+    return checked
+
+
+def transport_term(
+    enabled: bool, targets, weight: float, micrographs: Mapping, model: ImageModel
+) -> TransportLoss | None:
+    """The transport term of a run, or None when it has none (``enabled`` False and no design
+    ``targets``; or a grey micrograph without targets).
+
+    ``micrographs`` maps each slice axis to its micrograph (``{None: micrograph}`` in 2D). The
+    targets of every micrograph are computed and checked here, before the run, so that a target
+    that cannot be reached is refused with the reason before any work.
+    """
+    if not (enabled or targets):
+        return None
+    if model.kind != "labels":
+        if targets:
+            raise InputError("D_eff targets need a micrograph of phases, not grey levels.")
+        return None
+    if targets and set(micrographs) != {None}:
+        raise InputError(
+            "D_eff design targets are for 2D reconstructions; a volume keeps each micrograph's "
+            "own D_eff on its slices (transport on, no targets)."
+        )
+    given = design_targets(targets, micrographs[None], model) if targets else None
+    term = TransportLoss(given, weight=weight)
+    computed: dict = {}  # one micrograph for several axes is solved once
+    for axis, micrograph in micrographs.items():
+        if id(micrograph) not in computed:
+            computed[id(micrograph)] = term.check(micrograph, model)
+        term.targets[axis] = computed[id(micrograph)]
+    return term
+
+
+def parse_targets(text: str) -> tuple:
+    """Design targets from text: ``"PHASE AXIS VALUE"`` items separated by ``;`` (``"0 x 0.5x;
+    1 y 0.02"``), phases that are whole numbers as ints; an empty text gives none."""
+    targets = []
+    for item in text.split(";"):
+        words = item.split()
+        if not words:
+            continue
+        if len(words) != 3:
+            raise InputError(
+                f"A D_eff target is PHASE AXIS VALUE (e.g. 0 x 0.5x); got {item.strip()!r}."
+            )
+        phase, axis, value = words
+        targets.append((int(phase) if phase.lstrip("-").isdigit() else phase, axis, value))
+    return tuple(targets)
