@@ -39,6 +39,15 @@ def test_an_impossible_target_is_refused_when_the_run_is_asked_for(alloy, target
         reconstruct_steps(alloy, target_deff=target_deff, weights="random", device="cpu")
 
 
+def test_targets_along_both_axes_beyond_the_2d_bound_are_refused():
+    carbonate = load_sample("carbonate_256")  # the matrix: 86 % of the pixels, D_eff 0.57
+    with pytest.raises(InputError, match="cannot be reached together"):
+        reconstruct_steps(carbonate, target_deff=((0, "y", "1.5x"), (0, "x", "1.5x")))
+    reconstruct_steps(
+        carbonate, target_deff=((0, "y", "1.2x"), (0, "x", "1.2x")), weights="random"
+    ).close()
+
+
 def test_a_factor_of_a_phase_that_does_not_span_is_refused(alloy):
     blocked = np.zeros((64, 64), np.uint8)
     blocked[20:30, 20:30] = 1

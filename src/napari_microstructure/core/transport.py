@@ -98,6 +98,24 @@ def micrograph_diffusivities(
     return targets
 
 
+def _check_both_axes(label, d_0: float, d_1: float, model: ImageModel) -> None:
+    """Refuse D_eff targets of one phase along both axes that no 2D arrangement of its
+    fraction reaches around phases that do not conduct: the bound
+    ``1/(1 - D_0) + 1/(1 - D_1) <= 1 + 1/(1 - fraction)``, reached by laminates, and by
+    ``fraction / (2 - fraction)`` along both axes (Hashin-Shtrikman) for an isotropic phase."""
+    fraction = model.fractions[model.labels.index(label)]
+    if d_0 >= 1 or d_1 >= 1 or fraction >= 1:
+        return
+    if 1 / (1 - d_0) + 1 / (1 - d_1) > 1 + 1 / (1 - fraction) + 1e-9:
+        most = fraction / (2 - fraction)
+        raise InputError(
+            f"D_eff {d_0:g} along axis 0 and {d_1:g} along axis 1 of phase {label} cannot be "
+            f"reached together at its fraction {fraction:.4g}: no 2D arrangement of the phase "
+            "around non-conducting phases exceeds 1/(1-D_0) + 1/(1-D_1) = 1 + 1/(1-fraction) "
+            f"(at most {most:.4g} along both axes). Lower one target, or give one axis only."
+        )
+
+
 class TransportLoss:
     """Keep (or reach) the effective diffusivity of phases along axes during a reconstruction.
 
@@ -200,6 +218,9 @@ class TransportLoss:
                     "channels of the phase carry. Give a target at or below the fraction."
                 )
             targets[(label, axis)] = value
+        for label in {phase for phase, _ in targets}:
+            if (label, 0) in targets and (label, 1) in targets:
+                _check_both_axes(label, targets[(label, 0)], targets[(label, 1)], model)
         return targets
 
     def prepare(self, context) -> None:
