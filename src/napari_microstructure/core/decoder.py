@@ -151,10 +151,10 @@ class NetworkOptions:
     preview_interval: float | None = option(
         None, "seconds between previews in the progress messages (None: no previews)", low=0
     )
-    #: On: the alloy's boundary network kept its D_eff in 4 of 5 seeds (0 of 5 without), at
-    #: 1.2-2x the time (docs/measurements/transport.md).
+    #: Off: on the alloy it fixed D_eff (-23 % -> -6 %) but cost 3.1x the time and split the
+    #: boundary network a little (largest cluster 0.94) (docs/measurements/transport.md).
     transport: bool = option(
-        True,
+        False,
         "keep the micrograph's effective diffusivity (D_eff) of every phase that spans it, "
         "along each axis, with a differentiable transport term in the loss",
     )

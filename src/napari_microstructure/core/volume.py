@@ -109,12 +109,6 @@ class VolumeOptions(NetworkOptions):
     iterations: int = option(
         DEFAULT_ITERATIONS, "optimizer steps over all resolution levels", low=1, high=100_000
     )
-    #: Off until the 3D measurement says otherwise (docs/measurements/transport_3d.md).
-    transport: bool = option(
-        False,
-        "hold the volume's slices to each micrograph's own D_eff of every phase that spans it "
-        "(a differentiable transport term on the slices)",
-    )
     levels: int = option(
         DEFAULT_LEVELS,
         "coarse-to-fine resolution levels (levels whose micrograph would be smaller than "
