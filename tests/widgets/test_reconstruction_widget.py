@@ -30,22 +30,6 @@ def viewer(make_napari_viewer):
     return make_napari_viewer()
 
 
-@pytest.fixture
-def errors():
-    """The messages of the error notifications napari receives during the test."""
-    from napari.utils.notifications import NotificationSeverity, notification_manager
-
-    messages: list[str] = []
-
-    def collect(notification) -> None:
-        if notification.severity == NotificationSeverity.ERROR:
-            messages.append(str(notification.message))
-
-    notification_manager.notification_ready.connect(collect)
-    yield messages
-    notification_manager.notification_ready.disconnect(collect)
-
-
 def _widget(viewer, iterations: int = 12):
     from napari_microstructure.widgets import ReconstructionWidget
 

@@ -30,22 +30,6 @@ START_TIMEOUT_MS = 120_000
 PROCESS_TIMEOUT_S = 300
 
 
-@pytest.fixture
-def errors():
-    """The messages of the error notifications napari receives during the test."""
-    from napari.utils.notifications import NotificationSeverity, notification_manager
-
-    messages: list[str] = []
-
-    def collect(notification) -> None:
-        if notification.severity == NotificationSeverity.ERROR:
-            messages.append(str(notification.message))
-
-    notification_manager.notification_ready.connect(collect)
-    yield messages
-    notification_manager.notification_ready.disconnect(collect)
-
-
 def _two_phases(seed: int = 0) -> np.ndarray:
     """A 32x32 two-phase label image."""
     rng = np.random.default_rng(seed)

@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["OptionSpec", "merge", "option", "spec"]
+__all__ = ["OptionSpec", "merge", "option", "redefault", "spec"]
 
 
 def option(
@@ -62,6 +62,19 @@ def spec(options_class, name: str) -> OptionSpec:
                 tuple(choices) if choices is not None else None,
             )
     raise KeyError(f"{options_class.__name__} has no option {name!r}.")
+
+
+def redefault(options_class, name: str, default: Any, help: str | None = None):
+    """The field ``name`` of ``options_class`` with another ``default`` (and ``help``), its range
+    and choices kept: a subclass's own default (3D beside 2D)."""
+    item = spec(options_class, name)
+    return option(
+        default,
+        item.help if help is None else help,
+        low=item.low,
+        high=item.high,
+        choices=item.choices,
+    )
 
 
 def merge(options_class, options, changes: Mapping):

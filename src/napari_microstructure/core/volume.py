@@ -41,7 +41,6 @@ from . import _validate
 from . import metrics as _metrics
 from ._optimize import (
     LBFGS_HISTORY,
-    OPTIMIZERS,
     CachedClosure,
     Objective,
     PreviewClock,
@@ -58,7 +57,6 @@ from ._optimize import (
     take_step,
 )
 from .decoder import (
-    MAX_LEVELS,
     NetworkOptions,
     Progress,
     Reconstruction,
@@ -74,7 +72,7 @@ from .descriptors import GramLoss, check_terms
 from .device import free_memory_bytes, resolve_device
 from .encoder import check_layers, get_encoder, min_input_size
 from .errors import InputError, MemoryBudgetError
-from .options import merge, option
+from .options import merge, option, redefault
 from .phases import ImageModel, describe_image, phase_colours, to_colour
 from .provenance import environment
 from .steps import STOP, run_to_end
@@ -106,24 +104,21 @@ LEARNING_RATE_FLOOR = 0.1
 class VolumeOptions(NetworkOptions):
     """The options of a 3D reconstruction (:func:`reconstruct_volume_steps`); picklable."""
 
-    iterations: int = option(
-        DEFAULT_ITERATIONS, "optimizer steps over all resolution levels", low=1, high=100_000
-    )
-    levels: int = option(
+    iterations: int = redefault(NetworkOptions, "iterations", DEFAULT_ITERATIONS)
+    levels: int = redefault(
+        NetworkOptions,
+        "levels",
         DEFAULT_LEVELS,
         "coarse-to-fine resolution levels (levels whose micrograph would be smaller than "
         "COARSEST_TARGET_SIDE are dropped)",
-        low=1,
-        high=MAX_LEVELS,
     )
-    optimizer: str = option(
+    optimizer: str = redefault(
+        NetworkOptions,
+        "optimizer",
         DEFAULT_OPTIMIZER,
         "adam (slices sampled per step) or lbfgs (meant for every slice: slices_per_axis None)",
-        choices=OPTIMIZERS,
     )
-    learning_rate: float = option(
-        DEFAULT_LEARNING_RATE, "Adam's step (lbfgs ignores it)", low=1e-4, high=10.0
-    )
+    learning_rate: float = redefault(NetworkOptions, "learning_rate", DEFAULT_LEARNING_RATE)
     size: int | tuple[int, int, int] | None = option(
         None, "N for an N^3 volume, or (D, H, W); the largest micrograph side cubed if None"
     )

@@ -17,8 +17,9 @@ class JobWidget(QWidget):
     """A dock widget that runs one main job at a time through its :class:`JobRunner`.
 
     A subclass builds its form with a ``status`` label and a button that :meth:`_bind` gives
-    to the runner, and provides ``job`` (the job function, a ``staticmethod``),
-    :meth:`_capture` and the handlers ``_on_yielded``, ``_on_returned`` and ``_on_finished``.
+    to the runner, and provides ``job`` (the job function, a ``staticmethod``), ``_capture``
+    (the job's request: copies of the input and every parameter, or MicrostructureError) and
+    the handlers ``_on_yielded``, ``_on_returned`` and ``_on_finished``.
     Run refuses with one notification and "Not started: ..." in the status line when the
     input or the parameters are refused (:class:`MicrostructureError`).
     """
@@ -71,11 +72,6 @@ class JobWidget(QWidget):
 
     def _busy(self) -> bool:
         return self.runner.running
-
-    def _capture(self):
-        """The job's request: copies of the input and every parameter, or
-        :class:`MicrostructureError`."""
-        raise NotImplementedError
 
     def _started(self, request) -> None:
         """Set the widget up for the job of ``request``, which starts next."""
