@@ -1,4 +1,4 @@
-"""Make the README's design figure: carbonate_256, its default reconstruction and two designs
+"""Make the README's design figure: carbonate_256, its reconstruction with the transport term (its own D_eff) and two designs
 with the matrix's D_eff scaled along both axes, each titled with its D_eff per axis.
 
 Runs the designs of ``benchmarks/transport_design.py`` (seed 0, on the CPU) and prints their
@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> Path:
     panels = [(args.sample, micrograph, own)]
     for row in rows:
         name = (
-            "default reconstruction" if row["factor"] == 1 else f"design: {row['factor']:g}x D_eff"
+            "reconstruction, own D_eff kept"
+            if row["factor"] == 1
+            else f"design: {row['factor']:g}x D_eff"
         )
         panels.append((name, row["image"], row["d_eff"]))
     figure, axes = plt.subplots(
