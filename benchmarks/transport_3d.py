@@ -4,8 +4,11 @@ transport term, against same-size crops of the real volume.
 For each real volume the micrographs are the three middle planes of its central crop (one per
 axis, so an anisotropic volume keeps its anisotropy), and the reconstruction runs twice in the
 same process: without and with ``transport=True`` (the term holds the sampled slices of each axis
-to the 2D D_eff of that axis's micrograph). Each volume is scored against ``--crops`` crops of the
-real volume of the reconstruction's size (seeded positions):
+to the 2D D_eff of that axis's micrograph). With ``--target-from-crops`` the second run has
+instead 3D design targets: the crops' mean 3D D_eff of one phase (``TARGET_PHASE``) along each
+axis, which the whole-volume term holds the soft volume to (as a user would give values measured
+on a volume of the material). Each volume is scored against ``--crops`` crops of the real volume
+of the reconstruction's size (seeded positions):
 
 - 3D D_eff per phase and axis (TauFactor on the hard volume), for every phase that spans most
   crops along that axis; the crops' mean and standard deviation, the reconstruction's relative
@@ -13,7 +16,9 @@ real volume of the reconstruction's size (seeded positions):
 - 2D D_eff of the slices along each axis (TauFactor on every ``--slice-step``-th slice that
   contains the axis, mean), against the micrographs' own 2D D_eff along that axis;
 - per-axis e_S2 against the micrographs (``core.volume.compare_volume``), also for the crops;
-- spanning and the largest cluster's fraction of each phase (3D, face-connected).
+- spanning and the largest cluster's fraction of each phase (3D, face-connected);
+- with targets, the soft volume's last 3D D_eff (the term's own solver) beside the hard
+  volume's (TauFactor): what the final rounding changes.
 
 Volumes: ``electrode`` (``../shared/data/taufactor/electrode.tiff``, 256^3, labels 0/85/170) and
 ``benchmark`` (TauFactor's ``TF-500x500x500-1x2x6-v3.tiff.zip``, read from the zip in memory).
@@ -23,6 +28,7 @@ and after each run (the machine is shared: times are inflated by roughly the loa
     python benchmarks/transport_3d.py                          # both volumes, 64^3, seed 0
     python benchmarks/transport_3d.py --volumes electrode --weight 3 --no-baseline
     python benchmarks/transport_3d.py --volumes benchmark --slices 16 --iterations 900
+    python benchmarks/transport_3d.py --target-from-crops --no-baseline
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ VOLUMES = {
 }
 #: TauFactor's convergence criterion for every D_eff here (its default is 1e-2).
 CONV_CRIT = 1e-3
+#: The phase whose crops' mean 3D D_eff becomes the targets with --target-from-crops.
+TARGET_PHASE = {"electrode": 0, "benchmark": 255}
 
 
 def load_volume(name: str) -> np.ndarray:
@@ -177,6 +185,11 @@ def print_rows(name: str, phases, mean: dict, spread: dict, runs: list[dict]) ->
             )
         )
     for run in runs:
+        for key, soft in run.get("soft", {}).items():
+            print(
+                f"  {run['label']} {key}: soft {soft:.4f}, hard {run[key]:.4f} "
+                f"(rounding {run[key] / soft - 1:+.1%})"
+            )
         print(
             f"  {run['label']}: {run['seconds']:.0f} s, load {run['load_before']:.2f} -> "
             f"{run['load_after']:.2f}, term {run.get('term_seconds', 0):.0f} s, "
@@ -197,6 +210,11 @@ def main() -> None:
     parser.add_argument("--slices", type=int, help="slices per axis per step (core default)")
     parser.add_argument("--iterations", type=int, help="optimizer steps (core default)")
     parser.add_argument("--no-baseline", action="store_true", help="only with the term")
+    parser.add_argument(
+        "--target-from-crops",
+        action="store_true",
+        help="the run with the term gets 3D targets: the crops' mean D_eff of TARGET_PHASE",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--save", help="folder for the reconstructed volumes (.npy)")
     parser.add_argument("--json", help="append the rows to this file (JSON lines)")
@@ -214,19 +232,31 @@ def main() -> None:
         phases, mean, spread = reference(volume, micrographs, args)
         del volume
         runs = []
+        phase = TARGET_PHASE[name]
+        if args.target_from_crops:  # the crops' mean 3D D_eff of the phase along each axis
+            targets = tuple((phase, axis, mean[f"D[{phase}]/{axis}"]) for axis in range(3))
+            term_options = {"target_deff": targets}
+        else:
+            targets, term_options = None, {"transport": True}
         for seed in args.seeds:
             for with_term in (False, True)[args.no_baseline :]:
                 load_before = os.getloadavg()[0]
                 started = time.perf_counter()
                 result = reconstruct_volume(
-                    micrographs, args.size, seed=seed, transport=with_term, **options
+                    micrographs,
+                    args.size,
+                    seed=seed,
+                    **(term_options if with_term else {}),
+                    **options,
                 )
                 seconds = time.perf_counter() - started
+                label = "targets" if with_term and args.target_from_crops else "with"
                 run = {
                     "volume": name,
-                    "label": f"{'with' if with_term else 'without'} s{seed}",
+                    "label": f"{label if with_term else 'without'} s{seed}",
                     "seed": seed,
                     "transport": with_term,
+                    "targets": targets if with_term else None,
                     "seconds": seconds,
                     "load_before": load_before,
                     "load_after": os.getloadavg()[0],
@@ -236,6 +266,13 @@ def main() -> None:
                     if term["name"] == "transport":
                         run["term_seconds"] = term["seconds"]
                         run["solves"], run["not_converged"] = term["solves"], term["not_converged"]
+                        if args.target_from_crops:
+                            run["soft"] = {
+                                f"D[{phase}]/{axis}": term["last_soft_d_eff"][
+                                    f"phase {phase} axis {axis}"
+                                ][0]
+                                for axis in range(3)
+                            }
                 run.update(describe(result.volume, micrographs, phases, args.slice_step))
                 runs.append(run)
                 print(json.dumps(run), flush=True)

@@ -10,6 +10,10 @@ The Python API (torch is imported only when one of these is first used)::
     dataset = build_dataset(generated=300, size=128)  # labelled with D_eff_x by TauFactor
     model = train_property_model(dataset.images, dataset.table["D_eff_x"])
     d_eff = predict_property(model, micrograph, phase=0)
+
+    from napari_microstructure import batch  # many tasks on a dask cluster
+    from napari_microstructure.batching import Task
+    table = batch([Task("a.tif", "reconstruct", {"samples": 10})], "results")
 """
 
 from importlib import import_module
@@ -48,10 +52,18 @@ _API = {
     "train_property_model_steps": ("napari_microstructure.core.properties", "train_steps"),
     "predict_property": ("napari_microstructure.core.properties", "predict"),
     "load_property_model": ("napari_microstructure.core.properties", "load_model"),
+    "validate_property_model": ("napari_microstructure.core.property_validation", "validate"),
+    "validate_property_model_steps": (
+        "napari_microstructure.core.property_validation",
+        "validate_steps",
+    ),
+    "adapt_property_model_steps": ("napari_microstructure.core.adaptation", "adapt_steps"),
     "PropertyModel": "napari_microstructure.core.properties",
+    "effective_conductivity": "napari_microstructure.core.physics",
     "load_sample": "napari_microstructure._sample_data",
     "read_image": "napari_microstructure.io",
     "MicrostructureError": "napari_microstructure.core.errors",
+    "batch": "napari_microstructure.batching",
 }
 
 __all__ = ["__version__", *_API]

@@ -379,7 +379,7 @@ def _phase_of(column: str) -> str:
 def outside_tolerance(table, tolerance=None) -> dict[tuple[int, str], str]:
     """The cells of a results table outside the transport tolerance, and why.
 
-    Returns ``{(row position, column): reason}``. In a 2D run (rows of one ``run`` with a
+    Returns ``{(row position, column): reason}``, each reason starting "Outside tolerance". In a 2D run (rows of one ``run`` with a
     row named ``original``), each reconstruction against its original: ``spans[p]`` that
     differs, ``largest cluster[p]`` further than ``tolerance.largest_cluster``, ``D_eff[p] a
     rel diff`` (and ``D_eff[p] a``) beyond ``tolerance.d_eff``, ``D_eff[p] a`` missing where
@@ -406,7 +406,7 @@ def outside_tolerance(table, tolerance=None) -> dict[tuple[int, str], str]:
         else:
             for position, row in measured.iterrows():
                 marks.update(_against_micrographs(position, row, group[references]))
-    return marks
+    return {cell: f"Outside tolerance: {reason}" for cell, reason in marks.items()}
 
 
 def _against_original(position: int, row, original, tolerance) -> dict:

@@ -309,3 +309,18 @@ def test_info_works_without_napari_and_never_imports_it(monkeypatch, capsys):
         "sys.exit('napari' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", check], capture_output=True).returncode == 0
+
+
+def test_reconstruct_3d_with_a_target_holds_the_whole_volume_to_it(tmp_path):
+    source = tmp_path / "alloy.npy"
+    np.save(source, load_sample("alloy_64"))
+    out = tmp_path / "out"
+    code = main(
+        ["reconstruct", str(source), "--3d", "16", "--layers", "conv1_1", *FAST, "--out", str(out)]
+        + ["--target-deff", "0", "2", "0.05", "--no-transport-check"]
+    )
+    assert code == 0
+    provenance = json.loads((out / "alloy_volume_provenance.json").read_text())
+    term = {t["name"]: t for t in provenance["loss_terms"]}["transport"]
+    assert term["targets"] == {"None": {"phase 0 axis 2": 0.05}}
+    assert term["solves"] == 2 and term["skipped"] == 0

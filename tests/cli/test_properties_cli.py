@@ -1,6 +1,8 @@
-"""``napari-microstructure properties label|build|train|predict``, end to end on a tiny dataset."""
+"""``napari-microstructure properties label|build|train|predict|validate|adapt``, end to end on tiny
+datasets; a composite's conductivity from labels to predictions."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -90,8 +92,19 @@ def test_build_label_train_predict(tmp_path, capsys):
         == 0
     )
     predicted = pd.read_csv(out)
-    assert list(predicted.columns) == ["file", "D_eff_x_predicted", "out_of_range"]
+    assert list(predicted.columns) == [
+        "file",
+        "D_eff_x_predicted",
+        "low",
+        "high",
+        "coverage",
+        "distance",
+        "out_of_range",
+        "reason",
+    ]
     assert len(predicted) == 3
+    assert (predicted["low"] <= predicted["D_eff_x_predicted"]).all()
+    assert (predicted["coverage"] == 0.9).all()
 
     # nothing is overwritten without --overwrite
     assert (
@@ -258,10 +271,43 @@ def test_predictions_outside_the_training_data_are_flagged(tmp_path, capsys):
     model = str(models / "D_eff_x_frozen.npz")
     predict = ["properties", "predict", model, str(constant), str(inside)]
     assert main([*predict, "--out", str(out)]) == 0
-    assert list(pd.read_csv(out)["out_of_range"]) == [True, False]
+    predicted = pd.read_csv(out, keep_default_na=False)
+    assert list(predicted["out_of_range"]) == [True, False]
+    assert predicted["reason"][0].startswith("a constant image") and predicted["reason"][1] == ""
     err = capsys.readouterr().err
     assert "warning: 1 image(s) lie outside what the model was trained on" in err
-    assert "all_phase_1.npy" in err
+    assert "all_phase_1.npy (a constant image" in err
+    assert "note: the model has no intervals: it was trained without cross-validation" in err
+
+
+def test_validate_scores_a_model_per_folder_against_taufactor(tmp_path, capsys):
+    data, models = tmp_path / "data", tmp_path / "models"
+    assert _build(data, 8) == 0 and _train(data, models, "--folds", "2") == 0
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, seed in ((first, "1"), (second, "2")):
+        assert _build(folder, 3, "--no-labels", "--seed", seed) == 0
+    out = tmp_path / "checks" / "validation.csv"
+    model = str(models / "D_eff_x_frozen.npz")
+    validate = ["properties", "validate", model, str(first), str(second), "--out", str(out)]
+    assert main([*validate, "--quiet"]) == 0
+    images = pd.read_csv(out)
+    summary = pd.read_csv(tmp_path / "checks" / "validation_summary.csv")
+    assert len(images) == 6 and set(images["folder"]) == {str(first), str(second)}
+    for column in ("file", "D_eff_x", "predicted", "low", "high", "inside", "reason"):
+        assert column in images.columns
+    assert list(summary["folder"]) == [str(first), str(second), "all"]
+    assert list(summary["n"]) == [3, 3, 6] and (summary["nominal_coverage"] == 0.9).all()
+    labels = pd.read_csv(first / "labels.csv", nrows=0)
+    assert "D_eff_x" not in labels.columns  # the truth came from TauFactor, here
+    printed = capsys.readouterr().out
+    assert "all images: n 6" in printed and "relative MAE" in printed
+    assert main([*validate, "--quiet"]) == 2  # never overwrites without --overwrite
+    volume = tmp_path / "volume.npy"
+    np.save(volume, np.ones((16, 32, 32), np.uint8))
+    assert (
+        main(["properties", "validate", model, str(volume), "--out", str(tmp_path / "v.csv")]) == 2
+    )
+    assert "trained on 2D images" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -281,3 +327,75 @@ def test_the_property_commands_use_the_best_device_by_default(task, arguments):
     args = build_parser().parse_args(["properties", task, *arguments])
     options = DatasetOptions if task in ("label", "build") else TrainOptions
     assert options_from(args, options).device == "auto"
+
+
+def test_adapt_adds_labelled_crops_of_a_micrograph_to_the_training_set(tmp_path, capsys):
+    from napari_microstructure import load_sample
+
+    data, models = tmp_path / "data", tmp_path / "models"
+    assert _build(data, 8) == 0 and _train(data, models, "--folds", "2") == 0
+    micrograph = tmp_path / "alloy.npy"
+    np.save(micrograph, load_sample("alloy_64"))
+    model = models / "D_eff_x_frozen.npz"
+    out = tmp_path / "adapted.npz"
+    adapt = ["properties", "adapt", str(model), str(micrograph), "--out", str(out)]
+    options = ["--crops", "4", "--size", "32", "--phase", "0", "--quiet"]
+    assert main([*adapt, *options]) == 0
+    assert "adapted on 8 + 8 samples" in capsys.readouterr().out  # 4 crops, along x and y
+    from napari_microstructure.core.properties import load_model
+
+    adapted = load_model(out)
+    training = adapted.header["training"]
+    assert training["n_samples"] == 16
+    assert training["names"][-2:] == ["alloy_crop_003.tif along y", "alloy_crop_003.tif"]
+    assert adapted.header["preprocessing"]["phase"] is None  # 1 generated, 0 in the alloy
+    assert adapted.header["provenance"]["adapted"]["micrographs"] == {"alloy": [64, 64]}
+    assert adapted.header["weights"] == load_model(model).header["weights"]
+    assert main([*adapt, *options]) == 2  # never overwrites without --overwrite
+    elsewhere = tmp_path / "moved.npz"
+    shutil.copy(model, elsewhere)
+    (data / "labels.csv").rename(data / "moved.csv")
+    assert (
+        main(
+            ["properties", "adapt", str(elsewhere), str(micrograph), "--out", str(tmp_path / "b")]
+        )
+        == 2
+    )
+    assert "labels.csv does not exist" in capsys.readouterr().err
+
+
+def test_a_composite_s_conductivity_is_labelled_trained_and_predicted(tmp_path, capsys):
+    from napari_microstructure.core.physics import effective_conductivity
+    from napari_microstructure.core.synthetic import three_phase
+
+    folder = tmp_path / "composites"
+    folder.mkdir()
+    for seed in range(12):
+        matrix = 0.35 + 0.03 * seed
+        np.save(
+            folder / f"c{seed:02d}.npy", three_phase((48, 48), matrix_fraction=matrix, seed=seed)
+        )
+    conductivities = ["--conductivity", "0", "0", "--conductivity", "1", "1.0"]
+    conductivities += ["--conductivity", "2", "5.0"]
+    labels = tmp_path / "labels.csv"
+    label = ["properties", "label", str(folder), "--out", str(labels), "--quiet"]
+    assert main([*label, "--axes", "x", "y", *conductivities]) == 0
+    table = pd.read_csv(labels)
+    first = np.load(folder / "c00.npy")
+    expected = effective_conductivity(first, {0: 0, 1: 1.0, 2: 5.0}, axis=1).sigma_eff
+    assert table["sigma_eff_x"].iloc[0] == pytest.approx(expected, rel=1e-6)
+    assert (table["sigma_eff_y"] >= 0).all() and table["sigma_eff_x"].max() <= 5.0
+    models = tmp_path / "models"
+    train = ["--labels", str(labels), "--column", "sigma_eff_x", "--phase", "1", "--folds", "3"]
+    assert _train(folder, models, *train) == 0
+    out = tmp_path / "predictions.csv"
+    model = next(models.glob("*.npz"))
+    assert (
+        main(["properties", "predict", str(model), str(folder / "c05.npy"), "--out", str(out)])
+        == 0
+    )
+    assert np.isfinite(pd.read_csv(out)["sigma_eff_x_predicted"]).all()
+    # a label without a conductivity is refused before any work, and nothing is written
+    capsys.readouterr()
+    assert main([*label, "--out", str(tmp_path / "l2.csv"), *conductivities[:6]]) == 2
+    assert "missing [2]" in capsys.readouterr().err and not (tmp_path / "l2.csv").exists()

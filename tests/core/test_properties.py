@@ -209,8 +209,9 @@ def test_axes_and_volumes(small_dataset, frozen_model):
         frozen_model.predict(image.T)[0], rel=1e-5
     )
     volume = np.stack([small_dataset.images[i] for i in range(48)])
-    value = frozen_model.predict(volume)
-    assert value.shape == (1,) and np.isfinite(value).all() and value[0] >= 0
+    assert frozen_model.header["training"]["ndim"] == 2
+    with pytest.raises(InputError, match="trained on 2D images"):
+        frozen_model.predict(volume)
 
 
 @pytest.mark.weights
@@ -351,8 +352,10 @@ def test_constant_images_and_fractions_outside_the_training_range_are_flagged(
     sparse[:, :2] = 1  # a phase fraction of 0.04, below every training image's
     low, high = frozen_model.header["training"]["volume_fraction_range"]
     assert low <= (inside == 1).mean() <= high < 1.0 and low > 0.04
-    flags = frozen_model.out_of_range([all_phase_1, inside, sparse])
-    np.testing.assert_array_equal(flags, [True, False, True])
+    check = frozen_model.out_of_range([all_phase_1, inside, sparse])
+    np.testing.assert_array_equal(check.flags, [True, False, True])
+    assert check.reasons[0] == "a constant image" and check.reasons[1] == ""
+    assert check.reasons[2].startswith("phase fraction 0.0417 outside the training images'")
 
 
 def test_the_folder_cache_can_wait_to_be_written_with_its_dataset(tmp_path):

@@ -12,7 +12,7 @@ from napari_microstructure.core import synthetic
 from napari_microstructure.core.errors import InputError
 
 
-@pytest.mark.parametrize("family", synthetic.FAMILIES)
+@pytest.mark.parametrize("family", synthetic.ALL_FAMILIES)
 def test_every_family_reaches_about_its_volume_fraction(family):
     rng = np.random.default_rng(0)
     parameters = synthetic.random_parameters(family, rng, (0.4, 0.4))
@@ -21,7 +21,7 @@ def test_every_family_reaches_about_its_volume_fraction(family):
     assert abs(image.mean() - 0.4) < 0.12
 
 
-@pytest.mark.parametrize("family", synthetic.FAMILIES)
+@pytest.mark.parametrize("family", synthetic.ALL_FAMILIES)
 def test_generate_is_the_family_function_and_is_seeded(family):
     function = getattr(synthetic, family)
     by_name = synthetic.generate(family, (40, 48), 5, volume_fraction=0.3)
@@ -43,6 +43,78 @@ def test_thresholded_fields_have_the_exact_fraction():
     assert int(boundaries.sum()) == round(0.2 * 64 * 80)
     particles = synthetic.particle_dispersion((128, 128), area_fraction=0.2, seed=3)
     assert particles.mean() == pytest.approx(0.2, abs=0.03)
+
+
+@pytest.mark.parametrize("family", synthetic.ALL_FAMILIES)
+def test_3d_families_have_the_exact_fraction_and_are_seeded(family):
+    parameters = synthetic.random_parameters(family, np.random.default_rng(2), (0.35, 0.35), 3)
+    volume = synthetic.generate(family, (20, 24, 28), 5, **parameters)
+    assert volume.shape == (20, 24, 28) and volume.dtype == np.uint8
+    assert int(volume.sum()) == round(0.35 * 20 * 24 * 28)
+    np.testing.assert_array_equal(
+        volume, synthetic.generate(family, (20, 24, 28), 5, **parameters)
+    )
+    assert not np.array_equal(volume, synthetic.generate(family, (20, 24, 28), 6, **parameters))
+
+
+def test_3d_families_keep_their_shapes():
+    """Spheres are round, ellipsoids long along their angle, the anisotropic field long along
+    its longest correlation length, and the cell network's faces thin."""
+    from scipy import ndimage
+
+    def extent(labels, axis):  # mean run length of phase 1 along an axis
+        runs = np.diff(np.moveaxis(labels, axis, -1).astype(int), axis=-1)
+        return labels.sum() / max(int((runs == 1).sum()), 1)
+
+    field = synthetic.anisotropic_field(
+        (32, 32, 32),
+        volume_fraction=0.5,
+        correlation_length_z=8.0,
+        correlation_length_y=2.0,
+        correlation_length_x=2.0,
+        seed=1,
+    )
+    assert extent(field, 0) > 2 * extent(field, 1)
+    ellipsoids = synthetic.oriented_ellipses(
+        (32, 32, 32), volume_fraction=0.2, semi_major=8.0, aspect_ratio=4.0, seed=1
+    )
+    assert extent(ellipsoids, 2) > 2 * extent(ellipsoids, 1)
+    spheres = synthetic.overlapping_discs((32, 32, 32), volume_fraction=0.1, radius=4.0, seed=1)
+    assert extent(spheres, 0) == pytest.approx(extent(spheres, 2), rel=0.3)
+    cells = synthetic.cell_boundaries((32, 32, 32), volume_fraction=0.2, cell_size=12.0, seed=1)
+    clusters = np.bincount(ndimage.label(cells)[0].ravel())[1:]
+    assert clusters.max() > 0.95 * clusters.sum()  # one network of faces, a few specks aside
+
+
+#: Per family, the sum of phase 1's flat indices in a 40x48 sample, before 3D support came.
+EXPECTED_2D_CHECKSUMS = [1036397, 1194735, 1372517, 1195239, 724201]
+
+
+def test_the_2d_families_are_what_they_were():
+    """3D support left the 2D samples unchanged, pixel for pixel."""
+    rng = np.random.default_rng(7)
+    checksums = [
+        int(
+            np.flatnonzero(
+                synthetic.generate(f, (40, 48), 3, **synthetic.random_parameters(f, rng))
+            ).sum()
+        )
+        for f in synthetic.FAMILIES
+    ]
+    assert checksums == EXPECTED_2D_CHECKSUMS
+
+
+def test_a_fibre_network_spans_at_a_low_fraction():
+    """At 20 % long fibres span the image; discs covering as much do not."""
+    from napari_microstructure.core.physics import percolates
+
+    fibres = synthetic.fibre_network(
+        (128, 128), volume_fraction=0.2, fibre_length=60.0, fibre_width=2.0, seed=3
+    )
+    assert fibres.mean() == pytest.approx(0.2, abs=0.03)
+    assert percolates(fibres == 1, 1)
+    discs = synthetic.overlapping_discs((128, 128), volume_fraction=0.2, radius=4.0, seed=3)
+    assert not percolates(discs == 1, 1)
 
 
 def test_matrix_as_phase_one_inverts_the_inclusions():
@@ -73,7 +145,19 @@ REFUSED = {
     "phase_1 unknown": (synthetic.oriented_ellipses, {"phase_1": "holes"}, "phase_1"),
     "aspect ratio NaN": (synthetic.oriented_ellipses, {"aspect_ratio": np.nan}, "aspect_ratio"),
     "cell size inf": (synthetic.cell_boundaries, {"cell_size": np.inf}, "cell_size"),
-    "3D shape": (synthetic.gaussian_field, {"shape": (16, 16, 16)}, "2D"),
+    "3D shape, 2D only": (synthetic.grey_field, {"shape": (16, 16, 16)}, "are 2D, at least"),
+    "4D shape": (synthetic.gaussian_field, {"shape": (8, 8, 8, 8)}, "2D or 3D"),
+    "z length in 2D": (synthetic.anisotropic_field, {"correlation_length_z": 2.0}, "3D shape"),
+    "fibres wider than long": (
+        synthetic.fibre_network,
+        {"fibre_length": 4.0, "fibre_width": 5.0},
+        "fibre_width",
+    ),
+    "z length 0": (
+        synthetic.anisotropic_field,
+        {"shape": (16, 16, 16), "correlation_length_z": 0},
+        "correlation_length_z",
+    ),
     "tiny shape": (synthetic.grey_field, {"shape": (4, 64)}, "at least 8x8"),
     "negative seed": (synthetic.particle_dispersion, {"seed": -1}, "seed"),
     "float seed": (synthetic.three_phase, {"seed": 1.5}, "seed"),

@@ -14,7 +14,11 @@ from napari_microstructure.core.descriptors import LossContext, LossTerm
 from napari_microstructure.core.errors import InputError
 from napari_microstructure.core.phases import describe_image
 from napari_microstructure.core.physics import transport
-from napari_microstructure.core.transport import TransportLoss, micrograph_diffusivities
+from napari_microstructure.core.transport import (
+    TransportLoss,
+    check_targets,
+    micrograph_diffusivities,
+)
 
 
 def test_the_term_is_a_loss_term():
@@ -66,16 +70,18 @@ def test_a_grey_micrograph_has_no_transport_targets():
         TransportLoss().check(grey)
 
 
-@pytest.mark.parametrize("temperature", [None, 0.5])
-def test_the_gradient_matches_finite_differences(temperature):
+@pytest.mark.parametrize(
+    ("temperature", "shape"), [(None, (12, 10)), (0.5, (12, 10)), (0.5, (6, 5, 4))]
+)
+def test_the_gradient_matches_finite_differences(temperature, shape):
+    # (6, 5, 4): the whole-volume term of a 3D reconstruction, targets along all three axes
     rng = np.random.default_rng(3)
-    image = (rng.random((12, 10)) < 0.6).astype(np.uint8)
+    image = (rng.random(shape) < 0.6).astype(np.uint8)
     model = describe_image(image)
-    term = TransportLoss(
-        {(1, 0): 0.3, (1, 1): 0.2}, temperature=temperature, tolerance=1e-12, max_iterations=5000
-    )
-    term.targets[None] = term.check(image, model)
-    logits = torch.tensor(rng.normal(0.5, 1.5, (1, 1, 12, 10)), requires_grad=True)
+    given = {(1, 0): 0.3, (1, 1): 0.2, **({(1, 2): 0.25} if len(shape) == 3 else {})}
+    term = TransportLoss(given, temperature=temperature, tolerance=1e-12, max_iterations=5000)
+    term.targets[None] = check_targets(term.given, model, len(shape))
+    logits = torch.tensor(rng.normal(0.5, 1.5, (1, 1, *shape)), requires_grad=True)
 
     def loss(values):
         context = LossContext(torch.sigmoid(values), {}, model, 0, 1, None, False, "cpu")

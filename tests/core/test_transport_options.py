@@ -55,11 +55,28 @@ def test_a_factor_of_a_phase_that_does_not_span_is_refused(alloy):
         reconstruct_steps(blocked, target_deff=((1, "x", "0.5x"),), device="cpu")
 
 
-def test_volumes_keep_their_slices_d_eff_and_refuse_design_targets(alloy):
-    with pytest.raises(InputError, match="for 2D reconstructions"):
-        reconstruct_volume_steps(alloy, 32, target_deff=((0, "x", 0.05),), device="cpu")
+def test_volumes_take_3d_targets_on_the_whole_volume(alloy):
+    steps = reconstruct_volume_steps(
+        alloy, 32, target_deff=((0, "z", 0.05), (0, 1, 0.04)), weights="random", device="cpu"
+    )
+    steps.close()
     steps = reconstruct_volume_steps(alloy, 32, transport=True, weights="random", device="cpu")
     steps.close()
+
+
+@pytest.mark.parametrize(
+    "target_deff, reason",
+    [
+        (((0, "z", "0.5x"),), "not a factor"),
+        (((0, 3, 0.01),), "out of range"),
+        (((0, "z", 0.2),), "above the phase's fraction"),  # alloy_64's boundary phase: 14.6 %
+        (((0, 0, 0.12), (0, 1, 0.12), (0, 2, 0.12)), "no 3D arrangement"),
+        (((0, "z", "a lot"),), "a number; got"),
+    ],
+)
+def test_impossible_3d_targets_are_refused_before_the_run(alloy, target_deff, reason):
+    with pytest.raises(InputError, match=reason):
+        reconstruct_volume_steps(alloy, 32, target_deff=target_deff, device="cpu")
 
 
 def test_a_grey_micrograph_runs_without_the_term_but_refuses_targets():
@@ -71,6 +88,7 @@ def test_a_grey_micrograph_runs_without_the_term_but_refuses_targets():
 
 def test_targets_written_as_text():
     assert parse_targets("0 x 0.5x; 1 y 0.02;") == ((0, "x", "0.5x"), (1, "y", "0.02"))
+    assert parse_targets("0 2 0.2") == ((0, 2, "0.2"),)
     assert parse_targets("  ") == ()
     with pytest.raises(InputError, match="PHASE AXIS VALUE"):
         parse_targets("0 x")
@@ -82,3 +100,17 @@ def test_the_command_line_refuses_an_impossible_target_before_writing(tmp_path, 
     assert code == 2
     assert "above the phase's fraction" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_command_line_refuses_an_impossible_3d_target_before_writing(tmp_path, capsys):
+    out = tmp_path / "out"
+    for axis, value, reason in (
+        ("2", "0.9", "above the phase's fraction"),
+        ("x", "0.5x", "factor"),
+    ):
+        code = main(
+            ["reconstruct", "--3d", "16", "--target-deff", "0", axis, value, "--out", str(out)]
+        )
+        assert code == 2
+        assert reason in capsys.readouterr().err
+        assert not out.exists()

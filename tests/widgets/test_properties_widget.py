@@ -74,6 +74,7 @@ def test_physics_labels_train_predict_on_2d_and_3d_layers_and_save_load(
     viewer, widget, qtbot, tmp_path
 ) -> None:
     from napari_microstructure.core.datasets import transport_labels
+    from napari_microstructure.widgets._table import MARKED
 
     images = _structures(8)
     for i, image in enumerate(images):
@@ -93,18 +94,36 @@ def test_physics_labels_train_predict_on_2d_and_3d_layers_and_save_load(
     )  # the points
     assert {"Property model", "Property predictions"} <= set(viewer.window.dock_widgets)
 
-    # predict a 2D layer and a 3D volume: table rows and metadata, data untouched
-    volume = np.stack([images[0]] * 24)
-    viewer.add_labels(volume, name="volume")
-    before = volume.copy()
+    # a 2D model refuses a 3D volume before any work, and says which model to train
+    viewer.add_labels(np.stack([images[0]] * 24), name="volume")
     widget.select_layers(["s1", "volume"])
+    assert widget.predict() is None
+    assert "layer 'volume' is a 3D volume" in widget.status.text()
+    assert "--size D H W" in widget.status.text()
+
+    # predict 2D layers: values, intervals and range checks in the table and the metadata;
+    # the constant layer's row is marked with the reason, data untouched
+    constant = np.ones((48, 48), np.uint8)
+    viewer.add_labels(constant, name="constant")
+    widget.select_layers(["s1", "constant"])
     _predict(qtbot, widget)
     frame = widget.table.frame
-    assert list(frame["layer"]) == ["s1", "volume"] and np.isfinite(frame["D_eff_x"]).all()
-    assert (frame["D_eff_x"] >= 0).all()
-    value = viewer.layers["s1"].metadata["predictions"]["D_eff_x"]["value"]
-    assert value == pytest.approx(frame["D_eff_x"].iloc[0])
-    np.testing.assert_array_equal(viewer.layers["volume"].data, before)
+    assert list(frame["layer"]) == ["s1", "constant"] and np.isfinite(frame["D_eff_x"]).all()
+    assert (frame["D_eff_x"] >= 0).all() and (frame["low"] <= frame["D_eff_x"]).all()
+    assert list(frame["out_of_range"]) == [False, True]
+    assert frame["reason"].iloc[1].startswith("a constant image")
+    recorded = viewer.layers["s1"].metadata["predictions"]["D_eff_x"]
+    assert recorded["value"] == pytest.approx(frame["D_eff_x"].iloc[0])
+    assert recorded["low"] <= recorded["value"] <= recorded["high"]
+    assert recorded["coverage"] == 0.9 and recorded["out_of_range"] is False
+    assert viewer.layers["constant"].metadata["predictions"]["D_eff_x"]["out_of_range"] is True
+    np.testing.assert_array_equal(viewer.layers["constant"].data, np.ones((48, 48)))
+    view = widget.table.table
+    header = [view.horizontalHeaderItem(j).text() for j in range(view.columnCount())]
+    flagged = view.item(1, header.index("D_eff_x"))
+    assert flagged.background().color().name() == MARKED
+    assert "a constant image" in flagged.toolTip()
+    assert view.item(0, header.index("D_eff_x")).toolTip() == ""
 
     # save and load: the same predictions
     path = widget.save_model(tmp_path / "model.npz")

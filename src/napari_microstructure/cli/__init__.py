@@ -1,4 +1,4 @@
-"""The command line: ``napari-microstructure reconstruct|prune|properties|info ...``.
+"""The command line: ``napari-microstructure reconstruct|prune|properties|batch|info ...``.
 
 Each command is a module with ``add_parser(commands)``; its parser sets ``run``, the function
 that does the work and returns the exit code.
@@ -11,9 +11,9 @@ import sys
 
 from .. import __version__
 from ..core.errors import MicrostructureError
-from . import info, properties, prune, reconstruct
+from . import batch, info, properties, prune, reconstruct
 
-COMMANDS = (reconstruct, prune, properties, info)
+COMMANDS = (reconstruct, prune, properties, batch, info)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ OUTPUTS = {
     "label": "labels.csv",
     "train": "property_model",
     "predict": "predictions.csv",
+    "batch": "batch",
 }
 #: Seconds between two rewrites of the progress line (a line that stays is written at once).
 PRINT_INTERVAL = 0.2

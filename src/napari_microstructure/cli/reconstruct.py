@@ -61,7 +61,10 @@ def add_parser(commands) -> None:
         nargs=3,
         action="append",
         metavar=("PHASE", "AXIS", "VALUE"),
-        note=" (2D; repeat for more targets)",
+        note=(
+            "; with --3d, the volume's 3D D_eff along AXIS 0-2 (z, y, x), a number, held on "
+            "the whole volume; repeat for more targets"
+        ),
     )
     rec.add_argument("--overwrite", action="store_true", help="replace existing output files")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -176,15 +179,12 @@ def _print_transport_checks(table) -> None:
 
 
 def _design_targets(args) -> dict:
-    """``target_deff`` from the ``--target-deff PHASE AXIS VALUE`` given (phase labels that are
-    whole numbers become ints), or nothing."""
+    """``target_deff`` from the ``--target-deff PHASE AXIS VALUE`` given, or nothing."""
+    from ..core.transport import target_from_words
+
     if not args.target_deff:
         return {}
-    targets = tuple(
-        (int(phase) if phase.lstrip("-").isdigit() else phase, axis, value)
-        for phase, axis, value in args.target_deff
-    )
-    return {"target_deff": targets}
+    return {"target_deff": tuple(target_from_words(words) for words in args.target_deff)}
 
 
 def _other_samples(out: Path, stem: str, samples: int) -> list[Path]:
@@ -232,7 +232,10 @@ def _run_volume(args) -> int:
         args.slices_per_axis is None and args.optimizer == "lbfgs"
     )  # L-BFGS needs a fixed objective: every slice
     options = options_from(
-        args, VolumeOptions, **({"slices_per_axis": None} if every_slice else {})
+        args,
+        VolumeOptions,
+        **_design_targets(args),
+        **({"slices_per_axis": None} if every_slice else {}),
     )
     # Everything (micrographs, size, options, device, memory, weights, outputs) is checked here,
     # before the optimization; the outputs are written at the end, all or nothing.

@@ -10,8 +10,8 @@ Labels
     :func:`read_labels` reads the user's own labels from a CSV table.
 
 Samples
-    the generated families (:data:`~.synthetic.FAMILIES`, phase 1 being the phase of interest)
-    come from :mod:`.synthetic`; :func:`random_crops` cuts crops of a micrograph or volume.
+    the generated families (:data:`~.synthetic.FAMILIES`, phase 1 being the phase of interest;
+    2D images, or 3D volumes when ``size`` has three sides) come from :mod:`.synthetic`; :func:`random_crops` cuts crops of a micrograph or volume.
 
 Datasets
     :func:`build_dataset_steps` is a generator of :class:`BuildProgress` messages that returns a
@@ -45,7 +45,14 @@ from .options import merge, option
 from .physics import transport
 from .provenance import environment
 from .steps import STOP, run_to_end, timing
-from .synthetic import FAMILIES, generate, random_parameters
+from .synthetic import (
+    ALL_FAMILIES,
+    FAMILIES,
+    FAMILY_NDIMS,
+    MIN_SIDE,
+    generate,
+    random_parameters,
+)
 
 __all__ = [
     "BuildProgress",
@@ -184,6 +191,7 @@ def transport_labels(
     device: str = "cpu",
     iter_limit: int = ITER_LIMIT,
     conv_crit: float = CONV_CRIT,
+    conductivities: Mapping | None = None,
 ) -> dict:
     """Volume fraction, ``D_eff`` and ``tau`` of ``phase`` along ``axes`` (TauFactor).
 
@@ -194,20 +202,49 @@ def transport_labels(
     axes : axis indices or names (``"x"`` is the last axis).
     cache : a :class:`LabelCache`; results found there are not computed again.
     device : the solver's torch device; one this machine lacks raises ``DeviceError``.
+    conductivities : a conductivity for every label of the image (0: insulating); adds
+        ``sigma_eff_a``, the image's effective conductivity along each axis in those units
+        (:func:`~.physics.effective_conductivity`, TauFactor's multi-phase solver).
 
     Returns
     -------
     dict with ``volume_fraction`` and, per axis ``a``, ``D_eff_a``, ``tau_a`` and
-    ``percolates_a``. A phase that does not connect the faces normal to an axis has
+    ``percolates_a`` (and ``sigma_eff_a``). A phase that does not connect the faces normal to an axis has
     ``D_eff = 0`` and ``tau = inf`` there (no solver call). Every input is checked first.
     """
     from .device import resolve_device
-    from .physics import check_solver_settings
+    from .physics import check_conductivities, check_solver_settings
 
     array = check_label_image(image, "image", phase)
     indices = axis_indices(axes, array.ndim)
     check_solver_settings(iter_limit, conv_crit)
-    return _label_row(array, phase, indices, cache, resolve_device(device), iter_limit, conv_crit)
+    if conductivities is not None:
+        conductivities = check_conductivities(array, conductivities)
+    device = resolve_device(device)
+    row = _label_row(array, phase, indices, cache, device, iter_limit, conv_crit)
+    if conductivities is not None:
+        row.update(_conductivity_row(array, conductivities, indices, cache, device, conv_crit))
+    return row
+
+
+def _conductivity_row(array, conductivities: dict, indices, cache, device, conv_crit) -> dict:
+    """``sigma_eff_a`` of a checked image along checked axis indices (cached like D_eff)."""
+    from .physics import effective_conductivity
+
+    row = {}
+    given = json.dumps(sorted((str(k), v) for k, v in conductivities.items()))
+    for index in indices:
+        key = image_key(array, f"conductivities {given}", index, ITER_LIMIT, conv_crit)
+        entry = cache.get(key) if cache is not None else None
+        if entry is None:
+            result = effective_conductivity(
+                array, conductivities, index, device=device, conv_crit=conv_crit
+            )
+            entry = {"sigma_eff": result.sigma_eff}
+            if cache is not None:
+                cache.put(key, entry)
+        row[f"sigma_eff_{AXIS_NAMES[array.ndim][index]}"] = float(entry["sigma_eff"])
+    return row
 
 
 def _label_row(
@@ -361,9 +398,15 @@ class DatasetOptions:
         low=0,
         high=100_000,
     )
-    families: tuple[str, ...] = option(FAMILIES, "families of generated microstructures")
+    families: tuple[str, ...] = option(
+        FAMILIES, f"families of generated microstructures, of {', '.join(ALL_FAMILIES)}"
+    )
     size: int | tuple[int, ...] = option(
-        128, "side (or H, W) of generated samples, crops and reconstructions", low=8, high=4096
+        128,
+        "side (or H W; D H W for 3D generated volumes) of generated samples, crops and "
+        "reconstructions",
+        low=8,
+        high=4096,
     )
     volume_fraction: tuple[float, float] = option(
         (0.2, 0.8), "range of the generated samples' volume fraction", low=0.0, high=1.0
@@ -485,10 +528,10 @@ def build_dataset_steps(
     families, size, phase, axes = options.families, options.size, options.phase, options.axes
     label, seed, device = options.label, options.seed, options.device
     families = [families] if isinstance(families, str) else list(families)
-    unknown = [str(f) for f in families if f not in FAMILIES]
+    unknown = [str(f) for f in families if f not in ALL_FAMILIES]
     if unknown:
         raise InputError(
-            f"Unknown famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}: choose from {', '.join(FAMILIES)}."
+            f"Unknown famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}: choose from {', '.join(ALL_FAMILIES)}."
         )
     generated = whole_number(options.generated, "The number of generated samples", 0)
     crops = whole_number(options.crops, "The number of crops per micrograph", 0)
@@ -500,12 +543,15 @@ def build_dataset_steps(
     fractions = _volume_fraction_range(options.volume_fraction)
     sides = [size] if np.ndim(size) == 0 else list(size)
     sides = [whole_number(side, "The sample size", 1) for side in sides]
-    shape2d = tuple(sides * 2 if len(sides) == 1 else sides)
-    if generated and (len(shape2d) != 2 or min(shape2d) < 8):
-        raise InputError(f"Generated microstructures are 2D, at least 8x8; asked for {shape2d}.")
+    shape = tuple(sides * 2 if len(sides) == 1 else sides)
+    if generated and (len(shape) not in FAMILY_NDIMS or min(shape) < MIN_SIDE):
+        raise InputError(
+            f"Generated microstructures are 2D (H W) or 3D (D H W), at least {MIN_SIDE}x{MIN_SIDE} "
+            f"({MIN_SIDE} a side); asked for {shape}."
+        )
     micrographs = dict(micrographs or {})
     seed = whole_number(seed, "The seed", 0, MAX_SEED - 2000 - len(micrographs))
-    ndims = {2} if generated else set()
+    ndims = {len(shape)} if generated else set()
     changes = dict(options.reconstruction_options or {})
     fixed = sorted({"size", "samples", "seed"} & changes.keys())
     if fixed:
@@ -528,8 +574,12 @@ def build_dataset_steps(
                 raise InputError(
                     f"Reconstructions are made from 2D micrographs; {name!r} is {array.ndim}D."
                 )
+            if len(shape) != 2:
+                raise InputError(
+                    f"Reconstructions are 2D: give their size as one side or H W, not {shape}."
+                )
             reconstruction_steps[name] = reconstruct_steps(
-                array, size=shape2d, samples=reconstructions, seed=seed + 2000 + m, **changes
+                array, size=shape, samples=reconstructions, seed=seed + 2000 + m, **changes
             )
             ndims.add(2)
     names = planned_files(
@@ -552,7 +602,7 @@ def build_dataset_steps(
     return _build(
         generated,
         families,
-        shape2d,
+        shape,
         fractions,
         micrographs,
         crops,
@@ -573,7 +623,7 @@ def build_dataset_steps(
 def _build(
     generated,
     families,
-    shape2d,
+    shape,
     fractions,
     micrographs,
     crops,
@@ -622,9 +672,9 @@ def _build(
         rng = np.random.default_rng(seed)
         for family, count in zip(families, _spread(generated, len(families)) if generated else []):
             for _ in range(count):
-                parameters = random_parameters(family, rng, fractions)
+                parameters = random_parameters(family, rng, fractions, len(shape))
                 sample_seed = int(rng.integers(2**31))
-                image = generate(family, shape2d, sample_seed, **parameters)
+                image = generate(family, shape, sample_seed, **parameters)
                 yield (
                     image,
                     {
@@ -673,7 +723,7 @@ def _build(
     provenance = {
         "generated": generated,
         "families": families,
-        "size": list(shape2d),
+        "size": list(shape),
         "volume_fraction_range": list(fractions),
         "micrographs": {k: list(np.shape(v)) for k, v in micrographs.items()},
         "crops": crops,

@@ -91,7 +91,7 @@ class TargetContext:
 class LossContext:
     """What a :class:`LossTerm` sees at one evaluation: the samples under optimization."""
 
-    scores: Any  # (n, C, h, w) soft scores, differentiable: softmax phase probabilities (C >= 3),
+    scores: Any  # (n, C, h, w) soft scores ((1, C, D, H, W) for a whole-volume term), differentiable: softmax phase probabilities (C >= 3),
     # or the sigmoid (C = 1) that is phase 1's probability of two phases or the grey level
     features: Mapping  # {layer: features (n, channels, h', w')} of the samples, differentiable
     model: ImageModel
@@ -120,7 +120,10 @@ class LossTerm(Protocol):
     ``name`` (unique within a run) labels the term in the provenance; ``weight`` is a finite
     number of 0 or more. ``prepare`` computes the term's targets from the micrograph at each
     level (in 3D: for each axis, ``context.axis``); calling the term returns the differentiable
-    loss of each sample, a tensor of shape ``(n,)``.
+    loss of each sample, a tensor of shape ``(n,)``. In 3D, a term whose ``whole_volume``
+    attribute is true is prepared once per level (``context.micrograph`` None) and called once
+    per step on the whole soft volume (``scores`` of shape ``(1, C, D, H, W)``, no features,
+    ``axis`` None) instead of on slices (:mod:`.volume`).
     """
 
     name: str

@@ -27,8 +27,23 @@ Checks
     Images must hold phase labels (grey images are refused), and a predicted image the phase of
     interest. Labels must be finite and small enough to square; a model whose cross-validated
     metrics or parameters are not finite is refused, never returned. :func:`load_model` checks
-    every array the model's mode needs. :meth:`PropertyModel.out_of_range` flags predictions
-    that extrapolate: a constant image, or a phase fraction outside the training images'.
+    every array the model's mode needs. A model records the dimension of its training images
+    (``training.ndim``; 2 in files that predate it) and refuses images of the other dimension.
+
+Trust
+    :meth:`PropertyModel.predict_intervals` gives each prediction an interval at a stated
+    coverage (:data:`COVERAGE` by default) and flags the inputs outside the training data
+    (:meth:`PropertyModel.out_of_range`: a constant image, a phase fraction outside the
+    training images' range, features far from every training image). The interval is
+    conformal (Vovk et al. 2005; Lei et al. 2018) on the cross-validated residuals, each
+    divided by its image's difficulty: the mean distance of its standardized features to the
+    :data:`NEIGHBOURS` nearest training images (leave-one-out for a training image), relative
+    to the training images' median, plus :data:`DISTANCE_FLOOR`. A new image's interval is
+    its prediction plus or minus that quantile of the ratios times its own difficulty, so
+    intervals widen away from the training data; an image whose relative distance exceeds
+    the training images' quantile :data:`DISTANCE_QUANTILE` is out of range. The model keeps the standardized training
+    features and the ratios (``neighbour_features``, ``conformal_scores``); models trained
+    without cross-validation have the range check but no intervals, and older files neither.
 
 Measured with benchmarks/properties.py (generated 128x128 microstructures, D_eff of phase 1
 along x by TauFactor, a third of them blocked; 5-fold CV R² on 300 samples, pretrained / random
@@ -76,8 +91,11 @@ from .weights import describe
 __all__ = [
     "DEFAULT_DEPTH",
     "INPUTS",
+    "COVERAGE",
     "MODES",
+    "Predictions",
     "PropertyModel",
+    "RangeCheck",
     "TrainProgress",
     "check_training_options",
     "extract_features",
@@ -91,7 +109,8 @@ __all__ = [
 ]
 
 MODEL_FORMAT = "napari-microstructure property model"
-MODEL_VERSION = 1
+#: 2: the training images' dimension, intervals and the range of the features
+MODEL_VERSION = 2
 MODES = ("frozen", "finetune")
 INPUTS = ("spanning", "phase")
 #: Depth of the trunk when no pruning profile is given (docs/method.md section 4).
@@ -106,6 +125,16 @@ MAX_SLICES = 16
 BATCH = 16
 #: Trunk's learning rate relative to the head's: 0.1 diverged (docs/measurements/properties.md)
 TRUNK_LEARNING_RATE = 0.01
+#: Coverage of a prediction interval unless another is asked for.
+COVERAGE = 0.9
+#: Training images whose mean feature distance is an image's difficulty (the interval's scale).
+NEIGHBOURS = 10
+#: Added to an image's relative distance to make its difficulty: images at distance 0 (every
+#: phase map without a spanning cluster gives the same features) still get an interval.
+#: k = 5, 10, 20 and 0.1 to 2 gave the same coverage (docs/measurements/properties_trust.md).
+DISTANCE_FLOOR = 0.5
+#: Quantile of the training images' own difficulties beyond which an input is out of range.
+DISTANCE_QUANTILE = 0.99
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,6 +421,127 @@ def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------
+# Intervals and range
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RangeCheck:
+    """:meth:`PropertyModel.out_of_range`: per image, ``flags`` (True: an extrapolation) and
+    ``reasons`` (why, "" where in range)."""
+
+    flags: np.ndarray
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """:meth:`PropertyModel.predict_intervals`, one entry per image.
+
+    ``values``: the predictions; ``low``, ``high``: the interval at ``coverage`` (NaN and None
+    when the model has none; ``note`` says why); ``distance``: the features' distance to the
+    training images relative to the training images' median (1: typical; NaN: unknown);
+    ``out_of_range`` and ``reasons``: as :class:`RangeCheck`.
+    """
+
+    values: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    coverage: float | None
+    distance: np.ndarray
+    out_of_range: np.ndarray
+    reasons: tuple[str, ...]
+    note: str = ""
+
+    def columns(self) -> dict:
+        """The columns a table of these predictions shows beside the values: ``low``,
+        ``high``, ``coverage``, ``distance``, ``out_of_range``, ``reason``."""
+        coverage = np.nan if self.coverage is None else self.coverage
+        return {
+            "low": self.low,
+            "high": self.high,
+            "coverage": np.full(len(self.values), coverage),
+            "distance": self.distance,
+            "out_of_range": self.out_of_range,
+            "reason": list(self.reasons),
+        }
+
+
+def _check_coverage(coverage) -> float:
+    try:
+        value = float(coverage)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0.0 < value < 1.0:
+        raise InputError(
+            f"The coverage of an interval is a share between 0 and 1 (0.9: 90 %); got "
+            f"{coverage!r}."
+        )
+    return value
+
+
+def _neighbour_distance(
+    reference: np.ndarray, queries: np.ndarray, k: int, leave_one_out: bool = False
+) -> np.ndarray:
+    """Per row of ``queries``: the mean Euclidean distance to its ``k`` nearest rows of
+    ``reference`` over the square root of the number of features (a root mean square per
+    feature); with ``leave_one_out`` the queries are the reference rows, each without itself."""
+    r = np.asarray(reference, float)
+    q = np.asarray(queries, float)
+    squared = (q * q).sum(1)[:, None] + (r * r).sum(1)[None, :] - 2.0 * q @ r.T
+    distances = np.sqrt(np.maximum(squared, 0.0) / r.shape[1])
+    if leave_one_out:
+        np.fill_diagonal(distances, np.inf)
+    k = max(1, min(k, r.shape[0] - int(leave_one_out)))
+    return np.partition(distances, k - 1, axis=1)[:, :k].mean(1)
+
+
+def _conformal_quantile(scores: np.ndarray, coverage: float) -> float:
+    """The conformal quantile of sorted ``scores``: the ceil((n + 1) coverage)-th smallest
+    (infinite when that rank exceeds n: too few scores for this coverage)."""
+    rank = math.ceil((len(scores) + 1) * coverage)
+    return float(scores[rank - 1]) if rank <= len(scores) else math.inf
+
+
+def _fewest_scores(coverage: float) -> int:
+    """The fewest scores that give :func:`_conformal_quantile` a finite value at ``coverage``."""
+    n = 1
+    while math.ceil((n + 1) * coverage) > n:
+        n += 1
+    return n
+
+
+def _calibration(features, targets, out_of_fold) -> tuple[dict, dict]:
+    """The header's ``trust`` record and the arrays of :meth:`PropertyModel.predict_intervals`
+    from the training's standardized features and its cross-validated predictions (NaN where
+    a fold did not finish; no intervals without any)."""
+    features = np.asarray(features, np.float32)
+    own = _neighbour_distance(features, features, NEIGHBOURS, leave_one_out=True)
+    scale = float(np.median(own)) or 1.0
+    relative = own / scale
+    trust = {
+        "features": "standardized features of the training images",
+        "neighbours": NEIGHBOURS,
+        "distance_scale": scale,
+        "distance_floor": DISTANCE_FLOOR,
+        "distance_quantile": DISTANCE_QUANTILE,
+        "distance_threshold": float(np.quantile(relative, DISTANCE_QUANTILE)),
+    }
+    arrays = {"neighbour_features": features}
+    finished = ~np.isnan(out_of_fold)
+    if finished.any():
+        residuals = np.abs(targets[finished] - out_of_fold[finished])
+        difficulty = relative[finished] + DISTANCE_FLOOR
+        arrays["conformal_scores"] = np.sort(residuals / difficulty)
+        trust["intervals"] = (
+            "conformal on the cross-validated residuals, each divided by its image's "
+            "relative distance to the other training images plus the distance floor"
+        )
+        trust["coverage"] = COVERAGE
+    return trust, arrays
+
+
+# --------------------------------------------------------------------------------------------
 # The model
 # --------------------------------------------------------------------------------------------
 
@@ -402,9 +552,11 @@ class PropertyModel:
 
     ``header`` holds the property and units, the mode, the trunk layers, the weights (source
     and sha256), the preprocessing (input, phase, axis, scales), ``clip_min``, the training
-    metrics (``cross_validation``: r2, mae, rmse, per-fold r2, out-of-fold predictions) and the
-    provenance (seed, device, timings, versions). ``arrays``: the regressor (frozen) or the
-    trunk and head parameters (finetune).
+    metrics (``cross_validation``: r2, mae, rmse, per-fold r2, out-of-fold predictions), the
+    training's record (``training``: labels, names, ``ndim``, the phase fractions' range), the
+    record of the intervals and the range check (``trust``) and the provenance (seed, device,
+    timings, versions). ``arrays``: the regressor (frozen) or the trunk and head parameters
+    (finetune), and the standardized training features and the interval's scores.
     """
 
     header: dict
@@ -437,9 +589,92 @@ class PropertyModel:
 
         ``phase`` and ``axis`` default to the ones the model was trained with; another axis
         turns the image so that it lies along the model's. Every image must hold phase labels
-        (grey images are refused) in which the phase occurs; ``names`` name the images in
-        messages. :meth:`out_of_range` says which predictions are extrapolations.
+        (grey images are refused) in which the phase occurs, and have the dimension of the
+        training images; ``names`` name the images in messages. :meth:`predict_intervals`
+        adds intervals and says which predictions are extrapolations.
         """
+        return self._evaluate(images, phase, axis, device, max_slices, names, False)[0]
+
+    def predict_intervals(
+        self,
+        images,
+        *,
+        coverage: float | None = None,
+        phase=None,
+        axis: int | str | None = None,
+        device: str = "cpu",
+        max_slices: int | None = None,
+        names: Sequence[str] | None = None,
+    ) -> Predictions:
+        """:meth:`predict` with an interval at ``coverage`` (default :data:`COVERAGE`) around
+        each prediction and the :meth:`out_of_range` check of each image (see the module's
+        notes); a model without intervals gives NaN bounds and says why in ``note``."""
+        coverage = _check_coverage(COVERAGE if coverage is None else coverage)
+        images = _as_list(images)
+        values, features = self._evaluate(images, phase, axis, device, max_slices, names, True)
+        trust = self.header.get("trust")
+        distances = np.full(len(values), np.nan)
+        if features is not None:
+            reference = self.arrays["neighbour_features"]
+            distances = _neighbour_distance(reference, features, trust["neighbours"])
+            distances /= trust["distance_scale"]
+        low = high = np.full(len(values), np.nan)
+        note = ""
+        if trust is not None and "conformal_scores" in self.arrays:
+            scores = self.arrays["conformal_scores"]
+            quantile = _conformal_quantile(scores, coverage)
+            half = quantile * (distances + trust["distance_floor"])
+            if math.isinf(quantile):
+                note = (
+                    f"{len(scores)} cross-validated training images are too few for a "
+                    f"{coverage:.0%} interval (it needs {_fewest_scores(coverage)}): "
+                    "the intervals are unbounded"
+                )
+            low, high = values - half, values + half
+            clip_min = self.header.get("clip_min")
+            if clip_min is not None:
+                low = np.maximum(low, clip_min)
+        else:
+            note = (
+                "the model has no intervals: "
+                + (
+                    "it was trained without cross-validation (folds 0)"
+                    if trust is not None
+                    else "its file predates them"
+                )
+                + "; train it again with cross-validation to get them"
+            )
+            coverage = None
+        check = self.out_of_range(images, phase=phase, distances=distances)
+        return Predictions(
+            values, low, high, coverage, distances, check.flags, check.reasons, note
+        )
+
+    def check_dimensions(self, images, names: Sequence[str] | None = None) -> None:
+        """Refuse, with what to train instead, an image whose dimension differs from the
+        training images' (``training.ndim``; 2 for models that predate the record)."""
+        images = _as_list(images)
+        trained = self.header.get("training", {}).get("ndim", 2)
+        for image, name in zip(images, self._names(images, names)):
+            ndim = np.ndim(image)
+            if ndim == trained:
+                continue
+            if trained == 2:
+                raise InputError(
+                    f"The {name} is a 3D volume, but this model was trained on 2D images: it "
+                    "cannot see connectivity in 3D. Train a 3D model: build a dataset of "
+                    "volumes (`napari-microstructure properties build --size D H W ...`) and "
+                    "train on it (`properties train`)."
+                )
+            raise InputError(
+                f"The {name} is {ndim}D, but this model was trained on 3D volumes. Use a 2D "
+                "model (`napari-microstructure properties build --generated 300`, then "
+                "`properties train`), or give a volume."
+            )
+
+    def _evaluate(self, images, phase, axis, device, max_slices, names, with_features):
+        """The (clipped) predictions and, with ``with_features`` and a model that keeps its
+        training features, the images' standardized features (else None)."""
         from .decoder import whole_number
         from .device import resolve_device
 
@@ -447,6 +682,7 @@ class PropertyModel:
         images = _as_list(images)
         layers = self.header["layers"]
         names = self._names(images, names)
+        self.check_dimensions(images, names)
         phases = self._phases(images, phase)
         slices = prep["max_slices"]
         if max_slices is not None:
@@ -458,27 +694,49 @@ class PropertyModel:
         torch_device = resolve_device(device)
         if self.header["mode"] == "frozen":
             convs, mean_bgr = self._frozen_trunk(torch_device)
-            values = apply_ridge(
-                self.arrays, _features_of(maps, convs, mean_bgr, layers, torch_device)
-            )
+            features = _features_of(maps, convs, mean_bgr, layers, torch_device)
+            values = apply_ridge(self.arrays, features)
+            features = (features - self.arrays["feature_mean"]) / self.arrays["feature_scale"]
         else:
-            values = _FineTuned.from_arrays(self.arrays, layers, torch_device).predict(maps)
+            tuned = _FineTuned.from_arrays(self.arrays, layers, torch_device)
+            values, features = tuned.predict(maps, with_features=True)
         clip_min = self.header.get("clip_min")
-        return np.maximum(values, clip_min) if clip_min is not None else values
+        if clip_min is not None:
+            values = np.maximum(values, clip_min)
+        keeps = with_features and "neighbour_features" in self.arrays
+        return values, (features if keeps else None)
 
-    def out_of_range(self, images, *, phase=None) -> np.ndarray:
-        """Per image, whether its prediction is an extrapolation: the image is constant, or its
-        phase fraction lies outside the training images' range (recorded in the model's
-        ``training.volume_fraction_range``; models without it flag constant images only)."""
+    def out_of_range(self, images, *, phase=None, distances=None) -> RangeCheck:
+        """Per image, whether its prediction is an extrapolation, and why: the image is
+        constant; its phase fraction lies outside the training images' range
+        (``training.volume_fraction_range``); or its feature ``distances`` (relative, from
+        :meth:`predict_intervals`; NaN or None: not checked) exceed the training images'
+        quantile ``trust.distance_threshold``. Older models check what they record."""
         images = _as_list(images)
         known = self.header.get("training", {}).get("volume_fraction_range")
-        flags = []
-        for image, p in zip(images, self._phases(images, phase)):
+        trust = self.header.get("trust")
+        if distances is None:
+            distances = np.full(len(images), np.nan)
+        reasons = []
+        for image, p, distance in zip(images, self._phases(images, phase), distances):
             array = np.asarray(image)
             fraction = float((array == p).mean())
-            outside = known is not None and not known[0] <= fraction <= known[1]
-            flags.append(bool(array.min() == array.max() or outside))
-        return np.array(flags, dtype=bool)
+            why = []
+            if array.min() == array.max():
+                why.append("a constant image")
+            elif known is not None and not known[0] <= fraction <= known[1]:
+                why.append(
+                    f"phase fraction {fraction:.3g} outside the training images' "
+                    f"{known[0]:.3g} to {known[1]:.3g}"
+                )
+            if trust is not None and distance > trust["distance_threshold"]:
+                why.append(
+                    f"features far from the training images (distance {distance:.2f}, "
+                    f"beyond {trust['distance_threshold']:.2f}, the training images' "
+                    f"{trust['distance_quantile']:.0%} quantile)"
+                )
+            reasons.append("; ".join(why))
+        return RangeCheck(np.array([bool(r) for r in reasons], dtype=bool), tuple(reasons))
 
     def _phases(self, images: list, phase) -> list:
         """The phase of interest of each image: ``phase``, else the model's."""
@@ -629,6 +887,44 @@ def _model_problem(header: dict, arrays: dict) -> str | None:
             return f"values in the array {name!r} that are not finite"
     if not (arrays["feature_scale"] > 0).all():
         return "feature scales that are not positive"
+    training = header.get("training")
+    if isinstance(training, dict) and training.get("ndim", 2) not in (2, 3):
+        return f"a training dimension that is neither 2 nor 3 ({training.get('ndim')!r})"
+    return _trust_problem(header.get("trust"), arrays)
+
+
+def _trust_problem(trust, arrays: dict) -> str | None:
+    """What is wrong with a model's record of its intervals and range, or None (also when it
+    has none: a file that predates them)."""
+    if trust is None:
+        return None
+    numbers = (
+        "neighbours",
+        "distance_scale",
+        "distance_floor",
+        "distance_quantile",
+        "distance_threshold",
+    )
+    if not (
+        isinstance(trust, dict)
+        and all(isinstance(trust.get(k), (int, float)) for k in numbers)
+        and trust["neighbours"] >= 1
+        and trust["distance_scale"] > 0
+        and trust["distance_floor"] > 0
+    ):
+        return f"no valid record of its training features' distances ({', '.join(numbers)})"
+    width = arrays["feature_mean"].shape
+    needed = {"neighbour_features": 2, **({"conformal_scores": 1} if "intervals" in trust else {})}
+    for name, ndim in needed.items():
+        array = arrays.get(name)
+        if array is None:
+            return f"no array {name!r}"
+        if array.dtype.kind != "f" or array.ndim != ndim or array.shape[0] < 1:
+            return f"an array {name!r} of shape {array.shape} and dtype {array.dtype}"
+        if not np.isfinite(array).all():
+            return f"values in the array {name!r} that are not finite"
+    if arrays["neighbour_features"].shape[1:] != width:
+        return "training features of another width than the model's"
     return None
 
 
@@ -737,6 +1033,17 @@ class _FineTuned:
 
     def forward(self, maps_per_sample):
         """Standardized predictions, one per sample (each a list of (n, H, W) arrays)."""
+        return self.head_of(self.standardized(maps_per_sample))
+
+    def head_of(self, x):
+        """The head's standardized predictions of standardized statistics ``x``."""
+        import torch
+
+        w1, b1, w2, b2 = self.head
+        return (torch.relu(x @ w1 + b1) @ w2 + b2).squeeze(-1)
+
+    def standardized(self, maps_per_sample):
+        """The trunk's standardized statistics, one row per sample."""
         import torch
 
         rows = []
@@ -752,19 +1059,21 @@ class _FineTuned:
                 for g in groups
             ]
             rows.append(torch.cat(stats).mean(0))
-        x = (torch.stack(rows) - self.feature_mean) / self.feature_scale
-        w1, b1, w2, b2 = self.head
-        return (torch.relu(x @ w1 + b1) @ w2 + b2).squeeze(-1)
+        return (torch.stack(rows) - self.feature_mean) / self.feature_scale
 
-    def predict(self, maps_per_sample) -> np.ndarray:
+    def predict(self, maps_per_sample, with_features: bool = False):
+        """Predictions of the samples; with ``with_features``, also their standardized
+        statistics (a pair)."""
         import torch
 
+        values, features = [], []
         with torch.inference_mode():
-            out = [
-                self.forward(maps_per_sample[i : i + BATCH]).cpu().numpy()
-                for i in range(0, len(maps_per_sample), BATCH)
-            ]
-        return np.concatenate(out).astype(float) * self.target_scale + self.target_mean
+            for i in range(0, len(maps_per_sample), BATCH):
+                x = self.standardized(maps_per_sample[i : i + BATCH])
+                values.append(self.head_of(x).cpu().numpy())
+                features.append(x.double().cpu().numpy())
+        values = np.concatenate(values).astype(float) * self.target_scale + self.target_mean
+        return (values, np.concatenate(features)) if with_features else values
 
     def to_arrays(self) -> dict:
         arrays = {}
@@ -1104,6 +1413,7 @@ def train_steps(
         )
     layers = trunk_layers(depth, profile)
     names = list(names) if names is not None else [f"image {i + 1}" for i in range(len(images))]
+    ndim = _training_dimension(images, names)
     phases = _phases(phase, len(images))
     maps = _sample_maps(images, phases, axis, options.input, max_slices, layers, names)
     fractions = [float((np.asarray(image) == p).mean()) for image, p in zip(images, phases)]
@@ -1114,7 +1424,6 @@ def train_steps(
     )  # None: give it to predict
     if isinstance(single_phase, np.generic):
         single_phase = single_phase.item()
-    ndim = np.ndim(images[0])
     axis_label = AXIS_NAMES[ndim][axis_index(axis, ndim)]
     header = {
         "format": MODEL_FORMAT,
@@ -1141,6 +1450,7 @@ def train_steps(
         "clip_min": 0.0 if (y >= 0).all() else None,
         "training": {
             "n_samples": len(y),
+            "ndim": ndim,
             "seed": seed,
             "folds": folds,
             "names": names,
@@ -1159,6 +1469,18 @@ def train_steps(
         },
     }
     return _train(maps, y, header, convs, loaded.mean_bgr, layers, torch_device, folds, seed)
+
+
+def _training_dimension(images: list, names: list) -> int:
+    """The dimension shared by every training image (2 or 3); InputError for a mixture."""
+    ndims = [np.ndim(image) for image in images]
+    if any(n != ndims[0] for n in ndims):
+        other = next(i for i, n in enumerate(ndims) if n != ndims[0])
+        raise InputError(
+            f"{names[0]} is {ndims[0]}D but {names[other]} is {ndims[other]}D: a model learns "
+            "from 2D images or from 3D volumes; train one model on each."
+        )
+    return ndims[0]
 
 
 def _train(maps, y, header, convs, mean_bgr, layers, device, folds, seed):
@@ -1228,10 +1550,14 @@ def _train(maps, y, header, convs, mean_bgr, layers, device, folds, seed):
     history: list = []
     if frozen:
         arrays = fit_ridge(features, y)
+        standardized = (features - arrays["feature_mean"]) / arrays["feature_scale"]
     else:
         arrays, history, final_stopped = yield from finetune(np.arange(len(y)), 0)
         stopped = stopped or final_stopped
+        tuned = _FineTuned.from_arrays(arrays, layers, device)
+        standardized = tuned.predict(maps, with_features=True)[1]
     header = dict(header)
+    header["trust"], calibration = _calibration(standardized, y, out_of_fold)
     finished = ~np.isnan(out_of_fold)
     if finished.any():
         header["cross_validation"] = {
@@ -1242,6 +1568,7 @@ def _train(maps, y, header, convs, mean_bgr, layers, device, folds, seed):
             "predictions": [None if np.isnan(v) else float(v) for v in out_of_fold],
         }
     _check_finite(header.get("cross_validation"), y[finished], arrays)
+    arrays = {**arrays, **calibration}
     header["training"] = {
         **settings,
         **({"alpha": float(arrays["alpha"])} if frozen else {"history": history}),

@@ -139,7 +139,7 @@ class ResultsTable(QWidget):
                 if reason is not None:
                     item.setBackground(QColor(MARKED))
                     item.setForeground(QColor("white"))
-                    item.setToolTip(f"Outside tolerance: {reason}")
+                    item.setToolTip(reason)
                 self.table.setItem(i, j, item)
         self.save_button.setEnabled(not frame.empty)
 

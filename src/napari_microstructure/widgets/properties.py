@@ -8,8 +8,9 @@ crops of the layers (and generated microstructures), labelled by physics, or a d
 (:func:`training_job`, which also computes physics labels and reads folders, so that the main
 thread only draws); Stop sends ``"stop"`` into it. The cross-validated parity plot, the loss
 curve of fine-tuning and the metrics are docked. Predict runs the model on the selected layers
-(2D or 3D) and writes the values into a docked table (Save as CSV) and into each layer's
-metadata under ``"predictions"``; layer data are never touched. Both run in threads of the
+(of the model's dimension: a volume needs a 3D model) and writes the values, their intervals and
+the range check (out of range, and why) into a docked table (Save as CSV; the rows out of range
+marked) and into each layer's metadata under ``"predictions"``; layer data are never touched. Both run in threads of the
 widget's :class:`~napari_microstructure.widgets._worker.JobRunner`, which stops and waits for
 them when the widget or the viewer closes. Save model, Save dataset and Save as CSV write all or
 nothing, never over a file a layer was read from.
@@ -59,7 +60,7 @@ from ._worker import worker_settings
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["PropertyPlot", "PropertyWidget", "TrainingRequest", "training_job"]
+__all__ = ["PropertyPlot", "PropertyWidget", "TrainingRequest", "flagged_cells", "training_job"]
 
 DOCK_PLOT = "Property model"
 DOCK_TABLE = "Property predictions"
@@ -172,10 +173,24 @@ def training_job(request: TrainingRequest):
         return TrainingResult(model=model, targets=targets, names=names, dataset=dataset)
 
 
-def prediction_job(model, images: list, threads: int = 0) -> list[float]:
-    """Predict every image (worker thread; errors are raised)."""
+def prediction_job(model, images: list, threads: int = 0):
+    """Predict every image with its interval and range check (worker thread; errors are
+    raised): a :class:`~napari_microstructure.core.properties.Predictions`."""
     with worker_settings(threads, lower_priority=False):
-        return [float(v) for v in model.predict(images)]
+        return model.predict_intervals(images)
+
+
+def flagged_cells(frame) -> dict[tuple[int, str], str]:
+    """Every cell of the rows whose prediction is out of the training range, with the reason
+    (the results table colours them)."""
+    if frame.empty or "out_of_range" not in frame.columns:
+        return {}
+    marks = {}
+    for position, (flag, reason) in enumerate(zip(frame["out_of_range"], frame["reason"])):
+        if isinstance(flag, (bool, np.bool_)) and flag:
+            for column in frame.columns:
+                marks[position, column] = f"Out of the training range: {reason}"
+    return marks
 
 
 # ------------------------------------------------------------------------------------------
@@ -280,6 +295,15 @@ def _layer_data(layers) -> tuple[np.ndarray, ...]:
     )
 
 
+def _plain(value):
+    """A numpy scalar as the Python number (or bool) it holds, for layer metadata; NaN as None."""
+    if isinstance(value, (np.generic,)):
+        value = value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
+
+
 def _path_row(edit: QLineEdit, browse) -> QHBoxLayout:
     row = QHBoxLayout()
     button = QToolButton()
@@ -310,7 +334,7 @@ class PropertyWidget(JobWidget):
         self.dataset = None  # the last dataset built here
         self.predict_worker = None
         self.plot = PropertyPlot()
-        self.table = ResultsTable(napari_viewer)
+        self.table = ResultsTable(napari_viewer, marks=flagged_cells)
         self._docked = False
         self._build()
         self._bind(self.train_button)
@@ -753,14 +777,15 @@ class PropertyWidget(JobWidget):
         if not layers:
             show_error("Select the layers to predict (2D or 3D Image or Labels layers).")
             return None
+        names = [layer.name for layer in layers]
+        model = self.model
         try:
             images = list(_layer_data(layers))
+            model.check_dimensions(images, [f"layer '{name}'" for name in names])
         except InputError as error:
             show_error(str(error))
             self.status.setText(f"Not started: {error}")
             return None
-        names = [layer.name for layer in layers]
-        model = self.model
         self.predict_worker = self.runner.start(
             prediction_job,
             model,
@@ -775,7 +800,7 @@ class PropertyWidget(JobWidget):
         self._dock_results()
         return self.predict_worker
 
-    def _on_predicted(self, values: list[float], model, names: list[str]) -> None:
+    def _on_predicted(self, found, model, names: list[str]) -> None:
         import pandas as pd
 
         header = model.header
@@ -787,12 +812,16 @@ class PropertyWidget(JobWidget):
             "trunk": header["depth"],
             "weights_sha256": header["weights"].get("sha256"),
         }
+        values = [float(v) for v in found.values]
+        trust = pd.DataFrame(found.columns())
         rows = []
-        for name, value in zip(names, values):
+        for index, (name, value) in enumerate(zip(names, values)):
+            extra = {k: _plain(v) for k, v in trust.iloc[index].items()}
             rows.append(
                 {
                     "layer": name,
                     prop: value,
+                    **extra,
                     "units": record["units"],
                     "mode": record["mode"],
                     "trunk": record["trunk"],
@@ -802,11 +831,17 @@ class PropertyWidget(JobWidget):
                 layer = self.viewer.layers[name]
                 predictions = {
                     **layer.metadata.get("predictions", {}),
-                    prop: {"value": value, **record},
+                    prop: {"value": value, **extra, **record},
                 }
                 layer.metadata = {**layer.metadata, "predictions": predictions}
         self.table.add_rows(pd.DataFrame(rows))
-        self.status.setText(", ".join(f"{n}: {prop} = {v:.4g}" for n, v in zip(names, values)))
+        text = ", ".join(f"{n}: {prop} = {v:.4g}" for n, v in zip(names, values))
+        outside = int(found.out_of_range.sum())
+        if outside:
+            text += f" · {outside} out of the training range (marked in the table)"
+        if found.note:
+            text += f" · {found.note}"
+        self.status.setText(text)
 
     def _on_predict_failed(self, message: str) -> None:
         self.status.setText(f"Prediction failed: {message}")

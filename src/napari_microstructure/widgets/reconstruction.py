@@ -552,7 +552,9 @@ class ReconstructionWidget(JobWidget):
         self.targets_edit.setPlaceholderText("e.g. 0 x 0.5x; 1 y 0.02")
         self.targets_edit.setToolTip(
             spec(ReconstructionOptions, "target_deff").help
-            + ". Written PHASE AXIS VALUE, separated by ';' (2D only)."
+            + ". Written PHASE AXIS VALUE, separated by ';'. For a 3D volume: "
+            + spec(VolumeOptions, "target_deff").help
+            + "."
         )
         form.addRow("D_eff targets", self.targets_edit)
 
@@ -740,7 +742,6 @@ class ReconstructionWidget(JobWidget):
         self.depth_spin.setEnabled(volume)
         self.slices_spin.setEnabled(volume)
         self.samples_spin.setEnabled(not volume)
-        self.targets_edit.setEnabled(not volume)
         modes = (ReconstructionOptions, VolumeOptions)
         self.form.switch_defaults(*(modes if volume else modes[::-1]))
 
@@ -765,7 +766,12 @@ class ReconstructionWidget(JobWidget):
         if volume:
             side = (height, width) if height else image.shape
             size = (self.depth_spin.value() or side[0], *side)
-            options = self.form.options(VolumeOptions, layers=layers, size=size)
+            options = self.form.options(
+                VolumeOptions,
+                layers=layers,
+                size=size,
+                target_deff=parse_targets(self.targets_edit.text()),
+            )
         else:
             options = self.form.options(
                 layers=layers,
