@@ -372,3 +372,19 @@ def test_the_package_exports_batch_and_the_module_loads_neither_dask_nor_torch()
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr
+
+
+def test_predictions_carry_their_interval_and_range_check(client, micrographs, tmp_path):
+    from napari_microstructure.core.properties import train
+
+    fields = [np.load(micrographs[f"field{seed}"]) for seed in range(10)]
+    labels = np.linspace(0.1, 0.5, len(fields))  # any labels: the batch is what is tested
+    model = tmp_path / "model.npz"
+    train(fields, labels, property="fraction", weights="random", folds=5, device="cpu").save(model)
+    inputs = [micrographs["field0"], micrographs["constant"]]
+    tasks = [Task(str(path), "predict", {"model": str(model), "device": "cpu"}) for path in inputs]
+    table = batch(tasks, tmp_path / "out", client)
+    assert list(table["status"]) == ["done", "done"]
+    assert (table["low"] <= table["fraction"]).all() and (table["fraction"] <= table["high"]).all()
+    assert list(table["out_of_range"]) == [False, True]
+    assert "constant" in table["reason"].iloc[1]
