@@ -185,7 +185,12 @@ def adapt_rows(model, train, cache) -> None:
         )
     )
     print(row(*["---"] * 7))
+    from transport_3d import VOLUMES
+
     for name, source, phase in ADAPTED:
+        if source in VOLUMES and not VOLUMES[source].exists():
+            print(row(name, f"skipped: {VOLUMES[source]} is absent", *[""] * 5))
+            continue
         part, crops = halves(source)
         crops = [c for c in crops if (c == phase).any()]
         steps = adapt_steps(
