@@ -13,7 +13,9 @@
    contain the transport axis (two directions, ``--slices`` each; what core/properties.py
    does) and the cross-sections normal to it. Feature sets compared: ``mean`` (the model's:
    mean over the slices that contain the axis), ``mean+std`` (and the standard deviation over
-   those slices), ``mean+cross`` (and the cross-sections' mean), ``mean+std+cross``.
+   those slices), ``mean+cross`` (and the cross-sections' mean), ``mean+std+cross``;
+   ``mean/inverse_tortuosity``: the ``mean`` features, the ridge fitting D_eff over the
+   spanning clusters' fraction (what a 2D model of D_eff learns).
 4. Ridge regression (core/properties.fit_ridge) on the generated volumes: relative MAE (MAE
    over the mean true value, percolating crops only) on the real crops, per volume and axis,
    and R² on held-out generated volumes (the last ``--held-out``); learning curves over
@@ -48,7 +50,13 @@ from napari_microstructure.core.physics import transport  # noqa: E402
 #: (volume, conducting phase, what it is)
 REAL = (("electrode", 0, "electrode pores"), ("benchmark", 255, "benchmark 30 % phase"))
 AXES = ("z", "y", "x")
-VARIANTS = ("mean", "mean+std", "mean+cross", "mean+std+cross")
+VARIANTS = (
+    "mean",
+    "mean+std",
+    "mean+cross",
+    "mean+std+cross",
+    "mean/inverse_tortuosity",  # the ridge learns D_eff over the spanning fraction
+)
 
 
 def slice_statistics(volume, phase, axis, convs, mean_bgr, layers, max_slices, cross) -> dict:
@@ -56,7 +64,9 @@ def slice_statistics(volume, phase, axis, convs, mean_bgr, layers, max_slices, c
     (slices that contain the axis, both directions) and, with ``cross``, ``cross`` (normal
     to it)."""
     smallest = properties._smallest_side(layers)
-    along = properties._slices(volume, phase, axis, "spanning", max_slices, smallest, "volume")
+    along, fraction = properties._slices(
+        volume, phase, axis, "spanning", max_slices, smallest, "volume"
+    )
     stacks = {"along": np.concatenate(along)}
     if cross:
         index = AXES.index(axis)
@@ -68,6 +78,7 @@ def slice_statistics(volume, phase, axis, convs, mean_bgr, layers, max_slices, c
         for name, stack in stacks.items():
             x = torch.from_numpy(np.ascontiguousarray(stack, np.float32)[:, None])
             result[name] = properties._statistics(x, convs, mean_bgr, layers).double().numpy()
+    result["spanning_fraction"] = fraction
     return result
 
 
@@ -88,8 +99,15 @@ def relative_mae(targets, predicted) -> float:
     return float(np.abs(targets[keep] - predicted[keep]).mean() / targets[keep].mean())
 
 
-def fit_predict(train_x, train_y, test_x) -> np.ndarray:
-    return np.maximum(properties.apply_ridge(properties.fit_ridge(train_x, train_y), test_x), 0)
+def fit_predict(train_x, train_y, test_x, learns="property", fractions=None) -> np.ndarray:
+    """Ridge on ``train_x``; with ``learns="inverse_tortuosity"`` it fits D_eff over the spanning
+    fraction and ``fractions`` = (training fractions, test fractions) turn it back."""
+    if learns == "property":
+        return np.maximum(
+            properties.apply_ridge(properties.fit_ridge(train_x, train_y), test_x), 0
+        )
+    fitted = properties.fit_ridge(train_x, properties._learnt(train_y, fractions[0], learns))
+    return properties._property_of(properties.apply_ridge(fitted, test_x), fractions[1], learns)
 
 
 def main(argv=None) -> int:
@@ -168,8 +186,23 @@ def main(argv=None) -> int:
         for variant in args.variants:
             x = np.stack([aggregate(s, variant) for s in train_stats])
             test_x = np.stack([aggregate(s, variant) for s in test_stats])
-            predicted = fit_predict(x[:n_train], targets[:n_train], test_x)
-            held = fit_predict(x[:n_train], targets[:n_train], x[n_train:])
+            learns = variant.partition("/")[2] or "property"
+            fractions = np.array([s["spanning_fraction"] for s in train_stats])
+            test_fractions = np.array([s["spanning_fraction"] for s in test_stats])
+            predicted = fit_predict(
+                x[:n_train],
+                targets[:n_train],
+                test_x,
+                learns,
+                (fractions[:n_train], test_fractions),
+            )
+            held = fit_predict(
+                x[:n_train],
+                targets[:n_train],
+                x[n_train:],
+                learns,
+                (fractions[:n_train], fractions[n_train:]),
+            )
             per = {}
             for name, _phase, _what in REAL:
                 for axis in AXES:

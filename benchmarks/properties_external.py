@@ -124,6 +124,9 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--crops", type=int, default=16, help="crops per test set")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--learns", choices=properties.LEARNS, default="auto", help="what the ridge learns"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -142,14 +145,17 @@ def main(argv=None) -> int:
         **changes,
     )
     print(f"dataset built: {time.perf_counter() - started:.0f} s", flush=True)
-    model = properties.train(dataset.images, dataset.table["D_eff_x"], folds=0, device="cpu")
+    model = properties.train(
+        dataset.images, dataset.table["D_eff_x"], folds=0, device="cpu", learns=args.learns
+    )
     print(f"model trained: {time.perf_counter() - started:.0f} s", flush=True)
     sets = test_sets(args.size, args.crops, cache)
     print(f"test sets labelled: {time.perf_counter() - started:.0f} s", flush=True)
     results = evaluate(model, sets)
     label = (
         f"{args.generated} generated, {' '.join(args.families)}, volume fraction "
-        f"{dataset.provenance['volume_fraction_range']}"
+        f"{dataset.provenance['volume_fraction_range']}, learns "
+        f"{model.header['preprocessing']['learns']}"
     )
     print(f"\n{label}; load average {load_average()}")
     print(row("test set", "fraction", "percolating", "mean true", "mean predicted", "rel. MAE"))
@@ -162,7 +168,10 @@ def main(argv=None) -> int:
             cells.append(f"{r['relative_mae']:.3f}")
         print(row(name, f"{r['fraction']:.2f}", f"{r['percolating']}/{r['n']}", *cells))
     fractions = "-".join(map(str, args.volume_fraction or ["default"]))
-    path = out / f"results_{'_'.join(sorted(args.families))}_{fractions}_seed{args.seed}.json"
+    learns = model.header["preprocessing"]["learns"]
+    path = out / (
+        f"results_{'_'.join(sorted(args.families))}_{fractions}_seed{args.seed}_{learns}.json"
+    )
     path.write_text(json.dumps({"args": vars(args), "label": label, "results": results}))
     print(f"total {time.perf_counter() - started:.0f} s; {path}")
     return 0

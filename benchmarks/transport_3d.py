@@ -215,6 +215,11 @@ def main() -> None:
         action="store_true",
         help="the run with the term gets 3D targets: the crops' mean D_eff of TARGET_PHASE",
     )
+    parser.add_argument(
+        "--all-phases",
+        action="store_true",
+        help="with --target-from-crops: targets for every phase the crops span, not one",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--save", help="folder for the reconstructed volumes (.npy)")
     parser.add_argument("--json", help="append the rows to this file (JSON lines)")
@@ -232,9 +237,14 @@ def main() -> None:
         phases, mean, spread = reference(volume, micrographs, args)
         del volume
         runs = []
-        phase = TARGET_PHASE[name]
-        if args.target_from_crops:  # the crops' mean 3D D_eff of the phase along each axis
-            targets = tuple((phase, axis, mean[f"D[{phase}]/{axis}"]) for axis in range(3))
+        target_phases = phases if args.all_phases else [TARGET_PHASE[name]]
+        if args.target_from_crops:  # the crops' mean 3D D_eff of the phases along each axis
+            targets = tuple(
+                (int(phase), axis, mean[f"D[{phase}]/{axis}"])
+                for phase in target_phases
+                for axis in range(3)
+                if mean.get(f"D[{phase}]/{axis}", 0) > 0
+            )
             term_options = {"target_deff": targets}
         else:
             targets, term_options = None, {"transport": True}
@@ -271,7 +281,7 @@ def main() -> None:
                                 f"D[{phase}]/{axis}": term["last_soft_d_eff"][
                                     f"phase {phase} axis {axis}"
                                 ][0]
-                                for axis in range(3)
+                                for phase, axis, _ in targets
                             }
                 run.update(describe(result.volume, micrographs, phases, args.slice_step))
                 runs.append(run)

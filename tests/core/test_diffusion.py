@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from napari_microstructure._sample_data import load_sample
+from napari_microstructure.core import diffusion
 from napari_microstructure.core.diffusion import DiffusionSolver, effective_diffusivity
 from napari_microstructure.core.errors import InputError
 
@@ -120,3 +123,15 @@ def test_a_real_3d_electrode_agrees_with_taufactor(shared_dir):
         expected = transport(crop, 0, axis, conv_crit=1e-3).d_eff
         assert expected > 0.05
         assert effective_diffusivity(field, axis) == pytest.approx(expected, rel=2e-3)
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+@pytest.mark.parametrize("shape", [(8, 8, 8), (4, 6, 8), (6, 4), (2, 4, 2)])
+def test_the_coarsest_dense_matrix_is_the_operator(shape, periodic):
+    """The multigrid's direct coarsest solve uses the same matrix the solver applies."""
+    k = torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 1e-3
+    faces = diffusion._conductances(k, periodic)
+    n = math.prod(shape)
+    eye = torch.eye(n, dtype=torch.float64)
+    columns = [diffusion._apply(eye[i].reshape(shape), faces).reshape(-1) for i in range(n)]
+    assert torch.equal(diffusion._dense_matrix(faces, shape), torch.stack(columns, dim=1))

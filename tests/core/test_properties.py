@@ -182,6 +182,28 @@ def test_true_labels_score_high_and_shuffled_labels_near_zero(small_dataset, fro
 
 
 @pytest.mark.weights
+def test_d_eff_is_learnt_per_spanning_fraction_and_stays_within_it(small_dataset, frozen_model):
+    """A D_eff model learns D_eff over the fraction of the spanning clusters: every prediction
+    lies from 0 to that fraction, so a solid phase never gets more than 1."""
+    assert frozen_model.header["preprocessing"]["learns"] == "inverse_tortuosity"
+    images = small_dataset.images
+    spanning = np.array([properties._spanning(image == 1, 1).mean() for image in images])
+    predicted = frozen_model.predict(images)
+    assert np.all(predicted >= 0) and np.all(predicted <= spanning + 1e-12)
+    assert 0.9 < frozen_model.predict(np.ones((48, 48), np.uint8))[0] <= 1.0
+
+
+@pytest.mark.weights
+def test_other_properties_are_learnt_as_they_are(small_dataset):
+    fractions = small_dataset.table["volume_fraction"].to_numpy()
+    model = train(small_dataset.images, fractions, property="porosity", folds=0, input="phase")
+    assert model.header["preprocessing"]["learns"] == "property"
+    assert np.abs(model.predict(small_dataset.images[:10]) - fractions[:10]).max() < 0.05
+    with pytest.raises(InputError, match="Unknown learns"):
+        train(small_dataset.images, fractions, learns="ratio")
+
+
+@pytest.mark.weights
 def test_a_saved_model_predicts_exactly_as_before(tmp_path, small_dataset, frozen_model):
     path = frozen_model.save(tmp_path / "model")
     assert path.suffix == ".npz"

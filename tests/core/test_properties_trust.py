@@ -228,7 +228,11 @@ def test_too_few_cross_validated_images_give_unbounded_intervals_and_say_so(trai
     few = train(training.images[:6], training.table["D_eff_x"][:6], folds=2)
     found = few.predict_intervals(training.images[0])
     assert np.isinf(found.high).all() and found.coverage == 0.9
-    assert "6 cross-validated training images are too few for a 90% interval" in found.note
+    spanning = sum(properties._spanning(image == 1, 1).any() for image in training.images[:6])
+    assert (
+        f"{spanning} cross-validated training images with a spanning cluster are too few for a "
+        "90% interval" in found.note
+    )
     assert "(it needs 9)" in found.note
 
 

@@ -17,8 +17,9 @@ def test_every_family_reaches_about_its_volume_fraction(family):
     rng = np.random.default_rng(0)
     parameters = synthetic.random_parameters(family, rng, (0.4, 0.4))
     image = synthetic.generate(family, (96, 96), seed=1, **parameters)
-    assert image.shape == (96, 96) and image.dtype == np.uint8 and set(np.unique(image)) <= {0, 1}
-    assert abs(image.mean() - 0.4) < 0.12
+    labels = {0, 1, 2} if family == "interphase" else {0, 1}
+    assert image.shape == (96, 96) and image.dtype == np.uint8 and set(np.unique(image)) <= labels
+    assert abs((image == 1).mean() - 0.4) < 0.12
 
 
 @pytest.mark.parametrize("family", synthetic.ALL_FAMILIES)
@@ -50,7 +51,7 @@ def test_3d_families_have_the_exact_fraction_and_are_seeded(family):
     parameters = synthetic.random_parameters(family, np.random.default_rng(2), (0.35, 0.35), 3)
     volume = synthetic.generate(family, (20, 24, 28), 5, **parameters)
     assert volume.shape == (20, 24, 28) and volume.dtype == np.uint8
-    assert int(volume.sum()) == round(0.35 * 20 * 24 * 28)
+    assert int((volume == 1).sum()) == round(0.35 * 20 * 24 * 28)
     np.testing.assert_array_equal(
         volume, synthetic.generate(family, (20, 24, 28), 5, **parameters)
     )
@@ -117,6 +118,21 @@ def test_a_fibre_network_spans_at_a_low_fraction():
     assert not percolates(discs == 1, 1)
 
 
+@pytest.mark.parametrize("shape", [(96, 96), (32, 32, 32)])
+def test_an_interphase_lies_between_the_other_two_phases(shape):
+    """Phase 1 is the layer of the given fraction between phases 0 and 2: they barely touch."""
+    image = synthetic.interphase(shape, volume_fraction=0.25, correlation_length=5.0, level=0.5)
+    assert set(np.unique(image)) == {0, 1, 2}
+    assert int((image == 1).sum()) == round(0.25 * image.size)
+    assert (image == 2).mean() < (image == 0).mean()  # the level lies above the mean
+    contacts = faces = 0
+    for axis, n in enumerate(image.shape):
+        first, second = np.take(image, range(n - 1), axis), np.take(image, range(1, n), axis)
+        contacts += int(np.sum((first != 1) & (second != 1) & (first != second)))
+        faces += first.size
+    assert contacts < 0.002 * faces
+
+
 def test_matrix_as_phase_one_inverts_the_inclusions():
     discs = synthetic.overlapping_discs((64, 64), volume_fraction=0.7, phase_1="matrix", seed=2)
     assert discs.mean() == pytest.approx(0.7, abs=0.1)
@@ -145,6 +161,7 @@ REFUSED = {
     "phase_1 unknown": (synthetic.oriented_ellipses, {"phase_1": "holes"}, "phase_1"),
     "aspect ratio NaN": (synthetic.oriented_ellipses, {"aspect_ratio": np.nan}, "aspect_ratio"),
     "cell size inf": (synthetic.cell_boundaries, {"cell_size": np.inf}, "cell_size"),
+    "level beyond 3": (synthetic.interphase, {"level": 4.0}, "level"),
     "3D shape, 2D only": (synthetic.grey_field, {"shape": (16, 16, 16)}, "are 2D, at least"),
     "4D shape": (synthetic.gaussian_field, {"shape": (8, 8, 8, 8)}, "2D or 3D"),
     "z length in 2D": (synthetic.anisotropic_field, {"correlation_length_z": 2.0}, "3D shape"),

@@ -58,6 +58,7 @@ def training_options(model):
         phase=TrainOptions.phase if prep["phase"] is None else prep["phase"],
         axis=prep["axis"],
         input=prep["input"],
+        learns=prep.get("learns", "property"),
         folds=training.get("folds", 5),
         seed=training.get("seed", 0),
         max_slices=prep["max_slices"],

@@ -257,6 +257,28 @@ def _coarsen(faces: _Faces, shape) -> _Faces:
     return _Faces(inlet, outlet, interior, faces.periodic)
 
 
+def _dense_matrix(faces: _Faces, shape):
+    """The system's matrix as a dense (n, n) tensor: the diagonal, minus each face's
+    conductance between its two cells (assembled at once: 16 s of a 64^3 run built it column
+    by column)."""
+    import torch
+
+    n = math.prod(shape)
+    device = faces.inlet.device
+    index = torch.arange(n, device=device).reshape(shape)
+    matrix = torch.diag(_diagonal(faces, shape).reshape(-1))
+    for dim, g in enumerate(faces.interior):
+        if dim == 0 or not faces.periodic:
+            first = index.narrow(dim, 0, shape[dim] - 1)
+            second = index.narrow(dim, 1, shape[dim] - 1)
+        else:
+            first, second = index, torch.roll(index, -1, dims=dim)
+        first, second, g = first.reshape(-1), second.reshape(-1), g.reshape(-1)
+        matrix.index_put_((first, second), -g, accumulate=True)
+        matrix.index_put_((second, first), -g, accumulate=True)
+    return matrix
+
+
 class Multigrid:
     """One symmetric V-cycle of aggregation multigrid: an SPD preconditioner for CG."""
 
@@ -276,9 +298,7 @@ class Multigrid:
         faces, shape, _ = self.levels[-1]
         n = math.prod(shape)
         if n <= 2 * self.DIRECT_CELLS:
-            eye = torch.eye(n, dtype=faces.inlet.dtype, device=faces.inlet.device)
-            columns = [_apply(eye[i].reshape(shape), faces).reshape(-1) for i in range(n)]
-            self.coarsest = torch.linalg.cholesky(torch.stack(columns, dim=1))
+            self.coarsest = torch.linalg.cholesky(_dense_matrix(faces, shape))
         else:  # a size that does not halve: smoothing alone on the coarsest level
             self.coarsest = None
 

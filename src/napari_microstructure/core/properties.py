@@ -13,6 +13,12 @@ Input
     image. A 3D volume gives the 2D slices that contain the axis (at most ``max_slices`` per
     slicing direction; the spanning clusters found in 3D), and its features are their mean.
 
+Target
+    A 2D model of D_eff learns D_eff over the fraction of the phase's spanning clusters (the
+    inverse tortuosity factor of those clusters, ``learns="inverse_tortuosity"``) and predicts
+    that fraction times its output clipped to [0, 1]: a prediction lies from 0 to the
+    fraction. 3D models and other properties learn the value itself (:data:`LEARNS`).
+
 Modes
     ``"frozen"`` (default): features are the channel means and standard deviations of every
     kept layer of the frozen trunk, for the image and for the image averaged over 2x2 blocks,
@@ -40,7 +46,9 @@ Trust
     :data:`NEIGHBOURS` nearest training images (leave-one-out for a training image), relative
     to the training images' median, plus :data:`DISTANCE_FLOOR`. A new image's interval is
     its prediction plus or minus that quantile of the ratios times its own difficulty, so
-    intervals widen away from the training data; an image whose relative distance exceeds
+    intervals widen away from the training data (a model that learns the inverse tortuosity
+    multiplies the difficulty by the spanning fraction too, and leaves the images where nothing
+    spans, predicted 0 exactly, out of the scores); an image whose relative distance exceeds
     the training images' quantile :data:`DISTANCE_QUANTILE` is out of range. The model keeps the standardized training
     features and the ratios (``neighbour_features``, ``conformal_scores``); models trained
     without cross-validation have the range check but no intervals, and older files neither.
@@ -91,6 +99,7 @@ from .weights import describe
 __all__ = [
     "DEFAULT_DEPTH",
     "INPUTS",
+    "LEARNS",
     "COVERAGE",
     "MODES",
     "Predictions",
@@ -109,10 +118,16 @@ __all__ = [
 ]
 
 MODEL_FORMAT = "napari-microstructure property model"
-#: 2: the training images' dimension, intervals and the range of the features
-MODEL_VERSION = 2
+#: 2: the training images' dimension, intervals and the range of the features; 3: what the
+#: regression learns (``preprocessing.learns``; older files learnt the property itself)
+MODEL_VERSION = 3
 MODES = ("frozen", "finetune")
 INPUTS = ("spanning", "phase")
+#: What the regression learns: ``inverse_tortuosity`` (D_eff over the fraction of the phase's
+#: spanning clusters), ``property`` (the value itself), ``auto`` (the first for a 2D model of a
+#: D_eff_* property, the second otherwise): real 2D crops 0.33 -> 0.25, 3D 0.085 -> 0.16
+#: (docs/measurements/properties_3d.md)
+LEARNS = ("auto", "inverse_tortuosity", "property")
 #: Depth of the trunk when no pruning profile is given (docs/method.md section 4).
 DEFAULT_DEPTH = "pool2"
 #: Image scales of the frozen features: 1 = as given, 2 = averaged over 2x2 blocks.
@@ -183,13 +198,15 @@ def _slices(
     require_phase: bool = False,
 ) -> list[np.ndarray]:
     """The 2D maps the trunk sees, as stacks (n, H, W) of float32 0/1 with the transport along
-    the last axis: one stack for an image, one per slicing direction for a volume. The image
-    must hold phase labels and, with ``require_phase``, the phase."""
+    the last axis: one stack for an image, one per slicing direction for a volume; and the
+    share of the image in the phase's clusters that span ``axis``. The image must hold phase
+    labels and, with ``require_phase``, the phase."""
     array = check_label_image(image, name, phase if require_phase else None)
     index = axis_index(axis, array.ndim)
     mask = array == phase
+    spanning = _spanning(mask, index)
     if input == "spanning":
-        mask = _spanning(mask, index)
+        mask = spanning
     mask = np.moveaxis(mask, index, -1)  # transport along the last axis
     if array.ndim == 2:
         stacks = [mask[None]]
@@ -209,7 +226,7 @@ def _slices(
                 f"The {name} is too small: its slices are {tuple(stack.shape[-2:])} pixels, and the trunk's pooling "
                 f"needs at least {smallest} a side. Use a larger image or a shallower depth."
             )
-    return [stack.astype(np.float32) for stack in stacks]
+    return [stack.astype(np.float32) for stack in stacks], float(spanning.mean())
 
 
 def _smallest_side(layers) -> int:
@@ -273,11 +290,43 @@ def _convs_for(layers, weights, device):
 
 
 def _sample_maps(images, phases, axis, input, max_slices, layers, names, require_phase=False):
+    """Each image's stacks of :func:`_slices`, and the images' spanning fractions (an array)."""
     smallest = _smallest_side(layers)
-    return [
+    pairs = [
         _slices(image, p, axis, input, max_slices, smallest, n, require_phase)
         for image, p, n in zip(images, phases, names)
     ]
+    return [maps for maps, _ in pairs], np.array([fraction for _, fraction in pairs])
+
+
+def _learnt(y: np.ndarray, fractions: np.ndarray, learns: str) -> np.ndarray:
+    """What the regression fits: ``y``, or with ``inverse_tortuosity`` ``y`` over the spanning
+    fraction (0 where nothing spans)."""
+    if learns != "inverse_tortuosity":
+        return y
+    return np.where(fractions > 0, y / np.where(fractions > 0, fractions, 1.0), 0.0)
+
+
+def _property_of(learnt: np.ndarray, fractions: np.ndarray, learns: str) -> np.ndarray:
+    """The property from the regression's output: with ``inverse_tortuosity``, the spanning
+    fraction times the output clipped to [0, 1] (D_eff lies from 0 to the fraction)."""
+    if learns != "inverse_tortuosity":
+        return learnt
+    return fractions * np.clip(learnt, 0.0, 1.0)
+
+
+def _check_learns(learns: str) -> str:
+    if learns not in LEARNS:
+        raise InputError(f"Unknown learns {learns!r}: choose one of {', '.join(LEARNS)}.")
+    return learns
+
+
+def _resolve_learns(learns: str, property_name: str, ndim: int) -> str:
+    """``learns`` with ``auto`` resolved for a model of ``property_name`` on ``ndim``-D images."""
+    if learns != "auto":
+        return learns
+    d_eff = property_name.startswith("D_eff")
+    return "inverse_tortuosity" if d_eff and ndim == 2 else "property"
 
 
 def _feature_batches(sample_maps, convs, mean_bgr, layers, device):
@@ -358,7 +407,7 @@ def extract_features(
     layers = check_layers(layers) if layers is not None else trunk_layers()
     torch_device = resolve_device(device)
     names = [f"image {i + 1}" for i in range(len(images))]
-    maps = _sample_maps(
+    maps, _ = _sample_maps(
         images, _phases(phase, len(images)), axis, input, max_slices, layers, names
     )
     loaded, convs = _convs_for(layers, weights, torch_device)
@@ -511,10 +560,12 @@ def _fewest_scores(coverage: float) -> int:
     return n
 
 
-def _calibration(features, targets, out_of_fold) -> tuple[dict, dict]:
+def _calibration(features, targets, out_of_fold, spread=None) -> tuple[dict, dict]:
     """The header's ``trust`` record and the arrays of :meth:`PropertyModel.predict_intervals`
     from the training's standardized features and its cross-validated predictions (NaN where
-    a fold did not finish; no intervals without any)."""
+    a fold did not finish; no intervals without any). ``spread``: a factor per image that
+    multiplies its difficulty (the spanning fraction of a model that learns the inverse
+    tortuosity); images where it is 0 are predicted exactly and left out of the scores."""
     features = np.asarray(features, np.float32)
     own = _neighbour_distance(features, features, NEIGHBOURS, leave_one_out=True)
     scale = float(np.median(own)) or 1.0
@@ -528,14 +579,17 @@ def _calibration(features, targets, out_of_fold) -> tuple[dict, dict]:
         "distance_threshold": float(np.quantile(relative, DISTANCE_QUANTILE)),
     }
     arrays = {"neighbour_features": features}
-    finished = ~np.isnan(out_of_fold)
+    all_ones = spread is None
+    spread = np.ones(len(targets)) if all_ones else np.asarray(spread, float)
+    finished = ~np.isnan(out_of_fold) & (spread > 0)
     if finished.any():
         residuals = np.abs(targets[finished] - out_of_fold[finished])
-        difficulty = relative[finished] + DISTANCE_FLOOR
+        difficulty = (relative[finished] + DISTANCE_FLOOR) * spread[finished]
         arrays["conformal_scores"] = np.sort(residuals / difficulty)
         trust["intervals"] = (
             "conformal on the cross-validated residuals, each divided by its image's "
             "relative distance to the other training images plus the distance floor"
+            + ("" if all_ones else ", times its spanning fraction (images without one left out)")
         )
         trust["coverage"] = COVERAGE
     return trust, arrays
@@ -611,7 +665,9 @@ class PropertyModel:
         notes); a model without intervals gives NaN bounds and says why in ``note``."""
         coverage = _check_coverage(COVERAGE if coverage is None else coverage)
         images = _as_list(images)
-        values, features = self._evaluate(images, phase, axis, device, max_slices, names, True)
+        values, features, fractions = self._evaluate(
+            images, phase, axis, device, max_slices, names, True
+        )
         trust = self.header.get("trust")
         distances = np.full(len(values), np.nan)
         if features is not None:
@@ -624,9 +680,14 @@ class PropertyModel:
             scores = self.arrays["conformal_scores"]
             quantile = _conformal_quantile(scores, coverage)
             half = quantile * (distances + trust["distance_floor"])
+            spanning = ""
+            if self.header["preprocessing"].get("learns") == "inverse_tortuosity":
+                # nothing spans: D_eff is 0 by construction, even where the quantile is not
+                half = np.where(fractions > 0, half * np.where(fractions > 0, fractions, 1), 0.0)
+                spanning = " with a spanning cluster"
             if math.isinf(quantile):
                 note = (
-                    f"{len(scores)} cross-validated training images are too few for a "
+                    f"{len(scores)} cross-validated training images{spanning} are too few for a "
                     f"{coverage:.0%} interval (it needs {_fewest_scores(coverage)}): "
                     "the intervals are unbounded"
                 )
@@ -673,8 +734,9 @@ class PropertyModel:
             )
 
     def _evaluate(self, images, phase, axis, device, max_slices, names, with_features):
-        """The (clipped) predictions and, with ``with_features`` and a model that keeps its
-        training features, the images' standardized features (else None)."""
+        """The (clipped) predictions; with ``with_features`` and a model that keeps its
+        training features, the images' standardized features (else None); the images' spanning
+        fractions."""
         from .decoder import whole_number
         from .device import resolve_device
 
@@ -688,7 +750,7 @@ class PropertyModel:
         if max_slices is not None:
             slices = whole_number(max_slices, "max_slices (slices of a volume per direction)")
         axis = prep["axis"] if axis is None else axis
-        maps = _sample_maps(
+        maps, fractions = _sample_maps(
             images, phases, axis, prep["input"], slices, layers, names, require_phase=True
         )
         torch_device = resolve_device(device)
@@ -700,11 +762,12 @@ class PropertyModel:
         else:
             tuned = _FineTuned.from_arrays(self.arrays, layers, torch_device)
             values, features = tuned.predict(maps, with_features=True)
+        values = _property_of(values, fractions, prep.get("learns", "property"))
         clip_min = self.header.get("clip_min")
         if clip_min is not None:
             values = np.maximum(values, clip_min)
         keeps = with_features and "neighbour_features" in self.arrays
-        return values, (features if keeps else None)
+        return values, (features if keeps else None), fractions
 
     def out_of_range(self, images, *, phase=None, distances=None) -> RangeCheck:
         """Per image, whether its prediction is an extrapolation, and why: the image is
@@ -870,8 +933,9 @@ def _model_problem(header: dict, arrays: dict) -> str | None:
         and isinstance(prep.get("axis"), (str, int))
         and isinstance(prep.get("max_slices"), int)
         and prep["max_slices"] >= 1
+        and prep.get("learns", "property") in LEARNS[1:]
     ):
-        return "no valid preprocessing (input, phase, axis, max_slices)"
+        return "no valid preprocessing (input, phase, axis, max_slices, learns)"
     if header.get("clip_min") is not None and not isinstance(header["clip_min"], (int, float)):
         return f"a clip_min that is not a number ({header['clip_min']!r})"
     for name, shape in _expected_arrays(header["mode"], layers).items():
@@ -1227,6 +1291,12 @@ class TrainOptions:
         "spanning: the phase's clusters that span the axis; phase: the whole phase",
         choices=INPUTS,
     )
+    learns: str = option(
+        "auto",
+        "what the regression learns: inverse_tortuosity (D_eff over the spanning clusters' "
+        "fraction), property (the value), auto (the first for D_eff_*)",
+        choices=LEARNS,
+    )
     folds: int = option(5, "k of the k-fold cross-validation (0: none)", low=0, high=100)
     seed: int = option(0, "random seed of the folds and the fine-tuning", low=0)
     device: str = option("auto", "where torch computes: auto, cpu, cuda, cuda:N or mps")
@@ -1303,6 +1373,7 @@ def check_training_options(options: TrainOptions | None = None, **changes) -> di
         raise InputError(f"Unknown mode {mode!r}: choose one of {', '.join(MODES)}.")
     if options.input not in INPUTS:
         raise InputError(f"Unknown input {options.input!r}: choose one of {', '.join(INPUTS)}.")
+    learns = _check_learns(options.learns)
     folds = whole_number(folds, "folds (k of the k-fold cross-validation)", 0)
     if folds == 1:
         raise InputError("folds must be 0 (no cross-validation) or at least 2; got 1.")
@@ -1318,6 +1389,7 @@ def check_training_options(options: TrainOptions | None = None, **changes) -> di
     return {
         "mode": mode,
         "input": options.input,
+        "learns": learns,
         "folds": folds,
         "seed": check_seed(options.seed),
         "epochs": whole_number(options.epochs, "epochs (the most epochs of fine-tuning)", 1),
@@ -1415,7 +1487,9 @@ def train_steps(
     names = list(names) if names is not None else [f"image {i + 1}" for i in range(len(images))]
     ndim = _training_dimension(images, names)
     phases = _phases(phase, len(images))
-    maps = _sample_maps(images, phases, axis, options.input, max_slices, layers, names)
+    maps, spanning_fractions = _sample_maps(
+        images, phases, axis, options.input, max_slices, layers, names
+    )
     fractions = [float((np.asarray(image) == p).mean()) for image, p in zip(images, phases)]
     torch_device = resolve_device(device)
     loaded, convs = _convs_for(layers, weights, torch_device)
@@ -1446,6 +1520,7 @@ def train_steps(
             "scales": list(SCALES) if mode == "frozen" else [1],
             "statistics": "square roots of channel means and standard deviations",
             "max_slices": max_slices,
+            "learns": _resolve_learns(checked["learns"], str(options.property), ndim),
         },
         "clip_min": 0.0 if (y >= 0).all() else None,
         "training": {
@@ -1468,7 +1543,18 @@ def train_steps(
             ),
         },
     }
-    return _train(maps, y, header, convs, loaded.mean_bgr, layers, torch_device, folds, seed)
+    return _train(
+        maps,
+        spanning_fractions,
+        y,
+        header,
+        convs,
+        loaded.mean_bgr,
+        layers,
+        torch_device,
+        folds,
+        seed,
+    )
 
 
 def _training_dimension(images: list, names: list) -> int:
@@ -1483,22 +1569,25 @@ def _training_dimension(images: list, names: list) -> int:
     return ndims[0]
 
 
-def _train(maps, y, header, convs, mean_bgr, layers, device, folds, seed):
+def _train(maps, fractions, y, header, convs, mean_bgr, layers, device, folds, seed):
     started, cpu_started = time.perf_counter(), time.process_time()
     frozen = header["mode"] == "frozen"
     clip_min = header["clip_min"]
     settings = header["training"]
+    learns = header["preprocessing"]["learns"]
+    learnt = _learnt(y, fractions, learns)
 
     def elapsed():
         return time.perf_counter() - started
 
-    def clipped(values):
+    def prediction(values, indices):
+        values = _property_of(values, fractions[indices], learns)
         return np.maximum(values, clip_min) if clip_min is not None else values
 
     def finetune(indices, fold):
         steps = _finetune_steps(
             [maps[i] for i in indices],
-            y[indices],
+            learnt[indices],
             convs,
             mean_bgr,
             layers,
@@ -1532,13 +1621,14 @@ def _train(maps, y, header, convs, mean_bgr, layers, device, folds, seed):
     for fold, test in enumerate(_folds(len(y), folds, seed) if folds else [], start=1):
         fit = np.setdiff1d(np.arange(len(y)), test)
         if frozen:
-            out_of_fold[test] = clipped(
-                apply_ridge(fit_ridge(features[fit], y[fit]), features[test])
+            out_of_fold[test] = prediction(
+                apply_ridge(fit_ridge(features[fit], learnt[fit]), features[test]), test
             )
         else:
             arrays, _history, stopped = yield from finetune(fit, fold)
-            out_of_fold[test] = clipped(
-                _FineTuned.from_arrays(arrays, layers, device).predict([maps[i] for i in test])
+            out_of_fold[test] = prediction(
+                _FineTuned.from_arrays(arrays, layers, device).predict([maps[i] for i in test]),
+                test,
             )
         fold_r2.append(scores(y[test], out_of_fold[test])["r2"] if len(test) > 1 else float("nan"))
         command = yield TrainProgress("fold", fold, folds, elapsed(), fold, folds, r2=fold_r2[-1])
@@ -1549,7 +1639,7 @@ def _train(maps, y, header, convs, mean_bgr, layers, device, folds, seed):
 
     history: list = []
     if frozen:
-        arrays = fit_ridge(features, y)
+        arrays = fit_ridge(features, learnt)
         standardized = (features - arrays["feature_mean"]) / arrays["feature_scale"]
     else:
         arrays, history, final_stopped = yield from finetune(np.arange(len(y)), 0)
@@ -1557,7 +1647,8 @@ def _train(maps, y, header, convs, mean_bgr, layers, device, folds, seed):
         tuned = _FineTuned.from_arrays(arrays, layers, device)
         standardized = tuned.predict(maps, with_features=True)[1]
     header = dict(header)
-    header["trust"], calibration = _calibration(standardized, y, out_of_fold)
+    spread = fractions if learns == "inverse_tortuosity" else None
+    header["trust"], calibration = _calibration(standardized, y, out_of_fold, spread)
     finished = ~np.isnan(out_of_fold)
     if finished.any():
         header["cross_validation"] = {
