@@ -225,6 +225,25 @@ def test_memory_refusal_suggests_fewer_slices_or_a_smaller_volume(monkeypatch):
     )
 
 
+def test_3d_targets_count_in_the_memory_check(monkeypatch):
+    """A whole-volume D_eff solve (235-273 bytes per voxel measured) is in the estimate: memory
+    enough for the reconstruction alone refuses it with three 3D targets, before any work."""
+    layers = ["conv1_1", "pool1", "pool2"]
+    plain = volume_module.estimate_volume_memory((96,) * 3, 8, layers, 1)
+    targeted = volume_module.estimate_volume_memory((96,) * 3, 8, layers, 1, targets=3)
+    assert targeted - plain >= 235 * 96**3
+    free = int((plain + targeted) / 2 / 0.8)
+    monkeypatch.setattr(volume_module, "free_memory_bytes", lambda device: free)
+    targets = tuple((1, axis, 0.1) for axis in range(3))
+    with pytest.raises(MemoryBudgetError, match="smaller volume"):
+        reconstruct_volume_steps(
+            blobs(), 96, slices_per_axis=8, weights="random", device="cpu", target_deff=targets
+        )
+    reconstruct_volume_steps(
+        blobs(), 96, slices_per_axis=8, weights="random", device="cpu"
+    ).close()
+
+
 # --- metrics ------------------------------------------------------------------------------------
 
 

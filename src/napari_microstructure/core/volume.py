@@ -87,6 +87,11 @@ AXIS_NAMES: tuple[str, ...] = _validate.AXIS_NAMES[3]
 
 #: Slices per axis and step, in shuffled epochs: few, with more steps (docs/measurements/volume.md)
 DEFAULT_SLICES_PER_AXIS = 8
+#: Peak bytes per voxel of one whole-volume D_eff solve with its gradient (float64 solver
+#: state and multigrid levels: 235-273 measured at 128^3-64^3), and the bytes each 3D D_eff
+#: target keeps between steps, its warm start (docs/measurements/transport_3d.md)
+SOLVE_BYTES_PER_VOXEL = 280
+WARM_START_BYTES_PER_VOXEL = 8
 #: Steps over all levels; more per level did not help the electrode (docs/measurements/volume.md)
 DEFAULT_ITERATIONS = 600
 #: Coarse-to-fine levels, each half the next (COARSEST_TARGET_SIDE) (docs/measurements/volume.md)
@@ -291,11 +296,13 @@ def estimate_volume_memory(
     optimizer: str = DEFAULT_OPTIMIZER,
     axes: Sequence[int] = (0, 1, 2),
     levels: int = DEFAULT_LEVELS,
+    targets: int = 0,
 ) -> int:
     """Bytes that a 3D reconstruction needs (an upper estimate): at the most demanding level,
     the network's activations for the largest per-axis batch of slices (axes are
     back-propagated one after another) plus the volume's logits with their gradient and
-    optimizer state; or the final phase assignment, if that needs more."""
+    optimizer state, plus at the finest level one whole-volume D_eff solve and the warm starts
+    of ``targets`` 3D D_eff targets; or the final phase assignment, if that needs more."""
     size = _volume_size(size)
     needed = (
         8 * (3 * n_channels + 4) * int(np.prod(size))
@@ -310,15 +317,20 @@ def estimate_volume_memory(
             for a in axes
         )
         state = 2 * LBFGS_HISTORY + 6 if optimizer == "lbfgs" else 4
-        needed = max(needed, batch + 4 * n_channels * int(np.prod(shape)) * state)
+        solves = 0
+        if level == 0 and targets:
+            solves = (SOLVE_BYTES_PER_VOXEL + WARM_START_BYTES_PER_VOXEL * targets) * int(
+                np.prod(shape)
+            )
+        needed = max(needed, batch + 4 * n_channels * int(np.prod(shape)) * state + solves)
     return int(needed)
 
 
 def _check_volume_memory(
-    size, slices_per_axis, layers, n_channels, optimizer, axes, levels, device
+    size, slices_per_axis, layers, n_channels, optimizer, axes, levels, targets, device
 ) -> int:
     needed = estimate_volume_memory(
-        size, slices_per_axis, layers, n_channels, optimizer, axes, levels
+        size, slices_per_axis, layers, n_channels, optimizer, axes, levels, targets
     )
     free = free_memory_bytes(device)
     if free is None or needed <= 0.8 * free:
@@ -328,13 +340,14 @@ def _check_volume_memory(
         n
         for n in (64, 32, 16, 8, 4, 2, 1)
         if n < min(_slice_counts(size, slices_per_axis, axes).values())
-        and estimate_volume_memory(size, n, layers, n_channels, optimizer, axes, levels) <= budget
+        and estimate_volume_memory(size, n, layers, n_channels, optimizer, axes, levels, targets)
+        <= budget
     ]
     side = max(size)
     while (
         side > 8
         and estimate_volume_memory(
-            (side,) * 3, slices_per_axis, layers, n_channels, optimizer, axes, levels
+            (side,) * 3, slices_per_axis, layers, n_channels, optimizer, axes, levels, targets
         )
         > budget
     ):
@@ -447,8 +460,17 @@ def reconstruct_volume_steps(
     terms = check_terms((*terms, transport) if transport else terms)
     volume_terms = tuple(t for t in terms if getattr(t, "whole_volume", False))
     torch_device = resolve_device(options.device)
+    targets = sum(len(getattr(t, "given", None) or ()) for t in volume_terms)
     _check_volume_memory(
-        size, slices_per_axis, layers, model.n_channels, optimizer, axes, levels, torch_device
+        size,
+        slices_per_axis,
+        layers,
+        model.n_channels,
+        optimizer,
+        axes,
+        levels,
+        targets,
+        torch_device,
     )
     vgg_weights = load_weights(options.weights)
     encoder = get_encoder(layers, options.weights, torch_device)
