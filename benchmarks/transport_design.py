@@ -24,6 +24,7 @@ import torch
 
 from napari_microstructure import load_sample
 from napari_microstructure.core import metrics
+from napari_microstructure.core import transport as transport_module
 from napari_microstructure.core.decoder import NetworkOptions, reconstruct
 from napari_microstructure.core.physics import transport
 from napari_microstructure.core.transport import micrograph_diffusivities
@@ -108,14 +109,26 @@ def main() -> None:
     )
     parser.add_argument("--iterations", type=int, help="steps (default: the reconstruction's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--crop", type=int, help="design on the micrograph's top-left crop")
+    parser.add_argument(
+        "--design-min-side",
+        type=int,
+        help="smallest side of a level below the finest at which a design acts "
+        f"(core.transport.DESIGN_MIN_SIDE, {transport_module.DESIGN_MIN_SIDE})",
+    )
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
+    if args.design_min_side is not None:
+        transport_module.DESIGN_MIN_SIDE = args.design_min_side
     torch.set_num_threads(args.threads)
     options = {"transport_weight": args.weight}
     if args.iterations:
         options["iterations"] = args.iterations
-    print(args.micrograph, end=": ")
-    rows = run(load_sample(args.micrograph), args.factors, args.seeds, **options)
+    micrograph = load_sample(args.micrograph)
+    if args.crop:
+        micrograph = np.ascontiguousarray(micrograph[: args.crop, : args.crop])
+    print(f"{args.micrograph}{f' ({args.crop}x{args.crop} crop)' if args.crop else ''}", end=": ")
+    rows = run(micrograph, args.factors, args.seeds, **options)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump([{k: v for k, v in r.items() if k != "image"} for r in rows], handle)

@@ -18,6 +18,7 @@ from napari_microstructure.core.transport import (
     TransportLoss,
     check_targets,
     micrograph_diffusivities,
+    transport_term,
 )
 
 
@@ -62,6 +63,26 @@ def test_an_impossible_target_stops_the_run_before_its_first_step():
             weights="random",
             device="cpu",
         )
+
+
+def test_a_lowering_design_acts_from_half_resolution_on_large_images_only():
+    """Targets below the micrograph's own D_eff act at the level of half the output's side
+    where it is 128 pixels or more (halving the carbonate's D_eff needs its grains to line up
+    there); raising targets and the micrograph's own D_eff at the finest level only."""
+    carbonate = load_sample("carbonate_256")
+    model = describe_image(carbonate)
+    design = transport_term(False, ((0, 0, "0.5x"),), 1.0, {None: carbonate}, model)
+    raising = transport_term(False, ((0, 0, "1.2x"),), 1.0, {None: carbonate}, model)
+    own = transport_term(True, (), 1.0, {None: carbonate}, model)
+
+    def at(side, factor):
+        scores = torch.zeros((1, 1, side, side))
+        return LossContext(scores, {}, model, 0, factor, None, False, "cpu")
+
+    assert design.active(at(256, 1)) and design.active(at(128, 2))
+    assert not design.active(at(64, 4)) and not design.active(at(64, 2))
+    for term in (raising, own):
+        assert term.active(at(256, 1)) and not term.active(at(128, 2))
 
 
 def test_a_grey_micrograph_has_no_transport_targets():

@@ -66,6 +66,13 @@ DEFAULT_WEIGHT = 1.0
 #: The term acts on the levels whose images are at most this many times smaller than the
 #: output: coarse levels cannot resolve a thin network.
 MAX_FACTOR = 1
+#: With 2D design targets below the micrograph's own D_eff it acts from the level at half
+#: resolution, where that level is at least DESIGN_MIN_SIDE pixels a side: carbonate_256's
+#: matrix at 0.5x came within 4 % (seeds 0-2; +20 / +10 % at the finest level alone); on a
+#: 128x128 crop the 64x64 level moved D_eff the wrong way, and at 1.2x it left 2x2 blocks
+#: (docs/measurements/transport_design.md)
+DESIGN_MAX_FACTOR = 2
+DESIGN_MIN_SIDE = 128
 #: Relative residual at which a solve stops: D_eff is second-order accurate in it.
 TOLERANCE = 1e-4
 #: Conjugate-gradient iterations at most per solve; a solve that stops short still gives an
@@ -167,6 +174,8 @@ class TransportLoss:
         it), or None for the micrograph's own D_eff of every phase that spans it.
     weight : the term's weight beside the Gram loss.
     max_factor : the term acts on the levels at most this many times smaller than the output.
+    min_side : and, below the finest level, on those whose images are at least this many
+        pixels a side.
     exponent, temperature, floor : the map to conductivity: ``floor + (1 - floor) q**exponent``
         with ``q`` the sigmoid of a pixel's margin over the rounding's cut divided by
         ``temperature`` (None: ``q`` is the phase's probability).
@@ -186,6 +195,7 @@ class TransportLoss:
         *,
         weight: float = DEFAULT_WEIGHT,
         max_factor: int = MAX_FACTOR,
+        min_side: int = 0,
         exponent: float = EXPONENT,
         temperature: float | None = TEMPERATURE,
         floor: float = FLOOR,
@@ -209,6 +219,7 @@ class TransportLoss:
         if temperature is not None and not (isinstance(temperature, Real) and temperature > 0):
             raise InputError(f"The temperature must be above 0 (or None); got {temperature!r}.")
         self.max_factor, self.exponent, self.floor = max_factor, float(exponent), float(floor)
+        self.min_side = int(min_side)
         self.temperature = None if temperature is None else float(temperature)
         self.tolerance, self.max_iterations = float(tolerance), int(max_iterations)
         self.targets: dict = {}  # axis of the slices (None in 2D) -> {(phase, axis): D_eff}
@@ -254,7 +265,12 @@ class TransportLoss:
 
     def active(self, context) -> bool:
         """Whether the term acts at this level (the others get a loss of 0)."""
-        return context.factor <= self.max_factor and bool(self.targets.get(context.axis))
+        large_enough = context.factor == 1 or min(context.scores.shape[2:]) >= self.min_side
+        return (
+            context.factor <= self.max_factor
+            and large_enough
+            and bool(self.targets.get(context.axis))
+        )
 
     def __call__(self, context):
         """``sum over targets (D_eff / target - 1)**2`` of each sample (a 2D image or slice, or
@@ -347,6 +363,7 @@ class TransportLoss:
             "exponent": self.exponent,
             "floor": self.floor,
             "max_factor": self.max_factor,
+            "min_side": self.min_side,
             "tolerance": self.tolerance,
             "targets": {str(axis): keyed(t) for axis, t in self.targets.items()},
             "last_soft_d_eff": keyed(self.last_soft_d_eff()),
@@ -439,7 +456,12 @@ def transport_term(
         term.targets[None] = check_targets(term.given, model, 3)
         return term
     given = design_targets(targets, micrographs[None], model) if targets else None
-    term = TransportLoss(given, weight=weight)
+    design = {}
+    if given:
+        own = micrograph_diffusivities(micrograph=micrographs[None], model=model)
+        if any(value < own.get(key, math.inf) for key, value in given.items()):
+            design = {"max_factor": DESIGN_MAX_FACTOR, "min_side": DESIGN_MIN_SIDE}
+    term = TransportLoss(given, weight=weight, **design)
     computed: dict = {}  # one micrograph for several axes is solved once
     for axis, micrograph in micrographs.items():
         if id(micrograph) not in computed:
