@@ -373,20 +373,24 @@ class TransportLoss:
 
 
 def design_targets(
-    targets, micrograph: np.ndarray | None, model: ImageModel | None = None, ndim: int = 2
+    targets,
+    micrograph: np.ndarray | None,
+    model: ImageModel | None = None,
+    ndim: int = 2,
+    own: dict | None = None,
 ) -> dict:
     """``{(phase, axis): D_eff}`` from design targets ``((phase, axis, value), ...)``.
 
     ``axis`` is an index or a name (``"y"``, ``"x"``; in 3D also ``"z"``). In 2D ``value`` is a
     D_eff, or a factor of the micrograph's own D_eff written ``"0.5x"`` (that phase must span
-    the micrograph along the axis). In 3D (``ndim`` 3, a volume: ``micrograph`` None and
+    the micrograph along the axis; ``own``: its :func:`micrograph_diffusivities`, when already
+    solved). In 3D (``ndim`` 3, a volume: ``micrograph`` None and
     ``model`` the volume's) ``value`` is a 3D D_eff: a factor is refused, since the
     micrograph's own D_eff is 2D. The targets are checked by :func:`check_targets`.
     """
     from ._validate import axis_index
 
     model = model or describe_image(micrograph)
-    own = None
     checked = {}
     for target in targets:
         try:
@@ -455,10 +459,10 @@ def transport_term(
         )
         term.targets[None] = check_targets(term.given, model, 3)
         return term
-    given = design_targets(targets, micrographs[None], model) if targets else None
-    design = {}
-    if given:
-        own = micrograph_diffusivities(micrograph=micrographs[None], model=model)
+    given, design = None, {}
+    if targets:  # the micrograph's own D_eff, solved once: for factors and for the levels
+        own = micrograph_diffusivities(micrographs[None], model)
+        given = design_targets(targets, micrographs[None], model, own=own)
         if any(value < own.get(key, math.inf) for key, value in given.items()):
             design = {"max_factor": DESIGN_MAX_FACTOR, "min_side": DESIGN_MIN_SIDE}
     term = TransportLoss(given, weight=weight, **design)
