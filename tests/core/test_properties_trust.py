@@ -240,7 +240,7 @@ def test_too_few_cross_validated_images_give_unbounded_intervals_and_say_so(trai
 # adapting a model to a material
 
 
-def test_adapt_refuses_what_it_cannot_label_before_any_work(model, training):
+def test_adapt_refuses_what_it_cannot_label_before_any_work(model, training, tmp_path):
     from napari_microstructure import load_sample
     from napari_microstructure.core.adaptation import adapt_steps, training_options
 
@@ -255,6 +255,12 @@ def test_adapt_refuses_what_it_cannot_label_before_any_work(model, training):
         adapt_steps(model, {"v": np.stack([load_sample("alloy_64")] * 64)}, training, size=32)
     with pytest.raises(InputError, match="do not fit"):
         adapt_steps(model, alloy, training, size=100)
+    # a training set given as its folder: the table is checked at once
+    with pytest.raises(InputError, match="labels.csv does not exist"):
+        adapt_steps(model, alloy, tmp_path)
+    (tmp_path / "labels.csv").write_text("file,porosity\na.tif,0.5\n")
+    with pytest.raises(InputError, match="no column 'D_eff_x'"):
+        adapt_steps(model, alloy, tmp_path)
 
 
 def test_adapt_adds_each_crop_along_each_axis_turned_to_the_models():

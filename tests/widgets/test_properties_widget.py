@@ -224,3 +224,66 @@ def test_a_dataset_folder_trains_with_its_own_phase_column(
     np.testing.assert_allclose(
         widget.model.header["training"]["targets"], dataset.table["D_eff_x"]
     )
+
+
+def _run_main_job(qtbot, widget, start, signal):
+    with qtbot.waitSignal(signal, timeout=TIMEOUT_MS):
+        worker = start()
+        assert worker is not None, widget.status.text()
+    assert widget.worker is None
+
+
+@pytest.mark.weights
+@pytest.mark.gui
+def test_validate_against_taufactor_then_adapt_to_a_layer(
+    viewer, widget, qtbot, tmp_path, monkeypatch
+) -> None:
+    from napari_microstructure.core.datasets import transport_labels
+    from napari_microstructure.core.synthetic import generate
+    from napari_microstructure.widgets import _base
+
+    shown = []
+    monkeypatch.setattr(_base, "show_error", shown.append)
+    images = _structures(8)
+    for i, image in enumerate(images):
+        viewer.add_labels(image, name=f"s{i}")
+    widget.source_combo.setCurrentText("layers, D_eff by TauFactor")
+    widget.select_layers([f"s{i}" for i in range(8)])
+    assert widget.validate() is None and "No model yet" in shown[-1]
+    _train(qtbot, widget)
+    model = widget.model
+    assert model is not None and widget.validate_button.isEnabled()
+
+    # validate: TauFactor's values beside the predictions, the summary in the status line
+    material = generate("gaussian_field", (96, 96), seed=42, volume_fraction=0.5)
+    viewer.add_labels(material, name="material")
+    viewer.add_labels(np.ones((48, 48), np.uint8), name="constant")
+    widget.select_layers(["material", "constant"])
+    _run_main_job(qtbot, widget, widget.validate, widget.validation_finished)
+    rows = widget.validation_table.frame
+    assert list(rows["layer"]) == ["material", "constant"]
+    truth = transport_labels(material, 1, ("x",))["D_eff_x"]
+    assert rows["D_eff_x"].iloc[0] == pytest.approx(truth, rel=1e-6)
+    assert list(rows["out_of_range"]) == [False, True]
+    assert "Property validation" in viewer.window.dock_widgets
+    assert "relative MAE" in widget.status.text() and "1 out of range" in widget.status.text()
+    assert widget.validation.summary["n"].iloc[-1] == 2
+
+    # adapt: 4 crops of 48 px of the layer, each along x and y, added to the 8 layers
+    widget.adapt_size_spin.setValue(200)  # larger than the layer: refused before any work
+    widget.select_layers(["material"])
+    assert widget.adapt() is None and "do not fit" in widget.status.text()
+    widget.adapt_size_spin.setValue(48)
+    widget.adapt_crops_spin.setValue(4)
+    _run_main_job(qtbot, widget, widget.adapt, widget.adaptation_finished)
+    adapted = widget.model
+    assert adapted is not model, widget.status.text()
+    assert adapted.header["training"]["n_samples"] == 8 + 8
+    assert adapted.header["provenance"]["adapted"]["micrographs"] == {"material": [96, 96]}
+    assert widget.status.text().startswith("Adapted to material: trained on 8 + 8 samples")
+    np.testing.assert_array_equal(viewer.layers["material"].data, material)
+
+    # a loaded model whose training set is not at hand: Adapt says where to point it
+    path = widget.save_model(tmp_path / "model.npz")
+    widget.load_model(path)
+    assert widget.adapt() is None and "choose its dataset folder" in shown[-1]

@@ -561,7 +561,7 @@ def _properties_validate(args) -> int:
 def _properties_adapt(args) -> int:
     from .. import io
     from ..core import adaptation
-    from ..core.datasets import DatasetOptions, LabelCache, read_dataset
+    from ..core.datasets import DatasetOptions, LabelCache
     from ..core.errors import InputError
     from ..core.properties import load_model
 
@@ -583,17 +583,15 @@ def _properties_adapt(args) -> int:
     out = Path(args.out)
     if out.suffix != ".npz":
         out = out.with_name(out.name + ".npz")
-    dataset = read_dataset(folder)
     cache = LabelCache(args.cache) if args.cache else None
     inputs = [Path(args.model), *files, Path(folder) / "labels.csv"]
     io.check_outputs([out], overwrite=args.overwrite, inputs=inputs)
     options = options_from(args, DatasetOptions, **_size(args))
-    steps = adaptation.adapt_steps(model, micrographs, dataset, options, cache=cache)
+    steps = adaptation.adapt_steps(model, micrographs, folder, options, cache=cache)
     adapted = run_to_end(steps, None if args.quiet else printer(sys.stderr))
     if adapted is None:
         print("stopped before the model was trained; nothing written", file=sys.stderr)
         return 1
-    adapted.header["provenance"]["dataset"] = str(Path(folder).resolve())
     adapted.save(out, overwrite=args.overwrite)
     added = adapted.header["provenance"]["adapted"]["added"]
     metrics = adapted.metrics
@@ -602,5 +600,6 @@ def _properties_adapt(args) -> int:
         if "r2" in metrics
         else ""
     )
-    print(f"adapted on {len(dataset.images)} + {added} samples; {quality}wrote {out}")
+    trained = adapted.header["provenance"]["adapted"]["from"]["n_samples"]
+    print(f"adapted on {trained} + {added} samples; {quality}wrote {out}")
     return 0

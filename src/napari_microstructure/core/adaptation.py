@@ -15,16 +15,23 @@ from __future__ import annotations
 
 from collections.abc import Generator, Mapping
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from ._validate import AXIS_NAMES
-from .datasets import DatasetOptions
+from .datasets import LABELS_FILE, Dataset, DatasetOptions, read_dataset
 from .errors import InputError
 from .options import merge
 from .steps import relay
 
-__all__ = ["ADAPT_CROPS", "ADAPT_RECONSTRUCTIONS", "adapt_steps", "training_options"]
+__all__ = [
+    "ADAPT_CROPS",
+    "ADAPT_RECONSTRUCTIONS",
+    "adapt_steps",
+    "check_adaptable",
+    "training_options",
+]
 
 #: Crops of each micrograph added to the training set unless asked otherwise.
 ADAPT_CROPS = 32
@@ -66,6 +73,16 @@ def training_options(model):
     )
 
 
+def check_adaptable(model) -> None:
+    """Refuse, with what to do instead, a model whose property TauFactor cannot label."""
+    column = model.header["property"]
+    if not column.startswith("D_eff"):
+        raise InputError(
+            f"The model predicts {column!r}; adapt labels new samples with TauFactor's D_eff "
+            "only. Add your labelled images to the dataset and train again instead."
+        )
+
+
 def adapt_steps(
     model,
     micrographs: Mapping[str, np.ndarray],
@@ -77,9 +94,10 @@ def adapt_steps(
 ) -> Generator[object, str | None, object]:
     """Re-fit ``model`` on its training ``dataset`` plus labelled samples of ``micrographs``.
 
-    ``micrographs``: ``{name: label image}`` of the model's dimension; ``dataset``: a
-    :class:`~.datasets.Dataset` with the model's property among its columns (the folder the
-    model was trained on, :func:`~.datasets.read_dataset`); ``options``: what to make of the
+    ``micrographs``: ``{name: label image}`` of the model's dimension; ``dataset``: the
+    model's training set, with its property among the columns: a :class:`~.datasets.Dataset`,
+    or its folder (its table is checked now, its images read when the generator starts, and
+    the adapted model records the folder as its ``provenance["dataset"]``); ``options``: what to make of the
     micrographs (:class:`~.datasets.DatasetOptions`: ``crops``, default :data:`ADAPT_CROPS`,
     ``reconstructions``, default :data:`ADAPT_RECONSTRUCTIONS`, ``size``, ``phase`` of the
     micrographs, ``seed``); ``changes`` replace single fields. No generated samples are added;
@@ -91,13 +109,10 @@ def adapt_steps(
 
     if not micrographs:
         raise InputError("Give at least one micrograph of your material to adapt the model to.")
+    check_adaptable(model)
     column = model.header["property"]
-    if not column.startswith("D_eff"):
-        raise InputError(
-            f"The model predicts {column!r}; adapt labels new samples with TauFactor's D_eff "
-            "only. Add your labelled images to the dataset and train again instead."
-        )
-    if column not in dataset.table.columns:
+    columns = dataset.table.columns if isinstance(dataset, Dataset) else _folder_columns(dataset)
+    if column not in columns:
         raise InputError(
             f"The training dataset has no column {column!r}: give the dataset the model was "
             "trained on."
@@ -111,6 +126,19 @@ def adapt_steps(
     check_training_options(train_options)
     building = build_dataset_steps(build, micrographs=micrographs, cache=cache)
     return _adapt(model, dataset, building, train_options, column, axes)
+
+
+def _folder_columns(folder) -> list[str]:
+    """The columns of a dataset folder's table (InputError when it has none)."""
+    import pandas as pd
+
+    table = Path(folder) / LABELS_FILE
+    if not table.is_file():
+        raise InputError(
+            f"{table} does not exist: give the folder of the dataset the model was trained on "
+            f"(with {LABELS_FILE} beside its images)."
+        )
+    return [str(c) for c in pd.read_csv(table, nrows=0).columns]
 
 
 def _turned(added, column: str, axes) -> tuple[list, list, list, list]:
@@ -130,6 +158,9 @@ def _turned(added, column: str, axes) -> tuple[list, list, list, list]:
 def _adapt(model, dataset, building, train_options, column, axes):
     from .properties import train_steps
 
+    folder = None
+    if not isinstance(dataset, Dataset):
+        folder, dataset = str(Path(dataset).resolve()), read_dataset(dataset)
     added = yield from relay(building)
     if added.partial:
         return None
@@ -157,4 +188,6 @@ def _adapt(model, dataset, building, train_options, column, axes):
             "phase": added.provenance["phase"],
             "added": len(new_images),
         }
+        if folder is not None:
+            adapted.header["provenance"]["dataset"] = folder
     return adapted

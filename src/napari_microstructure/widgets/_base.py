@@ -44,21 +44,27 @@ class JobWidget(QWidget):
     def run(self):
         """Start the job with the current input and parameters; return its worker (None if
         they were refused, with a notification)."""
+        return self.start_job(self.job, self._capture, self._on_returned)
+
+    def start_job(self, job, capture, returned):
+        """Start ``job(capture())`` as the main job (the Run button stops it) and hand its
+        result to ``returned``; return the worker, or None when ``capture`` refused the input
+        (:class:`MicrostructureError`, said in a notification and the status line)."""
         if self._busy():
             show_warning(self.busy_message)
             return None
         try:
-            request = self._capture()
+            request = capture()
         except MicrostructureError as error:
             show_error(str(error))
             self.status.setText(f"Not started: {error}")
             return None
         self._started(request)
         return self.runner.start(
-            self.job,
+            job,
             request,
             yielded=self._on_yielded,
-            returned=self._on_returned,
+            returned=returned,
             failed=self._on_failed,
             finished=self._on_finished,
         )

@@ -38,7 +38,7 @@ class ResultsTable(QWidget):
 
     Subclasses choose the columns the view shows (:attr:`shown_columns`; the CSV always has them
     all), a boolean column whose true rows are bold (:attr:`highlight_column`) and the default
-    file name. ``marks``, a function of the rows that returns ``{(row, column): reason}``
+    file name (``default_file`` replaces it). ``marks``, a function of the rows that returns ``{(row, column): reason}``
     (:func:`~napari_microstructure.report.outside_tolerance`), colours those cells
     (:data:`MARKED`) and gives them the reason as a tooltip.
     """
@@ -57,10 +57,13 @@ class ResultsTable(QWidget):
         parent: QWidget | None = None,
         clearable: bool = True,
         marks: Callable | None = None,
+        default_file: str | None = None,
     ) -> None:
         super().__init__(parent)
         self._viewer = viewer
         self._marks = marks
+        if default_file is not None:
+            self.default_file = default_file
         import pandas as pd
 
         self.frame = pd.DataFrame()

@@ -10,9 +10,15 @@ thread only draws); Stop sends ``"stop"`` into it. The cross-validated parity pl
 curve of fine-tuning and the metrics are docked. Predict runs the model on the selected layers
 (of the model's dimension: a volume needs a 3D model) and writes the values, their intervals and
 the range check (out of range, and why) into a docked table (Save as CSV; the rows out of range
-marked) and into each layer's metadata under ``"predictions"``; layer data are never touched. Both run in threads of the
-widget's :class:`~napari_microstructure.widgets._worker.JobRunner`, which stops and waits for
-them when the widget or the viewer closes. Save model, Save dataset and Save as CSV write all or
+marked) and into each layer's metadata under ``"predictions"``; layer data are never touched.
+Validate labels the selected layers with TauFactor and compares the model's predictions with
+them (:func:`~napari_microstructure.core.property_validation.validate_steps`: relative MAE, R²,
+interval coverage and the out-of-range count, a docked table of the layers); Adapt re-fits the
+model on its training set plus labelled crops of the selected layers
+(:func:`~napari_microstructure.core.adaptation.adapt_steps`). Train, Validate and Adapt run one
+at a time (the Train button stops them), Predict beside them, all in threads of the widget's
+:class:`~napari_microstructure.widgets._worker.JobRunner`, which stops and waits for them when
+the widget or the viewer closes. Save model, Save dataset and Save as CSV write all or
 nothing, never over a file a layer was read from.
 """
 
@@ -47,6 +53,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core._validate import AXIS_NAMES
+from ..core.adaptation import ADAPT_CROPS
 from ..core.datasets import DatasetOptions
 from ..core.errors import InputError, MicrostructureError
 from ..core.properties import DEFAULT_DEPTH, TrainOptions, TrainProgress
@@ -60,10 +67,21 @@ from ._worker import worker_settings
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["PropertyPlot", "PropertyWidget", "TrainingRequest", "flagged_cells", "training_job"]
+__all__ = [
+    "AdaptationRequest",
+    "PropertyPlot",
+    "PropertyWidget",
+    "TrainingRequest",
+    "ValidationRequest",
+    "adaptation_job",
+    "flagged_cells",
+    "training_job",
+    "validation_job",
+]
 
 DOCK_PLOT = "Property model"
 DOCK_TABLE = "Property predictions"
+DOCK_VALIDATION = "Property validation"
 #: Where the training labels come from.
 SOURCE_TABLE, SOURCE_PHYSICS, SOURCE_BUILD, SOURCE_FOLDER = (
     "layers + CSV table",
@@ -94,6 +112,25 @@ class TrainingRequest:
     torch_threads: int = 0
 
 
+@dataclass(frozen=True)
+class ValidationRequest:
+    """A validation, its inputs checked when Validate was pressed."""
+
+    steps: Any  # the generator of core.property_validation.validate_steps
+    names: tuple
+    torch_threads: int = 0
+
+
+@dataclass(frozen=True)
+class AdaptationRequest:
+    """An adaptation, its inputs checked when Adapt was pressed."""
+
+    steps: Any  # the generator of core.adaptation.adapt_steps
+    micrographs: tuple  # the layers' names
+    training_data: Any  # the model's training set: a core.datasets.Dataset, or its folder
+    torch_threads: int = 0
+
+
 @dataclass
 class TrainingResult:
     model: Any = None  # core.properties.PropertyModel, None when stopped before the fit
@@ -101,6 +138,18 @@ class TrainingResult:
     targets: np.ndarray | None = None
     names: list = field(default_factory=list)
     dataset: Any = None  # core.datasets.Dataset built for this run
+    training_data: Any = None  # core.datasets.Dataset: what the model was fitted on
+
+
+def _layer_dataset(images, names, targets, options: TrainOptions):
+    """The training data of layers as a :class:`~napari_microstructure.core.datasets.Dataset`
+    (what Adapt adds to)."""
+    import pandas as pd
+
+    from ..core.datasets import Dataset
+
+    table = pd.DataFrame({"file": list(names), options.property: targets, "phase": options.phase})
+    return Dataset(list(images), table)
 
 
 @dataclass(frozen=True)
@@ -121,8 +170,8 @@ class LabelProgress:
 
 
 def _folder_data(folder: str, column: str, phase):
-    """Images, names, labels and phases of interest of a dataset folder (its ``phase`` column
-    where it has one, else ``phase``)."""
+    """The dataset of a folder, and its images, names, labels and phases of interest (its
+    ``phase`` column where it has one, else ``phase``)."""
     from ..core.datasets import read_dataset
 
     dataset = read_dataset(folder)
@@ -132,7 +181,8 @@ def _folder_data(folder: str, column: str, phase):
             f"{folder}/labels.csv has no column {column!r}; its columns are {', '.join(map(str, table.columns))}."
         )
     phases = [int(p) for p in table["phase"]] if "phase" in table.columns else phase
-    return dataset.images, [str(n) for n in table["file"]], table[column].to_numpy(float), phases
+    names = [str(n) for n in table["file"]]
+    return dataset, dataset.images, names, table[column].to_numpy(float), phases
 
 
 def training_job(request: TrainingRequest):
@@ -144,17 +194,17 @@ def training_job(request: TrainingRequest):
     options = request.options
     with worker_settings(request.torch_threads):
         images, names, targets = list(request.images), list(request.names), request.targets
-        dataset = None
+        dataset = training_data = None
         if request.build is not None:
             building = build_dataset_steps(request.build, micrographs=dict(zip(names, images)))
-            dataset = yield from relay(building)
+            dataset = training_data = yield from relay(building)
             if dataset.partial:
                 stopped = "Stopped while building the dataset."
                 return TrainingResult(stopped=stopped, dataset=dataset)
             images, names = dataset.images, [str(n) for n in dataset.table["file"]]
             targets = dataset.table[options.property].to_numpy(float)
         elif request.folder is not None:
-            images, names, targets, phase = _folder_data(
+            training_data, images, names, targets, phase = _folder_data(
                 request.folder, options.property, options.phase
             )
             options = replace(options, phase=phase)
@@ -168,9 +218,33 @@ def training_job(request: TrainingRequest):
                     return TrainingResult(stopped="Stopped while computing the labels.")
             targets = values
         targets = np.asarray(targets, dtype=float)
+        if training_data is None:
+            training_data = _layer_dataset(images, names, targets, options)
         steps = train_steps(images, targets, options, names=names)
         model = yield from relay(steps)
-        return TrainingResult(model=model, targets=targets, names=names, dataset=dataset)
+        return TrainingResult(
+            model=model, targets=targets, names=names, dataset=dataset, training_data=training_data
+        )
+
+
+def validation_job(request: ValidationRequest):
+    """The worker's generator of a validation: relays its messages (Stop scores the layers
+    labelled so far) and returns the core's
+    :class:`~napari_microstructure.core.property_validation.Validation`."""
+    with worker_settings(request.torch_threads):
+        return (yield from relay(request.steps))
+
+
+def adaptation_job(request: AdaptationRequest):
+    """The worker's generator of an adaptation: relays the core's messages and returns a
+    :class:`TrainingResult` (no model when stopped before the fit)."""
+    with worker_settings(request.torch_threads):
+        model = yield from relay(request.steps)
+    if model is None:
+        stopped = "Stopped while the crops were labelled: the model is unchanged."
+        return TrainingResult(stopped=stopped)
+    targets = np.asarray(model.header["training"]["targets"], dtype=float)
+    return TrainingResult(model=model, targets=targets, training_data=request.training_data)
 
 
 def prediction_job(model, images: list, threads: int = 0):
@@ -181,8 +255,9 @@ def prediction_job(model, images: list, threads: int = 0):
 
 
 def flagged_cells(frame) -> dict[tuple[int, str], str]:
-    """Every cell of the rows whose prediction is out of the training range, with the reason
-    (the results table colours them)."""
+    """Every cell of the rows whose prediction is out of the training range, with the reason,
+    and the ``inside`` cell of a validated row whose true value lies outside its interval (the
+    results table colours them)."""
     if frame.empty or "out_of_range" not in frame.columns:
         return {}
     marks = {}
@@ -190,6 +265,12 @@ def flagged_cells(frame) -> dict[tuple[int, str], str]:
         if isinstance(flag, (bool, np.bool_)) and flag:
             for column in frame.columns:
                 marks[position, column] = f"Out of the training range: {reason}"
+    if "inside" in frame.columns:
+        for position, inside in enumerate(frame["inside"]):
+            if isinstance(inside, (bool, np.bool_)) and not inside:
+                marks.setdefault(
+                    (position, "inside"), "TauFactor's value lies outside the interval"
+                )
     return marks
 
 
@@ -325,19 +406,32 @@ class PropertyWidget(JobWidget):
     training_finished = Signal()
     #: Emitted when a prediction has ended.
     prediction_finished = Signal()
+    #: Emitted when a validation has ended.
+    validation_finished = Signal()
+    #: Emitted when an adaptation has ended.
+    adaptation_finished = Signal()
     job = staticmethod(training_job)
-    busy_message = "Training is running already: stop it first."
+    busy_message = "Training, validation or adaptation is running already: stop it first."
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(napari_viewer, parent)
         self.model = None
         self.dataset = None  # the last dataset built here
+        self.training_data = None  # what the model was fitted on, when trained here
+        self.validation = None  # the last validation (core.property_validation.Validation)
         self.predict_worker = None
+        self._finished = self.training_finished  # the signal of the running main job
         self.plot = PropertyPlot()
-        self.table = ResultsTable(napari_viewer, marks=flagged_cells)
+        self.table = ResultsTable(
+            napari_viewer, marks=flagged_cells, default_file="property_predictions.csv"
+        )
+        self.validation_table = ResultsTable(
+            napari_viewer, marks=flagged_cells, default_file="property_validation.csv"
+        )
         self._docked = False
         self._build()
         self._bind(self.train_button)
+        self._update_model_buttons()
         self._refresh_layers()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self._refresh_layers)
@@ -463,6 +557,33 @@ class PropertyWidget(JobWidget):
         files.addWidget(self.save_button)
         files.addWidget(load)
         files.addWidget(self.save_dataset_button)
+        self.validate_button = QPushButton("Validate on selected layers")
+        self.validate_button.setToolTip(
+            "Label the selected layers with TauFactor and compare the model's predictions with "
+            "them: relative MAE, R², the share inside the intervals, the count out of range"
+        )
+        self.validate_button.clicked.connect(self.validate)
+        self.adapt_button = QPushButton("Adapt to selected layers")
+        self.adapt_button.setToolTip(
+            "Re-fit the model on its training set plus random crops of the selected layers "
+            "(your material), each labelled by TauFactor along every axis"
+        )
+        self.adapt_button.clicked.connect(self.adapt)
+        trust = QHBoxLayout()
+        trust.addWidget(self.validate_button)
+        trust.addWidget(self.adapt_button)
+        self.adapt_form = Form(DatasetOptions)
+        self.adapt_crops_spin = self.adapt_form.spin(
+            "crops", " of each selected layer, for Adapt", default=ADAPT_CROPS
+        )
+        self.adapt_size_spin = self.adapt_form.spin("size", " in pixels, for Adapt")
+        adapt_row = QHBoxLayout()
+        for text, spin in (
+            ("Adapt with", self.adapt_crops_spin),
+            ("crops of", self.adapt_size_spin),
+        ):
+            adapt_row.addWidget(QLabel(text))
+            adapt_row.addWidget(spin, 1)
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -470,10 +591,11 @@ class PropertyWidget(JobWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(self.predict_button)
+        layout.addLayout(trust)
+        layout.addLayout(adapt_row)
         layout.addLayout(files)
         layout.addStretch(1)
         self._on_source()
-        self._update_model_buttons()
 
     def _on_source(self, *_args) -> None:
         source = self.source_combo.currentText()
@@ -519,8 +641,11 @@ class PropertyWidget(JobWidget):
             self.property_combo.setCurrentText(current)
 
     def _update_model_buttons(self) -> None:
-        self.save_button.setEnabled(self.model is not None)
-        self.predict_button.setEnabled(self.model is not None and self.predict_worker is None)
+        ready = self.model is not None
+        self.save_button.setEnabled(ready)
+        self.predict_button.setEnabled(ready and self.predict_worker is None)
+        for button in (self.validate_button, self.adapt_button):
+            button.setEnabled(ready and not self.runner.running)
 
     # ------------------------------------------------------------------------------ layers
     def _candidates(self) -> list:
@@ -654,6 +779,7 @@ class PropertyWidget(JobWidget):
         except MicrostructureError as error:
             show_error(str(error))
             return
+        self.training_data = None  # Adapt reads the folder the model records, or Folder's
         self._dock_results()
         self.plot.show_model(self.model)
         self.status.setText(f"Loaded {Path(path).name}: {self.model.property_name}.")
@@ -716,18 +842,31 @@ class PropertyWidget(JobWidget):
         """Start training with the current choices; return the worker (None if refused)."""
         return self.run()
 
-    def _started(self, request: TrainingRequest) -> None:
+    def _started(self, request) -> None:
         self.progress.setRange(0, 0)
         self.progress.setFormat("preparing…")
-        labelling = request.targets is None and request.folder is None
-        self.status.setText(
-            "Computing D_eff with TauFactor…" if labelling else "Preparing the data…"
-        )
+        if isinstance(request, ValidationRequest):
+            self._finished = self.validation_finished
+            text = f"Validating on {len(request.names)} layer(s): TauFactor labels first…"
+        elif isinstance(request, AdaptationRequest):
+            self._finished = self.adaptation_finished
+            text = f"Adapting to {', '.join(request.micrographs)}: crops labelled by TauFactor…"
+            self.plot.start_loss()
+        else:
+            self._finished = self.training_finished
+            labelling = request.targets is None and request.folder is None
+            text = "Computing D_eff with TauFactor…" if labelling else "Preparing the data…"
+            self.plot.start_loss()
+        self.status.setText(text)
         self._dock_results()
-        self.plot.start_loss()
+        for button in (self.validate_button, self.adapt_button):
+            button.setEnabled(False)
 
     def _stopping(self) -> tuple[str, str]:
-        """Stop training: the finished folds are kept and the final model is fitted."""
+        """Stop training (the finished folds are kept and the final model is fitted), a
+        validation (the layers labelled so far are scored) or an adaptation."""
+        if self._finished is self.validation_finished:
+            return STOP, "Stopping: the layers labelled so far are scored…"
         return STOP, "Stopping: the finished folds are kept and the final model is fitted…"
 
     def _on_yielded(self, message) -> None:
@@ -749,6 +888,7 @@ class PropertyWidget(JobWidget):
             self.status.setText("Stopped before a model was fitted.")
             return
         self.model = result.model
+        self.training_data = result.training_data
         self.plot.show_model(self.model)
         metrics = self.model.metrics
         quality = (
@@ -756,16 +896,92 @@ class PropertyWidget(JobWidget):
             if "r2" in metrics
             else ""
         )
-        self.status.setText(
-            f"Trained on {len(result.targets)} samples ({self.model.header['mode']}, trunk {self.model.header['depth']}).{quality}"
+        header = self.model.header
+        adapted = header["provenance"].get("adapted")
+        done = (
+            f"Adapted to {', '.join(adapted['micrographs'])}: trained on "
+            f"{adapted['from']['n_samples']} + {adapted['added']} samples"
+            if adapted is not None
+            else f"Trained on {len(result.targets)} samples"
         )
+        self.status.setText(f"{done} ({header['mode']}, trunk {header['depth']}).{quality}")
 
     def _on_finished(self) -> None:
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
         self.progress.setFormat("idle")
         self._update_model_buttons()
-        self.training_finished.emit()
+        self._finished.emit()
+
+    # ------------------------------------------------------------------------------ validation
+    def validate(self):
+        """Validate the model on the selected layers against TauFactor; return the worker
+        (None if refused, with a notification)."""
+        return self.start_job(validation_job, self._capture_validation, self._on_validated)
+
+    def _capture_validation(self) -> ValidationRequest:
+        from ..core.property_validation import validate_steps
+
+        if self.model is None:
+            raise InputError("No model yet: train or load one first.")
+        layers = self.selected_layers()
+        if not layers:
+            raise InputError("Select the layers to validate on (2D or 3D Image or Labels layers).")
+        names = tuple(layer.name for layer in layers)
+        images = list(_layer_data(layers))
+        device = self.form.values()["device"]
+        steps = validate_steps(self.model, images, [f"layer '{n}'" for n in names], device=device)
+        return ValidationRequest(steps, names)
+
+    def _on_validated(self, validation) -> None:
+        self.validation = validation
+        rows = validation.images.drop(columns="group")
+        rows["name"] = [name.removeprefix("layer '").removesuffix("'") for name in rows["name"]]
+        self.validation_table.set_frame(rows.rename(columns={"name": "layer"}))
+        self._dock(self.validation_table, DOCK_VALIDATION, "bottom")
+        summary = validation.summary.iloc[-1]
+        text = (
+            f"Validated {validation.property} on {summary['n']} layer(s) "
+            f"({summary['percolating']} percolating): relative MAE {summary['relative_mae']:.3f}, "
+            f"R² {summary['r2']:.3f}, {summary['coverage']:.0%} inside the "
+            f"{summary['nominal_coverage']:.0%} intervals, {summary['out_of_range']} out of range"
+        )
+        if validation.partial:
+            text += " (stopped: the layers labelled so far)"
+        if validation.note:
+            text += f" · {validation.note}"
+        self.status.setText(text)
+
+    # ------------------------------------------------------------------------------ adaptation
+    def adapt(self):
+        """Re-fit the model on its training set plus labelled crops of the selected layers;
+        return the worker (None if refused, with a notification)."""
+        return self.start_job(adaptation_job, self._capture_adaptation, self._on_returned)
+
+    def _capture_adaptation(self) -> AdaptationRequest:
+        from ..core.adaptation import adapt_steps
+
+        if self.model is None:
+            raise InputError("No model yet: train or load one first.")
+        layers = self.selected_layers()
+        if not layers:
+            raise InputError("Select the layers of your material to adapt to.")
+        names = tuple(layer.name for layer in layers)
+        values = self.form.values(DatasetOptions)
+        build = self.adapt_form.options(phase=values["phase"], seed=values["seed"], device="cpu")
+        training_data = self.training_data
+        if training_data is None:
+            recorded = self.model.header.get("provenance", {}).get("dataset")
+            training_data = self.folder_edit.text().strip() or recorded
+        if not training_data:
+            raise InputError(
+                "Adapt re-fits the model on its training set plus crops of the selected layers, "
+                "and this model does not record where its training set is: choose its dataset "
+                "folder (with labels.csv) under Folder."
+            )
+        micrographs = dict(zip(names, _layer_data(layers)))
+        steps = adapt_steps(self.model, micrographs, training_data, build)
+        return AdaptationRequest(steps, names, training_data)
 
     # ------------------------------------------------------------------------------ prediction
     def predict(self):
