@@ -2,7 +2,8 @@
 
 1. A dataset of generated 2D microstructures (five families, volume fraction uniform in the
    given range), labelled with D_eff of phase 1 along x by TauFactor: build and label time.
-2. The default model (frozen pretrained trunk to pool2, ridge regression): 5-fold
+2. The default model (frozen pretrained trunk to pool2, ridge regression, with the coarse
+   solves unless ``--physics none``): 5-fold
    cross-validated R², MAE, RMSE on ``--train`` samples, per family too, and the same with a
    random trunk; training time (features, cross-validation and the final fit).
 3. That model on random 128x128 crops of the two real micrographs, none seen in training,
@@ -10,7 +11,8 @@
    and both phases of the carbonate (label 1, 14 %: the pores; label 0: the matrix).
 4. Learning curves: test R² and MAE on the held-out samples (those not among the ``--train``)
    for 25, 50, 100, 200 training samples, pretrained against random trunk, ``--repeats``
-   random draws each.
+   random draws each: the trunks' features alone in a ridge on D_eff (no physics), what
+   transfer buys by itself.
 5. Prediction time of one 256x256 micrograph.
 Optionally (``--finetune N``): the fine-tuned mode, pretrained against random initialization,
 trained on N samples, tested on the held-out samples.
@@ -126,6 +128,9 @@ def main(argv=None) -> int:
         help="also fine-tune on N samples, pretrained and random",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--physics", choices=properties.PHYSICS, default="auto", help="the model's physics"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -177,7 +182,12 @@ def main(argv=None) -> int:
     for weights in ("normalized", "random"):
         with Clock() as clock:
             model = properties.train(
-                train_images, targets[train_index], weights=weights, folds=5, seed=args.seed
+                train_images,
+                targets[train_index],
+                weights=weights,
+                folds=5,
+                seed=args.seed,
+                physics=args.physics,
             )
         models[weights] = model
         cv = model.header["cross_validation"]

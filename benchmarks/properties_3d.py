@@ -15,7 +15,10 @@
    mean over the slices that contain the axis), ``mean+std`` (and the standard deviation over
    those slices), ``mean+cross`` (and the cross-sections' mean), ``mean+std+cross``;
    ``mean/inverse_tortuosity``: the ``mean`` features, the ridge fitting D_eff over the
-   spanning clusters' fraction (what a 2D model of D_eff learns).
+   spanning clusters' fraction (what a 2D model of D_eff learns); ``mean+coarse_solve``: least
+   squares on the coarse solves of the spanning clusters first, the ridge on the ``mean``
+   features learning what it leaves (what a model of D_eff does, physics ``coarse_solve``);
+   ``mean+coarse_joint``: the coarse solves' features beside the trunk's in one ridge.
 4. Ridge regression (core/properties.fit_ridge) on the generated volumes: relative MAE (MAE
    over the mean true value, percolating crops only) on the real crops, per volume and axis,
    and R² on held-out generated volumes (the last ``--held-out``); learning curves over
@@ -50,8 +53,12 @@ from napari_microstructure.core.physics import transport  # noqa: E402
 #: (volume, conducting phase, what it is)
 REAL = (("electrode", 0, "electrode pores"), ("benchmark", 255, "benchmark 30 % phase"))
 AXES = ("z", "y", "x")
+#: The coarse solves a model with physics makes (core/properties.py).
+COARSE = properties._coarse_settings("coarse_solve")
 VARIANTS = (
     "mean",
+    "mean+coarse_solve",  # least squares on the coarse solves first, the ridge on the rest
+    "mean+coarse_joint",  # the coarse solves as features beside the trunk's, one ridge
     "mean+std",
     "mean+cross",
     "mean+std+cross",
@@ -64,8 +71,8 @@ def slice_statistics(volume, phase, axis, convs, mean_bgr, layers, max_slices, c
     (slices that contain the axis, both directions) and, with ``cross``, ``cross`` (normal
     to it)."""
     smallest = properties._smallest_side(layers)
-    along, fraction = properties._slices(
-        volume, phase, axis, "spanning", max_slices, smallest, "volume"
+    along, fraction, solves = properties._slices(
+        volume, phase, axis, "spanning", max_slices, smallest, "volume", coarse=COARSE
     )
     stacks = {"along": np.concatenate(along)}
     if cross:
@@ -79,6 +86,7 @@ def slice_statistics(volume, phase, axis, convs, mean_bgr, layers, max_slices, c
             x = torch.from_numpy(np.ascontiguousarray(stack, np.float32)[:, None])
             result[name] = properties._statistics(x, convs, mean_bgr, layers).double().numpy()
     result["spanning_fraction"] = fraction
+    result["solves"] = solves
     return result
 
 
@@ -99,15 +107,25 @@ def relative_mae(targets, predicted) -> float:
     return float(np.abs(targets[keep] - predicted[keep]).mean() / targets[keep].mean())
 
 
-def fit_predict(train_x, train_y, test_x, learns="property", fractions=None) -> np.ndarray:
+def fit_predict(
+    train_x, train_y, test_x, learns="property", fractions=None, solves=None, joint=False
+) -> np.ndarray:
     """Ridge on ``train_x``; with ``learns="inverse_tortuosity"`` it fits D_eff over the spanning
-    fraction and ``fractions`` = (training fractions, test fractions) turn it back."""
+    fraction and ``fractions`` = (training fractions, test fractions) turn it back; with
+    ``solves`` = (training, test coarse solves), least squares on those first (the model's
+    physics ``coarse_solve``), or with ``joint`` their features beside the trunk's."""
+    physics = [None, None]
+    if solves is not None:
+        physics = [properties._physics_features(v, f, learns) for v, f in zip(solves, fractions)]
+    if joint:
+        train_x, test_x = (np.hstack([x, p]) for x, p in zip((train_x, test_x), physics))
+        physics = [None, None]
+    train_t = properties._learnt(train_y, fractions[0], learns) if fractions else train_y
+    fitted = properties.fit_regression(train_x, train_t, physics[0])
+    values = properties.apply_regression(fitted, test_x, physics[1])
     if learns == "property":
-        return np.maximum(
-            properties.apply_ridge(properties.fit_ridge(train_x, train_y), test_x), 0
-        )
-    fitted = properties.fit_ridge(train_x, properties._learnt(train_y, fractions[0], learns))
-    return properties._property_of(properties.apply_ridge(fitted, test_x), fractions[1], learns)
+        return np.maximum(values, 0)
+    return properties._property_of(values, fractions[1], learns)
 
 
 def main(argv=None) -> int:
@@ -123,7 +141,11 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timing-size", type=int, default=128)
     parser.add_argument(
-        "--variants", nargs="+", choices=VARIANTS, default=["mean", "mean+std"], help="features"
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        default=["mean", "mean+coarse_solve"],
+        help="features",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -189,20 +211,26 @@ def main(argv=None) -> int:
             learns = variant.partition("/")[2] or "property"
             fractions = np.array([s["spanning_fraction"] for s in train_stats])
             test_fractions = np.array([s["spanning_fraction"] for s in test_stats])
-            predicted = fit_predict(
-                x[:n_train],
-                targets[:n_train],
-                test_x,
-                learns,
-                (fractions[:n_train], test_fractions),
-            )
-            held = fit_predict(
-                x[:n_train],
-                targets[:n_train],
-                x[n_train:],
-                learns,
-                (fractions[:n_train], fractions[n_train:]),
-            )
+            physics = "coarse" in variant
+            solves = np.array([s["solves"] for s in train_stats]) if physics else None
+            test_solves = np.array([s["solves"] for s in test_stats]) if physics else None
+
+            def fitted(train, test_x, test_fractions, test_solves):
+                """Predictions for ``test_x`` of the variant trained on rows ``train``."""
+                return fit_predict(
+                    x[train],
+                    targets[train],
+                    test_x,
+                    learns,
+                    (fractions[train], test_fractions),
+                    (solves[train], test_solves) if physics else None,
+                    joint="joint" in variant,
+                )
+
+            held_out = slice(n_train, None)
+            own = (x[held_out], fractions[held_out], solves[held_out] if physics else None)
+            predicted = fitted(slice(0, n_train), test_x, test_fractions, test_solves)
+            held = fitted(slice(0, n_train), *own)
             per = {}
             for name, _phase, _what in REAL:
                 for axis in AXES:
@@ -220,13 +248,11 @@ def main(argv=None) -> int:
             for size in [s for s in args.sizes if s <= n_train]:
                 draws = [rng.choice(n_train, size, replace=False) for _ in range(args.repeats)]
                 external = [
-                    relative_mae(truth, fit_predict(x[d], targets[d], test_x)) for d in draws
+                    relative_mae(truth, fitted(d, test_x, test_fractions, test_solves))
+                    for d in draws
                 ]
                 generated_r2 = [
-                    properties.scores(
-                        targets[n_train:], fit_predict(x[d], targets[d], x[n_train:])
-                    )["r2"]
-                    for d in draws
+                    properties.scores(targets[n_train:], fitted(d, *own))["r2"] for d in draws
                 ]
                 curve[size] = {
                     "external_relative_mae": [float(np.mean(external)), float(np.std(external))],
@@ -258,17 +284,20 @@ def main(argv=None) -> int:
                 for a in AXES
             ]
             print(row(trunk, variant, *cells, f"{v['real_relative_mae']:.3f}"))
-    print("\nlearning curves (mean features): training volumes, real relative MAE, held-out R²")
-    print(row("n", "pretrained rel. MAE", "random rel. MAE", "pretrained R²", "random R²"))
-    print(row(*["---"] * 5))
-    curves = {t: e["variants"]["mean"]["learning_curve"] for t, e in results["trunks"].items()}
-    for size in curves["normalized"]:
-        cells = [
-            f"{curves[t][size][k][0]:.3f} ± {curves[t][size][k][1]:.3f}"
-            for k in ("external_relative_mae", "held_out_r2")
-            for t in ("normalized", "random")
-        ]
-        print(row(size, *cells))
+    for variant in args.variants:
+        print(f"\nlearning curves ({variant}): training volumes, real relative MAE, held-out R²")
+        print(row("n", "pretrained rel. MAE", "random rel. MAE", "pretrained R²", "random R²"))
+        print(row(*["---"] * 5))
+        curves = {
+            t: e["variants"][variant]["learning_curve"] for t, e in results["trunks"].items()
+        }
+        for size in curves["normalized"]:
+            cells = [
+                f"{curves[t][size][k][0]:.3f} ± {curves[t][size][k][1]:.3f}"
+                for k in ("external_relative_mae", "held_out_r2")
+                for t in ("normalized", "random")
+            ]
+            print(row(size, *cells))
 
     # the model as a user gets it: train on the first volumes, time one larger prediction
     model = properties.train(volumes[:50], targets[:50], folds=0, device="cpu")

@@ -19,6 +19,8 @@ the blocked crops are counted apart (their mean prediction). Labels are cached i
     python benchmarks/properties_external.py                              # the defaults
     python benchmarks/properties_external.py --volume-fraction 0.05 0.95  # a wider range
     python benchmarks/properties_external.py --families gaussian_field cell_boundaries fibre_network
+    python benchmarks/properties_external.py --physics none               # the trunk alone
+    python benchmarks/properties_external.py --coarse-blocks 2 --coarse-exponent 3
 """
 
 from __future__ import annotations
@@ -127,7 +129,25 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--learns", choices=properties.LEARNS, default="auto", help="what the ridge learns"
     )
+    parser.add_argument(
+        "--physics", choices=properties.PHYSICS, default="auto", help="physics in the regression"
+    )
+    parser.add_argument(
+        "--coarse-blocks",
+        nargs="+",
+        type=int,
+        default=list(properties.COARSE_BLOCKS),
+        help="block sides of the coarse solves",
+    )
+    parser.add_argument(
+        "--coarse-exponent",
+        type=float,
+        default=properties.COARSE_EXPONENT,
+        help="a block's conductivity is its filled share to this power",
+    )
     args = parser.parse_args(argv)
+    properties.COARSE_BLOCKS = tuple(args.coarse_blocks)  # read when a model is trained
+    properties.COARSE_EXPONENT = args.coarse_exponent
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -146,7 +166,12 @@ def main(argv=None) -> int:
     )
     print(f"dataset built: {time.perf_counter() - started:.0f} s", flush=True)
     model = properties.train(
-        dataset.images, dataset.table["D_eff_x"], folds=0, device="cpu", learns=args.learns
+        dataset.images,
+        dataset.table["D_eff_x"],
+        folds=0,
+        device="cpu",
+        learns=args.learns,
+        physics=args.physics,
     )
     print(f"model trained: {time.perf_counter() - started:.0f} s", flush=True)
     sets = test_sets(args.size, args.crops, cache)
@@ -155,7 +180,8 @@ def main(argv=None) -> int:
     label = (
         f"{args.generated} generated, {' '.join(args.families)}, volume fraction "
         f"{dataset.provenance['volume_fraction_range']}, learns "
-        f"{model.header['preprocessing']['learns']}"
+        f"{model.header['preprocessing']['learns']}, physics "
+        f"{model.header['preprocessing']['physics']}"
     )
     print(f"\n{label}; load average {load_average()}")
     print(row("test set", "fraction", "percolating", "mean true", "mean predicted", "rel. MAE"))
@@ -169,8 +195,13 @@ def main(argv=None) -> int:
         print(row(name, f"{r['fraction']:.2f}", f"{r['percolating']}/{r['n']}", *cells))
     fractions = "-".join(map(str, args.volume_fraction or ["default"]))
     learns = model.header["preprocessing"]["learns"]
+    physics = model.header["preprocessing"]["physics"]
+    if physics == "coarse_solve":
+        coarse = model.header["preprocessing"]["coarse"]
+        physics += f"_{'-'.join(map(str, coarse['blocks']))}_p{coarse['exponent']:g}"
     path = out / (
-        f"results_{'_'.join(sorted(args.families))}_{fractions}_seed{args.seed}_{learns}.json"
+        f"results_{'_'.join(sorted(args.families))}_{fractions}_seed{args.seed}_{learns}"
+        f"_{physics}.json"
     )
     path.write_text(json.dumps({"args": vars(args), "label": label, "results": results}))
     print(f"total {time.perf_counter() - started:.0f} s; {path}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -293,6 +294,54 @@ def test_finetuning_and_the_random_control_train_the_same_way(tmp_path, small_da
     )
     control = train(images, labels, weights="random", folds=0)
     assert control.header["weights"]["source"] == "random"
+
+
+def test_coarse_solves_give_a_straight_channel_its_fraction_and_blocked_stripes_zero():
+    channel = np.zeros((48, 48), bool)
+    channel[10:23] = True  # 13 rows along x, not aligned with the blocks
+    coarse = properties._coarse_settings("coarse_solve")
+    np.testing.assert_allclose(properties._coarse_solves(channel, 1, coarse), 13 / 48, rtol=1e-3)
+    np.testing.assert_array_equal(properties._coarse_solves(channel & False, 0, coarse), 0.0)
+    volume = np.zeros((24, 26, 27), bool)  # sides that the blocks do not divide
+    volume[:, 4:12, 5:17] = True
+    solves = properties._coarse_solves(volume, 0, coarse)
+    assert solves.shape == (len(properties.COARSE_BLOCKS),)
+    assert np.all((solves > 0.1) & (solves < 0.25))  # 96 / 702 = 0.137 of the section
+
+
+@pytest.mark.weights
+def test_d_eff_models_fit_coarse_solves_first_and_other_models_do_not(
+    tmp_path, small_dataset, frozen_model
+):
+    images, labels = small_dataset.images, small_dataset.table["D_eff_x"].to_numpy()
+    prep = frozen_model.header["preprocessing"]
+    assert prep["physics"] == "coarse_solve"
+    assert prep["coarse"]["blocks"] == list(properties.COARSE_BLOCKS)
+    assert frozen_model.arrays["physics_coef"].shape == (2 * len(properties.COARSE_BLOCKS) + 1,)
+    trunk_only = train(images, labels, folds=5, seed=0, physics="none")
+    assert "physics_coef" not in trunk_only.arrays
+    assert frozen_model.metrics["mae"] < trunk_only.metrics["mae"]
+    porosity = train(images[:20], labels[:20], property="porosity", folds=0)
+    assert porosity.header["preprocessing"]["physics"] == "none"
+    beside = train(images, labels, folds=0, physics="coarse_features")
+    assert "physics_coef" not in beside.arrays
+    assert beside.arrays["coef"].shape[0] == trunk_only.arrays["coef"].shape[0] + 4
+    loaded = load_model(beside.save(tmp_path / "beside.npz"))
+    np.testing.assert_array_equal(loaded.predict(images[:4]), beside.predict(images[:4]))
+    with pytest.raises(InputError, match="mode frozen"):
+        train_steps(images, labels, mode="finetune", physics="coarse_solve")
+    with pytest.raises(InputError, match="Unknown physics"):
+        train_steps(images, labels, physics="fem")
+    # a file that lost the record of its coarse solves is refused when loaded
+    path = frozen_model.save(tmp_path / "model.npz")
+    with np.load(path) as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    header = json.loads(str(arrays["header"]))
+    del header["preprocessing"]["coarse"]
+    arrays["header"] = np.array(json.dumps(header))
+    np.savez(tmp_path / "damaged.npz", **arrays)
+    with pytest.raises(MicrostructureError, match="coarse solves"):
+        load_model(tmp_path / "damaged.npz")
 
 
 def test_the_trunk_follows_the_depth():

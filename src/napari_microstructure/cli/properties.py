@@ -134,6 +134,7 @@ def add_parser(commands) -> None:
     add_option(train, TrainOptions, "axis", type=axis_or_index)
     add_option(train, TrainOptions, "input")
     add_option(train, TrainOptions, "learns")
+    add_option(train, TrainOptions, "physics")
     add_option(train, TrainOptions, "folds", type=int)
     add_option(train, TrainOptions, "epochs", type=int)
     train.add_argument(

@@ -66,6 +66,7 @@ def training_options(model):
         axis=prep["axis"],
         input=prep["input"],
         learns=prep.get("learns", "property"),
+        physics=prep.get("physics", "none"),
         folds=training.get("folds", 5),
         seed=training.get("seed", 0),
         max_slices=prep["max_slices"],

@@ -505,6 +505,8 @@ class PropertyWidget(JobWidget):
         form.addRow("Axis", self.axis_combo)
         self.mode_combo = rows.combo("mode")
         form.addRow("Mode", self.mode_combo)
+        self.physics_combo = rows.combo("physics")
+        form.addRow("Physics", self.physics_combo)
         self.depth_combo = rows.combo(
             "depth",
             "; 'From profile…' takes a pruning profile's recommendation",
