@@ -348,6 +348,10 @@ def test_adapt_adds_labelled_crops_of_a_micrograph_to_the_training_set(tmp_path,
     training = adapted.header["training"]
     assert training["n_samples"] == 16
     assert training["names"][-2:] == ["alloy_crop_003.tif along y", "alloy_crop_003.tif"]
+    # the alloy's crops are held out together in cross-validation, the others one by one
+    assert training["groups"][8:] == ["micrograph alloy"] * 8
+    assert len(set(training["groups"][:8])) == 8
+    assert adapted.header["provenance"]["dataset"] == str(data.resolve())
     assert adapted.header["preprocessing"]["phase"] is None  # 1 generated, 0 in the alloy
     assert adapted.header["provenance"]["adapted"]["micrographs"] == {"alloy": [64, 64]}
     assert adapted.header["weights"] == load_model(model).header["weights"]

@@ -344,6 +344,26 @@ def test_d_eff_models_fit_coarse_solves_first_and_other_models_do_not(
         load_model(tmp_path / "damaged.npz")
 
 
+def test_grouped_folds_keep_each_group_whole_and_the_folds_even():
+    groups = ["a"] * 7 + ["b"] * 3 + [f"single {i}" for i in range(10)]
+    folds = properties._folds(len(groups), 4, 0, groups)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(20))
+    for label in set(groups):
+        members = [i for i, g in enumerate(groups) if g == label]
+        assert sum(set(members) <= set(fold.tolist()) for fold in folds) == 1
+    assert sorted(len(fold) for fold in folds) == [4, 4, 5, 7]
+    np.testing.assert_array_equal(  # without groups: the folds as they always were
+        np.concatenate(properties._folds(20, 4, 0)),
+        np.concatenate(
+            [np.sort(p) for p in np.array_split(np.random.default_rng(0).permutation(20), 4)]
+        ),
+    )
+    with pytest.raises(InputError, match="at least 5 groups"):
+        train_steps([np.eye(40, dtype=np.uint8)] * 6, range(6), groups=[0, 0, 1, 1, 2, 2])
+    with pytest.raises(InputError, match="one group each"):
+        train_steps([np.eye(40, dtype=np.uint8)] * 6, range(6), groups=[0, 1])
+
+
 def test_the_trunk_follows_the_depth():
     assert properties.trunk_layers() == ["conv1_1", "pool1", "pool2"]
     assert properties.trunk_layers("pool1") == ["conv1_1", "pool1"]

@@ -270,7 +270,8 @@ def test_adapt_adds_each_crop_along_each_axis_turned_to_the_models():
 
     alloy = {"alloy": load_sample("alloy_64")}
     added = build_dataset(micrographs=alloy, crops=2, size=32, phase=0, axes=("y", "x"))
-    images, labels, names, phases = _turned(added, "D_eff_x", ("y", "x"))
+    images, labels, names, phases, groups = _turned(added, "D_eff_x", ("y", "x"))
+    assert groups == ["micrograph alloy"] * 4  # held out together in cross-validation
     assert names == [
         "alloy_crop_000.tif along y",
         "alloy_crop_000.tif",

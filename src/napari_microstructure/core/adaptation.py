@@ -6,7 +6,8 @@ each to the model's training set once per axis, turned so that the axis lies alo
 model's (measured: labelling the model's axis alone left the error along the others where it
 was; docs/measurements/properties_trust.md) (a :class:`~.datasets.Dataset`: the folder the model was
 trained on) and trains a model of the same kind on the whole (:func:`~.properties.train_steps`
-with the options the model records). It is a generator of the build's and the training's
+with the options the model records), the crops of one micrograph held out together in
+cross-validation, so that its intervals are calibrated on new regions of the material. It is a generator of the build's and the training's
 progress that returns the new :class:`~.properties.PropertyModel` (None when stopped while
 the samples were made). No napari or Qt here.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ._validate import AXIS_NAMES
-from .datasets import LABELS_FILE, Dataset, DatasetOptions, read_dataset
+from .datasets import LABELS_FILE, Dataset, DatasetOptions, read_dataset, sample_groups
 from .errors import InputError
 from .options import merge
 from .steps import relay
@@ -142,18 +143,21 @@ def _folder_columns(folder) -> list[str]:
     return [str(c) for c in pd.read_csv(table, nrows=0).columns]
 
 
-def _turned(added, column: str, axes) -> tuple[list, list, list, list]:
+def _turned(added, column: str, axes) -> tuple[list, list, list, list, list]:
     """Each added sample once per axis, turned so that the axis lies along the model's (the
-    axis of ``column``): images, labels, names and phases."""
+    axis of ``column``): images, labels, names, phases and cross-validation groups."""
     target = axes.index(column.removeprefix("D_eff_"))
-    images, labels, names, phases = [], [], [], []
-    for image, (_, row) in zip(added.images, added.table.iterrows()):
+    images, labels, names, phases, groups = [], [], [], [], []
+    for image, group, (_, row) in zip(
+        added.images, sample_groups(added.table), added.table.iterrows()
+    ):
         for index, axis in enumerate(axes):
             images.append(np.swapaxes(image, index, target))
             labels.append(float(row[f"D_eff_{axis}"]))
             names.append(str(row["file"]) if index == target else f"{row['file']} along {axis}")
             phases.append(int(row["phase"]))
-    return images, labels, names, phases
+            groups.append(group)
+    return images, labels, names, phases, groups
 
 
 def _adapt(model, dataset, building, train_options, column, axes):
@@ -171,12 +175,13 @@ def _adapt(model, dataset, building, train_options, column, axes):
         if "phase" in table.columns
         else [train_options.phase] * len(dataset.images)
     )
-    new_images, new_labels, new_names, new_phases = _turned(added, column, axes)
+    new_images, new_labels, new_names, new_phases, new_groups = _turned(added, column, axes)
     images = [*dataset.images, *new_images]
     targets = np.concatenate([table[column].to_numpy(float), new_labels])
     names = [*map(str, table["file"]), *new_names]
     options = replace(train_options, phase=tuple(int(p) for p in [*phases, *new_phases]))
-    adapted = yield from relay(train_steps(images, targets, options, names=names))
+    groups = [*sample_groups(table), *new_groups]
+    adapted = yield from relay(train_steps(images, targets, options, names=names, groups=groups))
     if adapted is not None:
         adapted.header["provenance"]["adapted"] = {
             "from": {

@@ -66,6 +66,7 @@ __all__ = [
     "planned_files",
     "random_crops",
     "read_dataset",
+    "sample_groups",
     "read_labels",
     "stale_files",
     "transport_labels",
@@ -823,6 +824,21 @@ def write_dataset(
         if cache is not None:
             cache.save(staged[folder / CACHE_FILE])
     return folder / LABELS_FILE
+
+
+def sample_groups(table) -> list[str]:
+    """A group per row of a dataset's table for grouped cross-validation: the crops and
+    reconstructions of one micrograph share a group (its name, in ``family``); every other
+    sample is a group of its own."""
+    columns = table.columns
+    groups = []
+    for index, row in enumerate(table.itertuples(index=False)):
+        source = getattr(row, "source", None) if "source" in columns else None
+        if source in ("crop", "reconstruction") and "family" in columns:
+            groups.append(f"micrograph {row.family}")
+        else:
+            groups.append(f"sample {index}")
+    return groups
 
 
 def read_dataset(folder: str | os.PathLike, table: str | os.PathLike | None = None) -> Dataset:

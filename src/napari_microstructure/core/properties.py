@@ -590,9 +590,21 @@ def scores(targets, predictions) -> dict:
     }
 
 
-def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
-    order = np.random.default_rng(seed).permutation(n)
-    return [np.sort(part) for part in np.array_split(order, k)]
+def _folds(n: int, k: int, seed: int, groups=None) -> list[np.ndarray]:
+    """``k`` folds of ``n`` samples at random; with ``groups`` (a label per sample), each
+    group whole in one fold, the largest groups first into the smallest fold."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        return [np.sort(part) for part in np.array_split(rng.permutation(n), k)]
+    labels, inverse = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    sizes = np.bincount(inverse)
+    members: list[list[int]] = [[] for _ in range(k)]
+    filled = np.zeros(k)
+    for group in sorted(rng.permutation(len(labels)), key=lambda g: -sizes[g]):
+        fold = int(np.argmin(filled))
+        members[fold].append(group)
+        filled[fold] += sizes[group]
+    return [np.flatnonzero(np.isin(inverse, chosen)) for chosen in members]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1617,6 +1629,7 @@ def train_steps(
     *,
     profile=None,
     names: Sequence[str] | None = None,
+    groups: Sequence | None = None,
     **changes,
 ) -> Generator[TrainProgress, str | None, PropertyModel | None]:
     """Train a model of ``property`` on images and their labels, with ``folds``-fold CV.
@@ -1630,6 +1643,10 @@ def train_steps(
     profile : a pruning profile (or its file) whose recommended depth is the trunk, when
         ``options.depth`` is None.
     names : one name per image, for the record.
+    groups : one label per image: images of one label fall in the same cross-validation fold
+        (crops of one micrograph), so that the cross-validated scores, and the intervals
+        calibrated on them, measure the error on new regions rather than on overlapping
+        neighbours (:func:`~.datasets.sample_groups`).
 
     Yields :class:`TrainProgress`; send ``"stop"`` to end early: the remaining folds are
     skipped (the metrics cover the finished folds) and the final model is fitted; in the final
@@ -1653,6 +1670,15 @@ def train_steps(
             f"{folds}-fold cross-validation needs at least {folds} labelled images; {len(y)} "
             "given: choose fewer folds (0 for none)."
         )
+    if groups is not None:
+        groups = [str(g) for g in groups]
+        if len(groups) != len(y):
+            raise InputError(f"{len(y)} images but {len(groups)} groups: give one group each.")
+        if folds > len(set(groups)):
+            raise InputError(
+                f"{folds}-fold cross-validation needs at least {folds} groups of images; "
+                f"{len(set(groups))} given: choose fewer folds."
+            )
     layers = trunk_layers(depth, profile)
     names = list(names) if names is not None else [f"image {i + 1}" for i in range(len(images))]
     ndim = _training_dimension(images, names)
@@ -1702,6 +1728,7 @@ def train_steps(
             "ndim": ndim,
             "seed": seed,
             "folds": folds,
+            **({"groups": groups} if groups is not None else {}),
             "names": names,
             "targets": y.tolist(),
             "volume_fraction_range": [min(fractions), max(fractions)],
@@ -1800,7 +1827,8 @@ def _train(maps, fractions, solves, y, header, convs, mean_bgr, layers, device, 
     out_of_fold = np.full(len(y), np.nan)
     fold_r2: list[float] = []
     stopped = False
-    for fold, test in enumerate(_folds(len(y), folds, seed) if folds else [], start=1):
+    groups = settings.get("groups")
+    for fold, test in enumerate(_folds(len(y), folds, seed, groups) if folds else [], start=1):
         fit = np.setdiff1d(np.arange(len(y)), test)
         if frozen:
             fitted = fit_regression(features[fit], learnt[fit], rows(fit))
