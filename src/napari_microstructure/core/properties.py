@@ -25,8 +25,9 @@ Physics
     :class:`~.diffusion.DiffusionSolver`: milliseconds for a 128x128 image). A 2D model fits
     those solves (and their square roots; over the spanning fraction when it learns the
     inverse tortuosity) by least squares first, and the ridge on the trunk's features learns
-    what that fit leaves (``physics="coarse_solve"``); a 3D model puts them beside the trunk's
-    features in its ridge (``"coarse_features"``), as measured best for each (:data:`PHYSICS`).
+    what that fit leaves (``physics="coarse_solve"``); a 3D model trained on 400 volumes or
+    more puts them beside the trunk's features in its ridge (``"coarse_features"``), as
+    measured best for each (:data:`PHYSICS`).
     On real crops the trunk's features alone were 1.7 to 5 times further from TauFactor.
 
 Modes
@@ -146,11 +147,15 @@ LEARNS = ("auto", "inverse_tortuosity", "property")
 #: spanning clusters (:func:`_coarse_solves`) and their square roots: ``coarse_solve`` fits
 #: those by least squares first, and the ridge on the trunk's features learns what that fit
 #: leaves; ``coarse_features`` puts them beside the trunk's features in one ridge; ``none``:
-#: the trunk's features alone; ``auto``: for a D_eff_* property in frozen mode the first in 2D
-#: and the second in 3D, else none. Relative MAE on real crops: 2D 0.25 (trunk alone) -> 0.06
-#: (coarse_solve; coarse_features 0.11), 3D 0.085 -> 0.051 (coarse_features; coarse_solve 0.076)
+#: the trunk's features alone; ``auto``: for a D_eff_* property in frozen mode the first, or in
+#: 3D with at least :data:`COARSE_FEATURES_MIN_SAMPLES` training volumes the second; else none.
+#: Relative MAE on real crops: 2D 0.25 (trunk alone) -> 0.06 (coarse_solve; coarse_features
+#: 0.11); 3D from 400 volumes 0.085 -> 0.051 (coarse_features; coarse_solve 0.075), from 25-200
+#: volumes coarse_solve 0.06-0.08, coarse_features 0.09-0.19
 #: (docs/measurements/properties_physics.md).
 PHYSICS = ("auto", "coarse_solve", "coarse_features", "none")
+#: Training volumes from which ``auto`` puts a 3D model's coarse solves beside its features.
+COARSE_FEATURES_MIN_SAMPLES = 400
 #: Block sides of the coarse copies: each block's conductivity is the share of it in the
 #: spanning clusters to the power COARSE_EXPONENT, at least COARSE_FLOOR. Blocks 2 and 4
 #: together did better than either alone; exponent 1 (a straight channel keeps its fraction
@@ -407,14 +412,18 @@ def _check_physics(physics: str, mode: str) -> str:
     return physics
 
 
-def _resolve_physics(physics: str, property_name: str, mode: str, ndim: int) -> str:
-    """``physics`` with ``auto`` resolved for a ``mode`` model of ``property_name`` on
-    ``ndim``-D images."""
+def _resolve_physics(
+    physics: str, property_name: str, mode: str, ndim: int, n_samples: int
+) -> str:
+    """``physics`` with ``auto`` resolved for a ``mode`` model of ``property_name`` trained on
+    ``n_samples`` ``ndim``-D images."""
     if physics != "auto":
         return physics
     if not (property_name.startswith("D_eff") and mode == "frozen"):
         return "none"
-    return "coarse_solve" if ndim == 2 else "coarse_features"
+    if ndim == 3 and n_samples >= COARSE_FEATURES_MIN_SAMPLES:
+        return "coarse_features"
+    return "coarse_solve"
 
 
 def _coarse_settings(physics: str) -> dict | None:
@@ -1473,8 +1482,8 @@ class TrainOptions:
         "auto",
         "physics in the regression, from D_eff of coarse copies of the spanning clusters: "
         "coarse_solve (fitted first, the trunk's features learn the rest), coarse_features "
-        "(beside the trunk's features), none, auto (for D_eff_* in frozen mode coarse_solve "
-        "in 2D, coarse_features in 3D)",
+        "(beside the trunk's features), none, auto (for D_eff_* in frozen mode coarse_solve, "
+        "or coarse_features in 3D from 400 training volumes)",
         choices=PHYSICS,
     )
     folds: int = option(5, "k of the k-fold cross-validation (0: none)", low=0, high=100)
@@ -1683,7 +1692,7 @@ def train_steps(
     names = list(names) if names is not None else [f"image {i + 1}" for i in range(len(images))]
     ndim = _training_dimension(images, names)
     phases = _phases(phase, len(images))
-    physics = _resolve_physics(checked["physics"], str(options.property), mode, ndim)
+    physics = _resolve_physics(checked["physics"], str(options.property), mode, ndim, len(y))
     coarse = _coarse_settings(physics)
     maps, spanning_fractions, solves = _sample_maps(
         images, phases, axis, options.input, max_slices, layers, names, coarse=coarse
