@@ -118,6 +118,28 @@ def test_batch_writes_a_folder_per_task_and_skips_them_the_second_time(
     assert list(again["seconds"].iloc[:3]) == list(table["seconds"].iloc[:3])
 
 
+def test_a_task_whose_answer_was_lost_after_its_folder_was_written_is_done(micrographs, tmp_path):
+    """A worker that dies after a task wrote its folder, before the client had the row: the
+    lost answer is not the task's failure (the race the killed-worker test can meet)."""
+    from napari_microstructure.batching import _result, run_task
+
+    class LostAnswer:
+        def result(self):
+            raise OSError("the worker holding the result has died")
+
+    done, never = plan(
+        [Task(micrographs["alloy"], "label", output="done"), Task(micrographs["field0"], "label")],
+        tmp_path,
+    )
+    written = run_task(done)
+    row = _result(LostAnswer(), done)
+    assert row["status"] == "done" and row["ran"] and row["D_eff_x"] == written["D_eff_x"]
+    assert not (Path(done.folder) / ERROR_FILE).exists()
+    row = _result(LostAnswer(), never)  # nothing written: the task failed, and says why
+    assert row["status"] == "failed" and "has died" in row["error"]
+    assert (Path(never.folder) / ERROR_FILE).exists()
+
+
 def test_a_worker_killed_in_the_middle_has_its_task_run_again(client, micrographs, tmp_path):
     from distributed.diagnostics.plugin import WorkerPlugin
 

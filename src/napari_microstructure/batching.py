@@ -840,11 +840,16 @@ def _run(planned: list[PlannedTask], out: Path, client, workers: int | None):
 
 
 def _result(future, task: PlannedTask) -> dict:
-    """The row a finished future returned; a task that dask could not finish (its workers died
-    again and again, or its result could not travel) gets its error recorded here."""
+    """The row a finished future returned. A task whose folder is complete is done even when
+    its answer was lost (its worker died after writing it, before the client had the row); a
+    task that dask could not finish (its workers died again and again, or its result could not
+    travel) gets its error recorded here."""
     try:
         return future.result()
     except Exception as error:  # noqa: BLE001 - recorded as the task's error
+        stored = _read_row(Path(task.folder))
+        if stored is not None:
+            return {**stored, "ran": True}
         return _record_error(task, error, math.nan)
 
 
