@@ -921,16 +921,22 @@ class PropertyWidget(JobWidget):
         (None if refused, with a notification)."""
         return self.start_job(validation_job, self._capture_validation, self._on_validated)
 
-    def _capture_validation(self) -> ValidationRequest:
-        from ..core.property_validation import validate_steps
-
+    def _model_and_layers(self, no_layers: str) -> tuple[tuple[str, ...], list]:
+        """The selected layers' names and data for a job on the model; InputError (with
+        ``no_layers`` when none is selected) before any work."""
         if self.model is None:
             raise InputError("No model yet: train or load one first.")
         layers = self.selected_layers()
         if not layers:
-            raise InputError("Select the layers to validate on (2D or 3D Image or Labels layers).")
-        names = tuple(layer.name for layer in layers)
-        images = list(_layer_data(layers))
+            raise InputError(no_layers)
+        return tuple(layer.name for layer in layers), list(_layer_data(layers))
+
+    def _capture_validation(self) -> ValidationRequest:
+        from ..core.property_validation import validate_steps
+
+        names, images = self._model_and_layers(
+            "Select the layers to validate on (2D or 3D Image or Labels layers)."
+        )
         device = self.form.values()["device"]
         steps = validate_steps(self.model, images, [f"layer '{n}'" for n in names], device=device)
         return ValidationRequest(steps, names)
@@ -963,12 +969,7 @@ class PropertyWidget(JobWidget):
     def _capture_adaptation(self) -> AdaptationRequest:
         from ..core.adaptation import adapt_steps
 
-        if self.model is None:
-            raise InputError("No model yet: train or load one first.")
-        layers = self.selected_layers()
-        if not layers:
-            raise InputError("Select the layers of your material to adapt to.")
-        names = tuple(layer.name for layer in layers)
+        names, images = self._model_and_layers("Select the layers of your material to adapt to.")
         values = self.form.values(DatasetOptions)
         build = self.adapt_form.options(phase=values["phase"], seed=values["seed"], device="cpu")
         training_data = self.training_data
@@ -981,7 +982,7 @@ class PropertyWidget(JobWidget):
                 "and this model does not record where its training set is: choose its dataset "
                 "folder (with labels.csv) under Folder."
             )
-        micrographs = dict(zip(names, _layer_data(layers)))
+        micrographs = dict(zip(names, images))
         steps = adapt_steps(self.model, micrographs, training_data, build)
         return AdaptationRequest(steps, names, training_data)
 
