@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 
 from napari_microstructure.core import decoder as decoder_module
+from napari_microstructure.core._optimize import score_array
 from napari_microstructure.core.decoder import reconstruct, reconstruct_steps
 from napari_microstructure.core.errors import DeviceError, InputError, MemoryBudgetError
 from napari_microstructure.core.phases import (
     assign_phases,
     describe_image,
+    drop_islands,
     match_histogram,
     target_counts,
 )
@@ -53,6 +55,34 @@ def test_assign_phases_respects_clear_probabilities():
     model = describe_image(image)
     one_hot = np.stack([(image == k).astype(float) for k in range(3)])
     np.testing.assert_array_equal(assign_phases(one_hot, model), image)
+
+
+@pytest.mark.parametrize(
+    ("phases", "favoured", "runner_up"),
+    # each placed where ranking by the pixels' order would pick the runner-up
+    [(2, slice(2, 6), slice(8, 12)), (3, slice(8, 12), slice(2, 6))],
+)
+def test_a_sharp_map_is_rounded_by_its_logits_not_by_the_pixels_order(phases, favoured, runner_up):
+    """Where a run has sharpened, many probabilities round to 1 in single precision; the final
+    assignment must still give the phase the pixels the optimizer favoured most."""
+    torch = pytest.importorskip("torch")
+    image = np.zeros((16, 16), np.uint8)
+    image[:4] = 1  # the phase holds 4 of the 16 rows
+    if phases == 3:
+        image[-2:] = 2
+    model = describe_image(image)
+    logits = torch.full((1, model.n_channels, 16, 16), -30.0)
+    channel = 0 if model.n_channels == 1 else 1
+    logits[0, channel, runner_up] = 20.0  # probability 1 in single precision too
+    logits[0, channel, favoured] = 40.0
+    if phases == 3:
+        logits[0, 2, -2:] = 40.0
+    rounded = drop_islands(score_array(logits, model)[0], model, {})
+    expected = np.zeros_like(image)
+    expected[favoured] = 1
+    if phases == 3:
+        expected[-2:] = 2
+    np.testing.assert_array_equal(rounded, expected)
 
 
 def test_match_histogram_copies_grey_levels_and_keeps_order():

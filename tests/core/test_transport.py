@@ -92,9 +92,15 @@ def test_a_grey_micrograph_has_no_transport_targets():
 
 
 @pytest.mark.parametrize(
-    ("temperature", "shape"), [(None, (12, 10)), (0.5, (12, 10)), (0.5, (6, 5, 4))]
+    ("temperature", "shape", "with_logits"),
+    [
+        (None, (12, 10), False),
+        (0.5, (12, 10), False),
+        (0.5, (12, 10), True),
+        (0.5, (6, 5, 4), True),
+    ],
 )
-def test_the_gradient_matches_finite_differences(temperature, shape):
+def test_the_gradient_matches_finite_differences(temperature, shape, with_logits):
     # (6, 5, 4): the whole-volume term of a 3D reconstruction, targets along all three axes
     rng = np.random.default_rng(3)
     image = (rng.random(shape) < 0.6).astype(np.uint8)
@@ -105,7 +111,17 @@ def test_the_gradient_matches_finite_differences(temperature, shape):
     logits = torch.tensor(rng.normal(0.5, 1.5, (1, 1, *shape)), requires_grad=True)
 
     def loss(values):
-        context = LossContext(torch.sigmoid(values), {}, model, 0, 1, None, False, "cpu")
+        context = LossContext(
+            torch.sigmoid(values),
+            {},
+            model,
+            0,
+            1,
+            None,
+            False,
+            "cpu",
+            values if with_logits else None,
+        )
         return term(context)[0]
 
     loss(logits).backward()
@@ -119,6 +135,24 @@ def test_the_gradient_matches_finite_differences(temperature, shape):
         shifted[1].view(-1)[index] -= step
         expected = (float(loss(shifted[0])) - float(loss(shifted[1]))) / (2 * step)
         assert float(logits.grad.view(-1)[index]) == pytest.approx(expected, rel=1e-4, abs=1e-8)
+
+
+def test_a_sharp_map_keeps_its_conductivity_where_probabilities_round_to_one():
+    """A run that has sharpened holds more pixels at probability 1 (single precision) than the
+    phase's fraction; the rounding-aware map must still conduct along the pixels the rounding
+    will keep (it gave them all 0.5, an eighth of the conductivity, when it read the
+    probabilities)."""
+    image = np.zeros((16, 16), np.uint8)
+    image[:4] = 1  # a straight channel along axis 1: D_eff 0.25
+    model = describe_image(image)
+    term = TransportLoss({(1, 1): 0.25})
+    term.targets[None] = check_targets(term.given, model, 2)
+    logits = torch.full((1, 1, 16, 16), -30.0)
+    logits[0, 0, 2:6] = 20.0  # probability 1 in single precision, the rounding drops them
+    logits[0, 0, 8:12] = 40.0
+    context = LossContext(torch.sigmoid(logits), {}, model, 0, 1, None, False, "cpu", logits)
+    term(context)
+    assert term.last_soft_d_eff()[(1, 1)][0] == pytest.approx(0.25, rel=0.01)
 
 
 def test_levels_coarser_than_max_factor_get_no_loss():

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .descriptors import LossContext, TargetContext
+from .descriptors import LossContext, TargetContext, log_probabilities
 from .errors import InputError
 from .phases import ImageModel, drop_islands, match_histogram
 
@@ -98,13 +98,16 @@ def colour_of(scores, model: ImageModel, colours):
 
 
 def score_array(parameters, model: ImageModel) -> np.ndarray:
-    """Per-pixel scores (n, ...) as numpy: the sigmoid value or the phase probabilities."""
+    """Per-pixel scores (n, ...) as numpy, in double precision, ranked by the final assignment:
+    the logit of one channel (grey levels, or phase 1 of two phases) or the phases'
+    log-probabilities. Probabilities in single precision tie at 1 where a run sharpens (then
+    the ranking fell back to the pixels' order)."""
     import torch
 
     with torch.no_grad():
         if model.n_channels == 1:
-            return torch.sigmoid(parameters[:, 0]).float().cpu().numpy()
-        return torch.softmax(parameters, dim=1).float().cpu().numpy()
+            return parameters[:, 0].double().cpu().numpy()
+        return log_probabilities(parameters).cpu().numpy()
 
 
 def finish(scores: np.ndarray, model: ImageModel, reference: np.ndarray, islands: dict):
@@ -140,7 +143,7 @@ class Objective:
             colour_of(scores, self.model, self.colours), periodic=self.periodic
         )
         context = LossContext(
-            scores, features, self.model, level, factor, axis, self.periodic, self.device
+            scores, features, self.model, level, factor, axis, self.periodic, self.device, logits
         )
         values = {}
         for term in self.terms:

@@ -100,17 +100,48 @@ class LossContext:
     axis: int | None  # 3D: the samples are slices normal to this axis; None in 2D
     periodic: bool  # the samples tile seamlessly (the network pads circularly)
     device: Any
+    logits: Any = None  # the optimized parameters the scores come from, (n, C, h, w), or None
 
     @property
     def probabilities(self):
         """Phase probabilities (n, K, h, w) of the samples (phase k: ``model.labels[k]``)."""
         import torch
 
-        if self.model.kind != "labels":
-            raise ValueError("A grey reconstruction has grey levels (scores), not phases.")
+        self._check_phases()
         if self.scores.shape[1] == 1:
             return torch.cat([1 - self.scores, self.scores], dim=1)
         return self.scores
+
+    @property
+    def log_probabilities(self):
+        """Phase log-probabilities (n, K, h, w) in double precision: from the logits where the
+        context has them (exact where the probabilities round to 0 or 1), else from the
+        probabilities."""
+        import torch
+
+        self._check_phases()
+        if self.logits is None:
+            return torch.log(self.probabilities.double().clamp_min(1e-300))
+        return log_probabilities(self.logits)
+
+    def _check_phases(self) -> None:
+        if self.model.kind != "labels":
+            raise ValueError("A grey reconstruction has grey levels (scores), not phases.")
+
+
+def log_probabilities(logits):
+    """Phase log-probabilities (n, K, ...) in double precision of the optimized logits: the
+    log-sigmoid of the one channel of two phases (K = 2), or the log-softmax of K channels.
+    Unlike the probabilities in single precision, they never tie at 0 or 1."""
+    import torch
+
+    logits = logits.double()
+    if logits.shape[1] == 1:
+        return torch.cat(
+            [torch.nn.functional.logsigmoid(-logits), torch.nn.functional.logsigmoid(logits)],
+            dim=1,
+        )
+    return torch.log_softmax(logits, dim=1)
 
 
 @runtime_checkable

@@ -107,10 +107,11 @@ def target_counts(fractions, n_pixels: int) -> np.ndarray:
 def assign_phases(scores: np.ndarray, model: ImageModel) -> np.ndarray:
     """Label image with exact phase counts from per-pixel scores.
 
-    ``scores`` is ``(*shape,)`` for grey/two-phase (higher means the upper phase) or
-    ``(K, *shape)`` probabilities for K phases. Two phases: the pixels ranked by score are cut
-    at the target count. K phases: phases are filled from the rarest to the most common, each
-    taking the unassigned pixels where its probability leads the best of the remaining phases.
+    ``scores`` is ``(*shape,)`` for grey/two-phase (higher means the upper phase: a logit or a
+    probability) or ``(K, *shape)`` log-probabilities (or probabilities) for K phases. Two
+    phases: the pixels ranked by score are cut at the target count. K phases: phases are filled
+    from the rarest to the most common, each taking the unassigned pixels where its score leads
+    the best of the remaining phases' by the most.
     """
     labels = np.asarray(model.labels, dtype=model.dtype)
     if scores.ndim == 0 or (len(labels) > 2 and scores.shape[0] != len(labels)):

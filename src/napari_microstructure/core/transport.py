@@ -316,7 +316,7 @@ class TransportLoss:
 
         if self.temperature is None:
             return context.probabilities[:, index].double()
-        log_p = torch.log(context.probabilities.double().clamp_min(1e-12))
+        log_p = context.log_probabilities  # from the logits: probabilities tie at 1 when sharp
         others = torch.cat([log_p[:, :index], log_p[:, index + 1 :]], dim=1)
         margin = log_p[:, index] - others.max(dim=1).values
         fraction = context.model.fractions[index]

@@ -793,6 +793,7 @@ def _evaluate(
             None,
             whole.periodic,
             whole.device,
+            parameters,
         )
         weighted = 0.0
         for term in whole.terms:
