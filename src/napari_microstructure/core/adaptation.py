@@ -7,9 +7,10 @@ model's (measured: labelling the model's axis alone left the error along the oth
 was; docs/measurements/properties_trust.md) (a :class:`~.datasets.Dataset`: the folder the model was
 trained on) and trains a model of the same kind on the whole (:func:`~.properties.train_steps`
 with the options the model records), the crops of one micrograph held out together in
-cross-validation, so that its intervals are calibrated on new regions of the material. It is a generator of the build's and the training's
-progress that returns the new :class:`~.properties.PropertyModel` (None when stopped while
-the samples were made). No napari or Qt here.
+cross-validation, so that its intervals are calibrated on new regions of the material. It is
+a generator of the build's and the training's progress that returns the new
+:class:`~.properties.PropertyModel` (None when stopped while the samples were made). No
+napari or Qt here.
 """
 
 from __future__ import annotations

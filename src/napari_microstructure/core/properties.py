@@ -224,11 +224,10 @@ def _coarse_solves(spanning: np.ndarray, axis: int, coarse: dict) -> np.ndarray:
 
     from .diffusion import DiffusionSolver
 
+    if not spanning.any():
+        return np.zeros(len(coarse["blocks"]))
     values = []
     for block in coarse["blocks"]:
-        if not spanning.any():
-            values.append(0.0)
-            continue
         counts = [max(n // block, 1) for n in spanning.shape]
         sides = [min(block, n) for n in spanning.shape]
         kept = spanning[tuple(slice(0, c * b) for c, b in zip(counts, sides))]
@@ -247,6 +246,20 @@ def _physics_features(solves, fractions: np.ndarray, learns: str):
         return None
     values = np.clip(_learnt(np.asarray(solves, float), fractions[:, None], learns), 0, None)
     return np.hstack([values, np.sqrt(values)])
+
+
+def _regression_inputs(features, solves, fractions: np.ndarray, preprocessing: dict) -> tuple:
+    """The ridge's features and the physics columns fitted first (None): ``coarse_features``
+    puts the coarse solves' columns beside the trunk's features instead."""
+    physics = _physics_features(solves, fractions, preprocessing.get("learns", "property"))
+    if preprocessing.get("physics") == "coarse_features":
+        return np.hstack([features, physics]), None
+    return features, physics
+
+
+def _recorded_coarse(preprocessing: dict) -> dict | None:
+    """The coarse solves a model records (None for a model without physics)."""
+    return preprocessing.get("coarse") if preprocessing.get("physics", "none") != "none" else None
 
 
 def _spanning(mask: np.ndarray, axis: int) -> np.ndarray:
@@ -898,17 +911,22 @@ class PropertyModel:
             slices = whole_number(max_slices, "max_slices (slices of a volume per direction)")
         axis = prep["axis"] if axis is None else axis
         learns = prep.get("learns", "property")
-        coarse = prep.get("coarse") if prep.get("physics", "none") != "none" else None
         maps, fractions, solves = _sample_maps(
-            images, phases, axis, prep["input"], slices, layers, names, True, coarse
+            images,
+            phases,
+            axis,
+            prep["input"],
+            slices,
+            layers,
+            names,
+            True,
+            _recorded_coarse(prep),
         )
         torch_device = resolve_device(device)
         if self.header["mode"] == "frozen":
             convs, mean_bgr = self._frozen_trunk(torch_device)
             features = _features_of(maps, convs, mean_bgr, layers, torch_device)
-            physics = _physics_features(solves, fractions, learns)
-            if prep.get("physics") == "coarse_features":
-                features, physics = np.hstack([features, physics]), None
+            features, physics = _regression_inputs(features, solves, fractions, prep)
             values = apply_regression(self.arrays, features, physics)
             features = (features - self.arrays["feature_mean"]) / self.arrays["feature_scale"]
         else:
@@ -1112,7 +1130,7 @@ def _model_problem(header: dict, arrays: dict) -> str | None:
     ):
         return "no valid preprocessing (input, phase, axis, max_slices, learns, physics)"
     physics = prep.get("physics", "none")
-    coarse = prep.get("coarse") if physics != "none" else None
+    coarse = _recorded_coarse(prep)
     if physics != "none" and not _valid_coarse(coarse):
         return f"no valid record of its coarse solves ({coarse!r})"
     if physics != "coarse_solve" and "physics_coef" in arrays:
@@ -1787,8 +1805,7 @@ def _train(maps, fractions, solves, y, header, convs, mean_bgr, layers, device, 
     settings = header["training"]
     learns = header["preprocessing"]["learns"]
     learnt = _learnt(y, fractions, learns)
-    physics = _physics_features(solves, fractions, learns)
-    beside = header["preprocessing"]["physics"] == "coarse_features"
+    physics = None  # the columns fitted first, once the features are known
 
     def rows(indices):
         return None if physics is None else physics[indices]
@@ -1829,8 +1846,9 @@ def _train(maps, fractions, solves, y, header, convs, mean_bgr, layers, device, 
         )
         if features is None:
             return None
-        if beside:  # the solves' columns join the trunk's features
-            features, physics = np.hstack([features, physics]), None
+        features, physics = _regression_inputs(
+            features, solves, fractions, header["preprocessing"]
+        )
     feature_seconds = elapsed()
 
     out_of_fold = np.full(len(y), np.nan)
