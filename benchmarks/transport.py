@@ -1,14 +1,17 @@
-"""Reconstructions with and without the transport term, in the same run: D_eff, spanning,
-largest clusters, e_S2 and time.
+"""Reconstructions with and without the transport term and the polish after the rounding, in
+the same run: D_eff, spanning, largest clusters, e_S2 and time.
 
-For every case and seed the default reconstruction runs twice, without and with
-:class:`~napari_microstructure.core.transport.TransportLoss`. D_eff is TauFactor's, on the hard
+For every case and seed the default reconstruction runs in each mode: ``plain`` (neither),
+``polish`` (the default: ``keep_transport``, :mod:`~napari_microstructure.core.polish`),
+``term`` (:class:`~napari_microstructure.core.transport.TransportLoss` in the loss) and
+``term+polish``. D_eff is TauFactor's, on the hard
 images, for every phase that spans the micrograph along each axis; "ok" means every such D_eff
 within 10 % of the micrograph's, the same spanning status of every phase, every phase's
 largest-cluster fraction within 0.05 and e_S2 below the floor.
 
     python benchmarks/transport.py                  # shipped and generated micrographs, 5 seeds
     python benchmarks/transport.py --quick          # one seed, generated ones at 128x128
+    python benchmarks/transport.py --cases alloy_256 --seeds 1 2 --modes plain polish --threads 2
     python benchmarks/transport.py --cases alloy_256 --seeds 0 --weight 3 --temperature 0.5
 """
 
@@ -27,6 +30,14 @@ from napari_microstructure.core import metrics, synthetic
 from napari_microstructure.core.decoder import reconstruct
 from napari_microstructure.core.physics import transport
 from napari_microstructure.core.transport import DEFAULT_WEIGHT, TEMPERATURE, TransportLoss
+
+#: mode -> (the term in the loss, the polish after the rounding: ``keep_transport``)
+MODES = {
+    "plain": (False, False),
+    "polish": (False, True),
+    "term": (True, False),
+    "term+polish": (True, True),
+}
 
 
 def generated(side: int) -> dict:
@@ -71,7 +82,14 @@ def main() -> None:
     parser.add_argument("--weight", type=float, default=DEFAULT_WEIGHT)
     parser.add_argument("--temperature", type=float, default=TEMPERATURE, help="0: none")
     parser.add_argument("--max-factor", type=int, default=1)
-    parser.add_argument("--no-baseline", action="store_true", help="only with the term")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=list(MODES),
+        default=["plain", "polish", "term+polish"],
+        help="plain: neither the term nor the polish after the rounding; polish: the default",
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="--modes term")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
@@ -88,7 +106,8 @@ def main() -> None:
         original = structures[case] if case in structures else load_sample(case)
         floor = metrics.floor(original)["e_s2"]
         for seed in seeds:
-            for with_term in (False, True)[args.no_baseline :]:
+            for mode in ["term"] if args.no_baseline else args.modes:
+                with_term, polish = MODES[mode]
                 term = TransportLoss(
                     weight=args.weight,
                     temperature=args.temperature or None,
@@ -101,9 +120,10 @@ def main() -> None:
                     device="cpu",
                     transport=False,  # the term below, with this run's settings, or none
                     terms=[term] if with_term else [],
+                    keep_transport=polish,
                 )
                 seconds = time.perf_counter() - started
-                row = {"case": case, "seed": seed, "term": with_term, "seconds": seconds}
+                row = {"case": case, "seed": seed, "mode": mode, "seconds": seconds}
                 row.update(score(original, result.images[0], floor))
                 if with_term:
                     stats = term.provenance()
@@ -111,24 +131,32 @@ def main() -> None:
                     targets = term.targets[None]
                     for (phase, axis), values in term.last_soft_d_eff().items():
                         row[f"soft{phase}/{axis}"] = values[0] / targets[(phase, axis)] - 1
+                for record in result.provenance["transport_polish"]:
+                    row["polish_seconds"] = record["seconds"]
+                    row["changed"] = record["changed_fraction"]
                 rows.append(row)
                 deff = " ".join(
                     f"{k} {v:+.3f}" for k, v in row.items() if k.startswith(("D", "soft"))
                 )
+                polished = (
+                    f" (polish {row['polish_seconds']:.1f} s, {row['changed']:.2%} changed)"
+                    if "changed" in row
+                    else ""
+                )
                 print(
-                    f"{case:16s} seed {seed} {'with' if with_term else 'without':7s} "
-                    f"{seconds:6.1f} s  e_S2 {row['e_s2']:.4f} (floor {floor:.3f})  {deff}  "
+                    f"{case:16s} seed {seed} {mode:11s} {seconds:6.1f} s{polished}  "
+                    f"e_S2 {row['e_s2']:.4f} (floor {floor:.3f})  {deff}  "
                     f"spans {'same' if row['spans'] else 'DIFFERENT'}  "
                     f"largest {row['largest']:.3f}  {'ok' if row['ok'] else '--'}",
                     flush=True,
                 )
     print("\nsummary (per case: runs ok, median |D_eff error|, median seconds)")
     for case in cases:
-        for with_term in (False, True):
-            mine = [r for r in rows if r["case"] == case and r["term"] == with_term]
+        for mode in MODES:
+            mine = [r for r in rows if r["case"] == case and r["mode"] == mode]
             if mine:
                 print(
-                    f"{case:16s} {'with' if with_term else 'without':7s} "
+                    f"{case:16s} {mode:11s} "
                     f"{sum(r['ok'] for r in mine)}/{len(mine)} ok  "
                     f"|D_eff err| {np.median([r['worst_deff'] for r in mine]):.3f}  "
                     f"{np.median([r['seconds'] for r in mine]):.1f} s"

@@ -220,12 +220,21 @@ def main() -> None:
         action="store_true",
         help="with --target-from-crops: targets for every phase the crops span, not one",
     )
+    parser.add_argument(
+        "--no-polish",
+        action="store_true",
+        help="keep_transport=False: no pixel swaps toward the 3D targets after the rounding",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--save", help="folder for the reconstructed volumes (.npy)")
     parser.add_argument("--json", help="append the rows to this file (JSON lines)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    options = {"device": "cpu", "transport_weight": args.weight}
+    options = {
+        "device": "cpu",
+        "transport_weight": args.weight,
+        "keep_transport": not args.no_polish,
+    }
     if args.slices is not None:
         options["slices_per_axis"] = args.slices
     if args.iterations is not None:
@@ -283,6 +292,11 @@ def main() -> None:
                                 ][0]
                                 for phase, axis, _ in targets
                             }
+                for record in result.provenance["transport_polish"]:
+                    run["polish"] = {
+                        key: record.get(key)
+                        for key in ("before", "after", "rounds", "changed_fraction", "seconds")
+                    }
                 run.update(describe(result.volume, micrographs, phases, args.slice_step))
                 runs.append(run)
                 print(json.dumps(run), flush=True)

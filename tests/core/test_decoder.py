@@ -5,7 +5,7 @@ import pytest
 
 from napari_microstructure.core import decoder as decoder_module
 from napari_microstructure.core._optimize import score_array
-from napari_microstructure.core.decoder import reconstruct, reconstruct_steps
+from napari_microstructure.core.decoder import Progress, reconstruct, reconstruct_steps
 from napari_microstructure.core.errors import DeviceError, InputError, MemoryBudgetError
 from napari_microstructure.core.phases import (
     assign_phases,
@@ -14,6 +14,7 @@ from napari_microstructure.core.phases import (
     match_histogram,
     target_counts,
 )
+from napari_microstructure.core.polish import PolishRound
 from napari_microstructure.core.steps import STOP, run_to_end
 
 FAST = {"iterations": 4, "levels": 1, "weights": "random", "device": "cpu"}
@@ -200,6 +201,12 @@ def test_progress_messages_count_steps_and_carry_previews():
     )
     messages = []
     result = run_to_end(steps, messages.append)
+    # the optimizer's steps, then the rounds that restore D_eff after the rounding
+    steps_done = [m for m in messages if isinstance(m, Progress)]
+    rounds = messages[len(steps_done) :]
+    assert all(isinstance(m, PolishRound) for m in rounds)
+    assert len(rounds) == sum(r["rounds"] for r in result.provenance["transport_polish"])
+    messages = steps_done
     assert [m.iteration for m in messages] == list(range(1, 7))
     assert {m.level for m in messages} == {0, 1} and messages[0].n_levels == 2
     assert messages[0].preview.shape == (16, 16) and messages[-1].preview.shape == (32, 32)

@@ -127,6 +127,7 @@ def test_run_emits_layers_table_and_plot(viewer, alloy, qtbot, tmp_path) -> None
         assert isinstance(layer, Labels) and layer.data.shape == (64, 64)
         provenance = layer.metadata["provenance"]
         assert provenance["steps"] == 12 and provenance["partial"] is False
+        assert len(provenance["transport_polish"]) == 2  # D_eff restored in each sample
         assert (
             provenance["input_layer"] == INPUT and provenance["weights"]["source"] == "normalized"
         )
@@ -301,12 +302,17 @@ def test_two_runs_in_a_row(viewer, alloy, qtbot) -> None:
     from qtpy.QtCore import QThreadPool
 
     widget = _widget(viewer, iterations=10)
+    assert widget.keep_transport_check.isChecked()
     _run(qtbot, widget)
     widget.seed_spin.setValue(1)
+    widget.keep_transport_check.setChecked(False)  # the second without restoring D_eff
     _run(qtbot, widget)
     assert _names(viewer) == [INPUT, f"{INPUT} reconstruction 1", f"{INPUT} reconstruction 2"]
-    first, second = (viewer.layers[f"{INPUT} reconstruction {i}"].data for i in (1, 2))
+    layers = [viewer.layers[f"{INPUT} reconstruction {i}"] for i in (1, 2)]
+    first, second = (layer.data for layer in layers)
     assert not np.array_equal(first, second)  # another seed, another microstructure
+    polished = [layer.metadata["provenance"]["transport_polish"] for layer in layers]
+    assert len(polished[0]) == 1 and polished[1] == []
     assert list(widget.table.frame["run"].unique()) == [1, 2]
     assert len(widget.runs) == 2
     qtbot.waitUntil(

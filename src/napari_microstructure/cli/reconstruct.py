@@ -52,6 +52,7 @@ def add_parser(commands) -> None:
     add_option(rec, ReconstructionOptions, "seed", type=int)
     add_option(rec, ReconstructionOptions, "periodic", action="store_true")
     add_option(rec, ReconstructionOptions, "kind")
+    add_option(rec, ReconstructionOptions, "keep_transport", action=argparse.BooleanOptionalAction)
     add_option(rec, ReconstructionOptions, "transport", action=argparse.BooleanOptionalAction)
     add_option(rec, ReconstructionOptions, "transport_weight", type=float)
     add_option(

@@ -1129,6 +1129,7 @@ def _warm_up(micrograph: np.ndarray, device, weights) -> None:
             weights=weights,
             kind="labels",
             transport=False,
+            keep_transport=False,
         )
     )
 
@@ -1197,7 +1198,9 @@ def _study(
                 device=device,
                 weights=weights,
                 kind="labels",
-                transport=False,  # the study weighs the network's depth: the Gram loss alone
+                # the study weighs the network's depth: the Gram loss alone, no polish after it
+                transport=False,
+                keep_transport=False,
             )
 
             def progress(message):

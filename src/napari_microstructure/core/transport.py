@@ -372,6 +372,17 @@ class TransportLoss:
         }
 
 
+def image_targets(terms) -> dict:
+    """The D_eff targets ``{(phase, axis): value}`` that the transport terms among ``terms`` hold
+    the whole output to (a 2D image, or a volume by a whole-volume term; not a volume's
+    slices), as computed by the run."""
+    targets: dict = {}
+    for term in terms:
+        if isinstance(term, TransportLoss):
+            targets.update(term.targets.get(None, {}))
+    return targets
+
+
 def design_targets(
     targets,
     micrograph: np.ndarray | None,

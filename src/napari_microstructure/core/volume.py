@@ -77,9 +77,10 @@ from .encoder import check_layers, get_encoder, min_input_size
 from .errors import InputError, MemoryBudgetError
 from .options import merge, option, redefault
 from .phases import ImageModel, describe_image, phase_colours, to_colour
+from .polish import PolishRound, polish_images
 from .provenance import environment
 from .steps import STOP, run_to_end
-from .transport import transport_term
+from .transport import image_targets, transport_term
 from .weights import load_weights
 
 #: Names of the numpy axes 0, 1, 2 of a (D, H, W) volume.
@@ -521,6 +522,7 @@ def reconstruct_volume_steps(
         levels=levels,
         islands=islands,
         reference=reference,
+        keep_transport=bool(options.keep_transport),
     )
 
 
@@ -624,7 +626,8 @@ def _optimize_volume(
     levels,
     islands,
     reference,
-) -> Generator[VolumeProgress, str | None, VolumeReconstruction]:
+    keep_transport,
+) -> Generator[VolumeProgress | PolishRound, str | None, VolumeReconstruction]:
     import torch
 
     started = time.perf_counter()
@@ -700,6 +703,13 @@ def _optimize_volume(
     finishing = time.perf_counter()
     scores = score_array(parameters, model)
     volume = finish(scores[0], model, reference, islands)
+    polished = []
+    targets = image_targets(whole.terms) if keep_transport and not partial else {}
+    if targets:  # 3D targets only: a volume's slices have 2D ones
+        volumes, polished, partial = yield from polish_images(
+            volume[None], targets, periodic=objective.periodic, started=started
+        )
+        volume = volumes[0]
     elapsed = time.perf_counter() - started
     provenance = {
         "method": "3D Gram-matrix reconstruction from 2D slices with a pretrained VGG19 "
@@ -754,6 +764,7 @@ def _optimize_volume(
             {t.name: [np.mean([axis_terms[a][t.name] for a in axes])] for t in objective.terms}
         )
         + whole.provenance({name: [value] for name, value in whole_terms.items()}),
+        "transport_polish": polished,
         "partial": partial,
     }
     if device.type == "cuda":

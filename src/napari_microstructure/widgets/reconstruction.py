@@ -48,6 +48,7 @@ from qtpy.QtWidgets import (
 from ..core.decoder import DEFAULT_LAYERS, ReconstructionOptions
 from ..core.errors import InputError, MicrostructureError, WeightsError
 from ..core.options import spec
+from ..core.polish import PolishRound
 from ..core.steps import DISCARD, STOP, describe, relay
 from ..core.transport import parse_targets
 from ..core.volume import VolumeOptions
@@ -305,7 +306,8 @@ def reconstruction_job(request: RunRequest):
             steps = reconstruct_steps(request.image, request.options)
 
         def wait_for_preview_layer(message, reply):
-            if message.preview is not None and not request.preview_layer_ready.is_set():
+            preview = getattr(message, "preview", None)  # none while D_eff is restored
+            if preview is not None and not request.preview_layer_ready.is_set():
                 # The first preview makes napari create a layer (about 0.1 s of Python on the
                 # main thread): the worker waits for it rather than contend for the GIL, which
                 # would double the time the interface is frozen.
@@ -546,7 +548,9 @@ class ReconstructionWidget(JobWidget):
         form.addRow("Seed", self.seed_spin)
         self.periodic_check = rows.check("periodic", "tile seamlessly (periodic)")
         form.addRow("", self.periodic_check)
-        self.transport_check = rows.check("transport", "keep transport (D_eff)")
+        self.keep_transport_check = rows.check("keep_transport", "restore D_eff after rounding")
+        form.addRow("", self.keep_transport_check)
+        self.transport_check = rows.check("transport", "transport term in the loss")
         form.addRow("", self.transport_check)
         self.targets_edit = QLineEdit()
         self.targets_edit.setPlaceholderText("e.g. 0 x 0.5x; 1 y 0.02")
@@ -849,6 +853,9 @@ class ReconstructionWidget(JobWidget):
             if message == ANALYSING:
                 self.run_button.setEnabled(False)
                 self.progress.setFormat("computing statistics…")
+            return
+        if isinstance(message, PolishRound):  # the optimization is done: D_eff is restored
+            self.progress.setFormat(describe(message))
             return
         self._last_progress = message
         self.plot.add_loss(message.loss)
