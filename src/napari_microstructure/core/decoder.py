@@ -169,9 +169,10 @@ class NetworkOptions:
         "number or a factor of the micrograph's own written 0.5x; they replace the transport "
         "term's own targets",
     )
-    #: On: without it the alloy's boundary network kept 67-78 % of its D_eff along axis 0; with
-    #: it every D_eff of the benchmark came within 10 %, for 1-9 s at 256x256 and e_S2 as low
-    #: as before (docs/measurements/transport.md, "Restoring D_eff after the rounding").
+    #: On: without it the alloy's boundary network lost 21-33 % of its D_eff along one axis (five
+    #: seeds); with it every D_eff of the benchmark came within 6.5 %, the repair taking 0.2-3 s
+    #: at 256x256 on two cores, e_S2 as low as before (docs/measurements/transport.md,
+    #: "Restoring D_eff after the rounding").
     keep_transport: bool = option(
         True,
         "after the rounding to phases, swap pixels on the phases' boundaries (every fraction "
