@@ -27,7 +27,7 @@ from scipy import ndimage
 from .diffusion import DiffusionSolver
 from .errors import InputError
 from .steps import STOP, relay
-from .transport import FLOOR
+from .transport import FLOOR, keyed
 
 __all__ = [
     "POLISH_MAX_CHANGED",
@@ -83,16 +83,6 @@ class Polished:
 
     image: np.ndarray
     record: dict
-
-
-def _cross(ndim: int) -> np.ndarray:
-    kernel = np.zeros((3,) * ndim, dtype=np.int16)
-    for axis in range(ndim):
-        for side in (0, 2):
-            index = [1] * ndim
-            index[axis] = side
-            kernel[tuple(index)] = 1
-    return kernel
 
 
 def _simple(mask: np.ndarray) -> np.ndarray:
@@ -222,7 +212,7 @@ def polish_steps(
                 f"{image.ndim}D image of phases {labels} does not have."
             )
     record = {
-        "targets": {f"phase {p} axis {a}": v for (p, a), v in targets.items()},
+        "targets": keyed(targets),
         "tolerance": tolerance,
         "rounds": 0,
         "changed_fraction": 0.0,
@@ -235,8 +225,9 @@ def polish_steps(
         for key in targets
     }
     solved = _Solved(image, targets, solvers, floor)
-    record["before"] = {f"phase {p} axis {a}": e for (p, a), e in solved.errors.items()}
-    cross = _cross(image.ndim)
+    record["before"] = keyed(solved.errors)
+    cross = ndimage.generate_binary_structure(image.ndim, 1).astype(np.int16)
+    cross[(1,) * image.ndim] = 0  # the face neighbours, not the pixel itself
     changed = np.zeros(image.shape, dtype=bool)
     frozen = np.zeros(image.shape, dtype=bool)  # changed, or a single pair that did not help
     batch, refused = max(1, image.size // 500), 0
@@ -271,7 +262,7 @@ def polish_steps(
             break
         if refused == MAX_REFUSED:
             break
-    record["after"] = {f"phase {p} axis {a}": e for (p, a), e in solved.errors.items()}
+    record["after"] = keyed(solved.errors)
     record["changed_fraction"] = float(changed.mean())
     record["seconds"] = time.perf_counter() - started
     return Polished(image, record)

@@ -39,6 +39,8 @@ __all__ = [
     "TransportLoss",
     "check_targets",
     "design_targets",
+    "image_targets",
+    "keyed",
     "micrograph_diffusivities",
     "parse_targets",
     "target_from_words",
@@ -354,9 +356,6 @@ class TransportLoss:
     def provenance(self) -> dict:
         """The targets, the soft samples' last D_eff and the solves' statistics."""
 
-        def keyed(mapping):
-            return {f"phase {p} axis {a}": v for (p, a), v in mapping.items()}
-
         return {
             "name": self.name,
             "weight": float(self.weight),
@@ -370,6 +369,11 @@ class TransportLoss:
             **self._stats,
             "seconds": self._seconds,
         }
+
+
+def keyed(mapping: Mapping) -> dict:
+    """``{(phase, axis): value}`` with readable keys, ``"phase P axis A"`` (provenance)."""
+    return {f"phase {p} axis {a}": v for (p, a), v in mapping.items()}
 
 
 def image_targets(terms) -> dict:
