@@ -145,9 +145,15 @@ def main(argv=None) -> int:
         default=properties.COARSE_EXPONENT,
         help="a block's conductivity is its filled share to this power",
     )
+    parser.add_argument(
+        "--corner-contacts",
+        action="store_true",
+        help="let pixels of a block of 2 that touch only at a corner join (the rule before)",
+    )
     args = parser.parse_args(argv)
     properties.COARSE_BLOCKS = tuple(args.coarse_blocks)  # read when a model is trained
     properties.COARSE_EXPONENT = args.coarse_exponent
+    properties.COARSE_CORNER_CONTACTS = args.corner_contacts
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -199,6 +205,7 @@ def main(argv=None) -> int:
     if physics == "coarse_solve":
         coarse = model.header["preprocessing"]["coarse"]
         physics += f"_{'-'.join(map(str, coarse['blocks']))}_p{coarse['exponent']:g}"
+        physics += "_corners" if coarse["corner_contacts"] else ""
     path = out / (
         f"results_{'_'.join(sorted(args.families))}_{fractions}_seed{args.seed}_{learns}"
         f"_{physics}.json"

@@ -309,6 +309,27 @@ def test_coarse_solves_give_a_straight_channel_its_fraction_and_blocked_stripes_
     assert np.all((solves > 0.1) & (solves < 0.25))  # 96 / 702 = 0.137 of the section
 
 
+def test_coarse_solves_do_not_conduct_through_pixels_that_touch_only_at_corners():
+    # a chain along x whose pixels touch only at corners: the fine grid carries nothing along it
+    chain = np.zeros((16, 16), bool)
+    chain[0, 0::2] = chain[1, 1::2] = True
+    cut = properties._coarse_settings("coarse_solve")
+    joined = {**cut, "corner_contacts": True}  # the rule of models recorded before
+    assert np.all(properties._coarse_solves(chain, 1, cut) < 1e-3)
+    assert np.all(properties._coarse_solves(chain, 1, joined) > 0.05)
+    # in 3D the voxels of each block of 2 touch only along a body diagonal
+    rods = np.zeros((8, 8, 8), bool)
+    rods[0::2, 0::2, 0::2] = rods[1::2, 1::2, 1::2] = True
+    assert np.all(properties._coarse_solves(rods, 0, cut) < 1e-3)
+    assert np.all(properties._coarse_solves(rods, 0, joined) > 0.1)
+    # a diagonal staircase of face neighbours still conducts
+    stairs = np.zeros((16, 16), bool)
+    for i in range(16):
+        stairs[i, i] = True
+        stairs[i, min(i + 1, 15)] = True
+    assert np.all(properties._coarse_solves(stairs, 1, cut) > 0.01)
+
+
 @pytest.mark.weights
 def test_d_eff_models_fit_coarse_solves_first_and_other_models_do_not(
     tmp_path, small_dataset, frozen_model

@@ -150,9 +150,9 @@ LEARNS = ("auto", "inverse_tortuosity", "property")
 #: the trunk's features alone; ``auto``: for a D_eff_* property in frozen mode the first, or in
 #: 3D with at least :data:`COARSE_FEATURES_MIN_SAMPLES` training volumes the second; else none.
 #: Relative MAE on real crops: 2D 0.25 (trunk alone) -> 0.06 (coarse_solve; coarse_features
-#: 0.11); 3D from 400 volumes 0.085 -> 0.051 (coarse_features; coarse_solve 0.075), from 25-200
-#: volumes coarse_solve 0.06-0.08, coarse_features 0.09-0.19
-#: (docs/measurements/properties_physics.md).
+#: 0.11); 3D from 400 volumes 0.085 -> 0.051 (coarse_features; coarse_solve 0.075; 0.048 and
+#: 0.065 since :data:`COARSE_CORNER_CONTACTS`), from 25-200 volumes coarse_solve 0.06-0.08,
+#: coarse_features 0.09-0.19 (docs/measurements/properties_physics.md).
 PHYSICS = ("auto", "coarse_solve", "coarse_features", "none")
 #: Training volumes from which ``auto`` puts a 3D model's coarse solves beside its features.
 COARSE_FEATURES_MIN_SAMPLES = 400
@@ -163,6 +163,13 @@ COARSE_FEATURES_MIN_SAMPLES = 400
 COARSE_BLOCKS = (2, 4)
 COARSE_EXPONENT = 1
 COARSE_FLOOR = 1e-4
+#: Whether pixels (voxels) of a block of 2 that touch each other only at corners or edges join
+#: in the coarse copy. Averaging joined them, and a coarse solve of 2D slices of the electrode's
+#: pores came out 1.2 to 1.8 times the fine one; cutting them took the real crops' relative MAE
+#: from 0.048 / 0.058 / 0.069 to 0.047 / 0.057 / 0.049 in 2D (three dataset seeds; the
+#: electrode-slice pores 0.111 / 0.097 / 0.125 to 0.112 / 0.096 / 0.088) and from
+#: 0.051 to 0.048 in 3D (docs/measurements/properties_physics.md).
+COARSE_CORNER_CONTACTS = False
 #: Relative residual at which a coarse solve stops: D_eff, from the dissipation, is accurate to
 #: the second order of it (the electrode's 128^3 centre at blocks 2 and 4: 0.2385 / 0.2735
 #: against 0.2384 / 0.2734 at 1e-6, in 0.34 s against 0.82 s on one thread).
@@ -215,25 +222,62 @@ def trunk_layers(depth: str | int | None = None, profile=None) -> list[str]:
     return list(depth_configuration(DEFAULT_DEPTH if depth is None else depth).layers)
 
 
+def _blocks(array: np.ndarray, block: int) -> np.ndarray:
+    """``array`` cut into blocks of ``block`` a side (the whole side where it is shorter; what
+    the blocks do not fill is left out), shaped (count0, side0, count1, side1, ...)."""
+    counts = [max(n // block, 1) for n in array.shape]
+    sides = [min(block, n) for n in array.shape]
+    kept = array[tuple(slice(0, c * b) for c, b in zip(counts, sides))]
+    return kept.reshape([v for c, b in zip(counts, sides) for v in (c, b)])
+
+
+def _coarse_shares(spanning: np.ndarray, blocks, corner_contacts: bool) -> list[np.ndarray]:
+    """Each block's share of the spanning clusters, for each side in ``blocks``. Without
+    ``corner_contacts``, a block of 2 whose filled pixels (voxels) touch each other only at
+    corners or edges counts as empty, as the fine grid does not conduct between them, and a
+    block of an even side above 2 averages those blocks of 2."""
+
+    def means(array, block):
+        cut = _blocks(array, block)
+        return cut.mean(axis=tuple(range(1, cut.ndim, 2)))
+
+    if corner_contacts:
+        return [means(spanning, block) for block in blocks]
+    pairs = _blocks(spanning, 2)
+    inner = tuple(range(1, pairs.ndim, 2))
+    touching = np.zeros(pairs.shape[::2], bool)
+    for dim in inner:
+        if pairs.shape[dim] == 2:
+            both = np.take(pairs, 0, axis=dim) & np.take(pairs, 1, axis=dim)
+            touching |= both.any(axis=tuple(i - (i > dim) for i in inner if i != dim))
+    counts = pairs.sum(axis=inner)
+    shares = np.where((counts > 1) & ~touching, 0.0, counts / (pairs.size // counts.size))
+    coarse = []
+    for block in blocks:
+        if block % 2:
+            coarse.append(means(spanning, block))
+        else:
+            coarse.append(shares if block == 2 else means(shares, block // 2))
+    return coarse
+
+
 def _coarse_solves(spanning: np.ndarray, axis: int, coarse: dict) -> np.ndarray:
     """D_eff along ``axis`` of the spanning-cluster mask averaged over blocks of each side in
-    ``coarse["blocks"]`` (the conductivity of a block: its filled share to the power
-    ``coarse["exponent"]``, at least ``coarse["floor"]``), one value per side; 0 where nothing
-    spans. Solved by :class:`~.diffusion.DiffusionSolver`."""
+    ``coarse["blocks"]`` (the conductivity of a block: its share, :func:`_coarse_shares`, to the
+    power ``coarse["exponent"]``, at least ``coarse["floor"]``), one value per side; 0 where
+    nothing spans. Solved by :class:`~.diffusion.DiffusionSolver`."""
     import torch
 
     from .diffusion import DiffusionSolver
 
+    spanning = np.asarray(spanning, bool)
     if not spanning.any():
         return np.zeros(len(coarse["blocks"]))
+    # models recorded before corner contacts were cut leave the key out
+    corner_contacts = coarse.get("corner_contacts", True)
     values = []
-    for block in coarse["blocks"]:
-        counts = [max(n // block, 1) for n in spanning.shape]
-        sides = [min(block, n) for n in spanning.shape]
-        kept = spanning[tuple(slice(0, c * b) for c, b in zip(counts, sides))]
-        split = [v for c, b in zip(counts, sides) for v in (c, b)]
-        filled = kept.reshape(split).mean(axis=tuple(range(1, 2 * len(counts), 2)))
-        conductivity = np.maximum(filled ** coarse["exponent"], coarse["floor"])
+    for shares in _coarse_shares(spanning, coarse["blocks"], corner_contacts):
+        conductivity = np.maximum(shares ** coarse["exponent"], coarse["floor"])
         solver = DiffusionSolver(axis, tolerance=COARSE_TOLERANCE)
         values.append(float(solver(torch.from_numpy(conductivity))))
     return np.array(values)
@@ -443,7 +487,12 @@ def _coarse_settings(physics: str) -> dict | None:
     """What a model records of its coarse solves (None without physics)."""
     if not physics.startswith("coarse"):
         return None
-    return {"blocks": list(COARSE_BLOCKS), "exponent": COARSE_EXPONENT, "floor": COARSE_FLOOR}
+    return {
+        "blocks": list(COARSE_BLOCKS),
+        "exponent": COARSE_EXPONENT,
+        "floor": COARSE_FLOOR,
+        "corner_contacts": COARSE_CORNER_CONTACTS,
+    }
 
 
 def _resolve_learns(learns: str, property_name: str, ndim: int) -> str:
@@ -1098,6 +1147,7 @@ def _valid_coarse(coarse) -> bool:
             isinstance(coarse.get(k), (int, float)) and coarse[k] > 0
             for k in ("exponent", "floor")
         )
+        and isinstance(coarse.get("corner_contacts", True), bool)
     )
 
 
