@@ -302,6 +302,7 @@ def main() -> None:
                 print(json.dumps(run), flush=True)
                 if args.save:
                     label = run["label"].replace(" ", "_")
+                    Path(args.save).mkdir(parents=True, exist_ok=True)
                     np.save(Path(args.save) / f"{name}_{args.size}_{label}.npy", result.volume)
                 if args.json:
                     with open(args.json, "a") as handle:

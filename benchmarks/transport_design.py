@@ -44,7 +44,7 @@ def d_eff(image: np.ndarray, phase) -> tuple:
 def design(micrograph, phase, factor: float, seed: int, **options):
     """The reconstruction with the matrix's D_eff scaled by ``factor`` (1: its own, kept), the
     soft map's D_eff per axis at the transport term's last evaluation (NaN without it), the
-    seconds."""
+    seconds and the repair's record after the rounding (None without it)."""
     targets = () if factor == 1 else tuple((phase, axis, f"{factor:g}x") for axis in (0, 1))
     started = time.perf_counter()
     # factor 1: the term holds the micrograph's own D_eff (what the README's figure shows)
@@ -56,7 +56,8 @@ def design(micrograph, phase, factor: float, seed: int, **options):
     for term in result.provenance["loss_terms"]:
         soft.update(term.get("last_soft_d_eff", {}))
     soft = tuple(soft.get(f"phase {phase} axis {axis}", [np.nan])[0] for axis in (0, 1))
-    return result.images[0], soft, seconds
+    repair = (result.provenance.get("transport_polish") or [None])[0]
+    return result.images[0], soft, seconds, repair
 
 
 def run(micrograph, factors, seeds, **options):
@@ -69,12 +70,13 @@ def run(micrograph, factors, seeds, **options):
         f"{own[0]:.4f} / {own[1]:.4f}; e_S2 floor {floor:.4f}; options {options}, "
         f"load average {os.getloadavg()[0]:.2f}\n"
         "| target (axis 0 / 1) | seed | D_eff axis 0 | D_eff axis 1 | error 0 | error 1 "
-        "| soft map 0 / 1 | e_S2 | floor | s |\n|---|---|---|---|---|---|---|---|---|---|"
+        "| soft map 0 / 1 | e_S2 | floor | repair: pixels changed, s | s |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
     )
     rows = []
     for factor in factors:
         for seed in seeds:
-            image, soft, seconds = design(micrograph, phase, factor, seed, **options)
+            image, soft, seconds, repair = design(micrograph, phase, factor, seed, **options)
             reached = d_eff(image, phase)
             target = tuple(factor * value for value in own)
             errors = [r / t - 1 for r, t in zip(reached, target)]
@@ -82,17 +84,22 @@ def run(micrograph, factors, seeds, **options):
             rows.append(
                 {"factor": factor, "seed": seed, "phase": phase, "target": target,
                  "d_eff": reached, "error": errors, "soft": soft, "e_s2": e_s2, "floor": floor,
-                 "seconds": seconds, "image": image}
+                 "seconds": seconds, "repair": repair, "image": image}
             )  # fmt: skip
             label = (
                 "1x (its own)"
                 if factor == 1
                 else f"{factor:g}x: {target[0]:.3f} / {target[1]:.3f}"
             )
+            repaired = (
+                "-"
+                if repair is None
+                else f"{repair['changed_fraction']:.2%}, {repair['seconds']:.1f}"
+            )
             print(
                 f"| {label} | {seed} | {reached[0]:.4f} | {reached[1]:.4f} | {errors[0]:+.1%} | "
                 f"{errors[1]:+.1%} | {soft[0]:.3f} / {soft[1]:.3f} | {e_s2:.4f} | {floor:.4f} | "
-                f"{seconds:.0f} |",
+                f"{repaired} | {seconds:.0f} |",
                 flush=True,
             )
     print(f"load average {os.getloadavg()[0]:.2f}")
