@@ -205,9 +205,9 @@ def polish_steps(
     """Swap boundary pixels of the phase image ``image`` (2D or 3D) until its D_eff meets
     ``targets`` ``{(phase, axis): D_eff}`` within ``tolerance`` (relative), every phase's count
     unchanged, at most ``max_changed`` of the pixels changed (:data:`POLISH_MAX_CHANGED` for an
-    image, :data:`POLISH_MAX_CHANGED_3D` for a volume); see the module's docstring. Yields a :class:`PolishRound` per round; sending
-    :data:`~napari_microstructure.core.steps.STOP` ends it with the image as it is. The input
-    is not modified. Returns a :class:`Polished`."""
+    image, :data:`POLISH_MAX_CHANGED_3D` for a volume); see the module's docstring. Yields a
+    :class:`PolishRound` per round; sending :data:`~napari_microstructure.core.steps.STOP`
+    ends it with the image as it is. The input is not modified. Returns a :class:`Polished`."""
     started = time.perf_counter()
     image = np.array(image, copy=True)
     labels = [label.item() for label in np.unique(image)]
