@@ -17,7 +17,8 @@ cross-validation, whose residuals calibrate the intervals). Then, against TauFac
 5. with ``--adapt``: ``properties adapt`` (``ADAPT_CROPS`` crops of one half of a micrograph,
    or of one slice of a shared volume, labelled along x, added to the training set), tested
    on 128x128 crops of the other half (of slices of the volume's other half), along x and y:
-   relative MAE and coverage before and after.
+   relative MAE and coverage before and after; with ``--reconstructions N``, N reconstructions
+   of the part are added as well.
 
 One CPU thread; labels are cached in ``--out``.
 
@@ -172,7 +173,7 @@ def score(model, crops, phase, cache, axis) -> tuple[float, float, int]:
     return relative, float(np.mean(inside)), int(open_.sum())
 
 
-def adapt_rows(model, train, cache) -> None:
+def adapt_rows(model, train, cache, reconstructions: int = 0) -> None:
     print(
         row(
             "material",
@@ -194,7 +195,14 @@ def adapt_rows(model, train, cache) -> None:
         part, crops = halves(source)
         crops = [c for c in crops if (c == phase).any()]
         steps = adapt_steps(
-            model, {source: part}, train, phase=phase, seed=0, cache=cache, device="cpu"
+            model,
+            {source: part},
+            train,
+            phase=phase,
+            reconstructions=reconstructions,
+            seed=0,
+            cache=cache,
+            device="cpu",
         )
         adapted = run_to_end(steps)
         for axis in ("x", "y"):
@@ -212,6 +220,9 @@ def main(argv=None) -> int:
     parser.add_argument("--crops", type=int, default=16, help="crops per real test set")
     parser.add_argument("--variants", action="store_true")
     parser.add_argument("--adapt", action="store_true")
+    parser.add_argument(
+        "--reconstructions", type=int, default=0, help="reconstructions of each part to adapt on"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -280,7 +291,7 @@ def main(argv=None) -> int:
         variants(model, train, held_out, sets)
     if args.adapt:
         print("\n5. properties adapt, tested on the held-out half (90 % intervals)\n")
-        adapt_rows(model, train, cache)
+        adapt_rows(model, train, cache, args.reconstructions)
     print(f"\n{time.perf_counter() - started:.0f} s; load average at the end: {load_average()}")
     return 0
 

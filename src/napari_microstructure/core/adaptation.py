@@ -37,7 +37,9 @@ __all__ = [
 
 #: Crops of each micrograph added to the training set unless asked otherwise.
 ADAPT_CROPS = 32
-#: Reconstructions of each 2D micrograph added unless asked otherwise (each takes a minute).
+#: Reconstructions of each 2D micrograph added unless asked otherwise (each takes a minute):
+#: 8 of them beside the crops brought no gain on held-out halves (docs/measurements/
+#: properties_physics.md, "What reconstructions add to adapt").
 ADAPT_RECONSTRUCTIONS = 0
 
 
