@@ -155,6 +155,26 @@ def test_a_sharp_map_keeps_its_conductivity_where_probabilities_round_to_one():
     assert term.last_soft_d_eff()[(1, 1)][0] == pytest.approx(0.25, rel=0.01)
 
 
+def test_a_tiling_reconstruction_is_solved_with_closed_sides_as_taufactor_measures():
+    """A path that crosses the image only through the wrap of its sides conducts in a tiling,
+    not in the image a user measures: the term of a periodic run must see no path."""
+    from napari_microstructure.core.diffusion import effective_diffusivity
+
+    image = np.zeros((16, 16), np.uint8)
+    image[0, :9] = 1
+    image[15, 8:] = 1  # joined to row 0 at column 8 only across the wrap
+    field = np.where(image == 1, 1.0, 1e-4)
+    assert effective_diffusivity(field, 1, periodic=True) > 0.03
+    assert transport(image, 1, 1).d_eff == 0.0
+    model = describe_image(image)
+    term = TransportLoss({(1, 1): 0.05})
+    term.targets[None] = check_targets(term.given, model, 2)
+    logits = torch.where(torch.from_numpy(image == 1), 20.0, -30.0)[None, None]
+    context = LossContext(torch.sigmoid(logits), {}, model, 0, 1, None, True, "cpu", logits)
+    term(context)
+    assert term.last_soft_d_eff()[(1, 1)][0] < 1e-3
+
+
 def test_levels_coarser_than_max_factor_get_no_loss():
     image = load_sample("alloy_256")
     model = describe_image(image)

@@ -498,9 +498,7 @@ def _optimize(
     polished = []
     if keep_transport and model.kind == "labels" and not partial:
         targets = image_targets(objective.terms) or micrograph_diffusivities(micrograph, model)
-        images, polished, partial = yield from polish_images(
-            images, targets, periodic=objective.periodic, started=started
-        )
+        images, polished, partial = yield from polish_images(images, targets, started=started)
     elapsed = time.perf_counter() - started
     provenance = {
         "method": "Gram-matrix reconstruction with a pretrained VGG19 (Li et al. 2018)",

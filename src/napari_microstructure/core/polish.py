@@ -278,7 +278,7 @@ def polish_steps(
 
 
 def polish_images(
-    images: np.ndarray, targets: Mapping, *, periodic: bool = False, started: float | None = None
+    images: np.ndarray, targets: Mapping, *, started: float | None = None
 ) -> Generator[PolishRound, str | None, tuple]:
     """Polish each image of the stack ``images`` in turn (:func:`polish_steps`); the messages'
     ``elapsed`` counts from ``started`` (a ``time.perf_counter()``; default: now). Returns the
@@ -292,7 +292,7 @@ def polish_images(
             continue
         offset = time.perf_counter() - started
         result = yield from relay(
-            polish_steps(image, targets, periodic=periodic),
+            polish_steps(image, targets),
             lambda message, offset=offset: replace(message, elapsed=message.elapsed + offset),
         )
         polished.append(result.image)

@@ -7,7 +7,9 @@ conductivity field ``k = floor + (1 - floor) q**exponent`` (SIMP's interpolation
 conduct little, so the optimization gains nothing from them), whose effective diffusivity
 along an axis is solved by finite volumes (:class:`~.diffusion.DiffusionSolver`, warm-started
 per phase, axis, sample and level; its exact gradient costs no back-propagation through the
-solver). The term of a sample is the sum over its targets of ``(D_eff / target - 1)**2``.
+solver). The sides along the axis are closed (no flux), also where the reconstruction tiles
+(``periodic``): that is how the targets, the transport checks (TauFactor) and a user measure
+D_eff. The term of a sample is the sum over its targets of ``(D_eff / target - 1)**2``.
 
 Targets are, by default, the micrograph's own D_eff of every phase that spans it along each
 axis (computed once at full resolution with the same solver), or given as
@@ -334,10 +336,7 @@ class TransportLoss:
         solver = self._solvers.get(key)
         if solver is None:
             solver = self._solvers[key] = DiffusionSolver(
-                axis,
-                periodic=context.periodic,
-                tolerance=self.tolerance,
-                max_iterations=self.max_iterations,
+                axis, tolerance=self.tolerance, max_iterations=self.max_iterations
             )
         d_eff = solver(k)
         last = solver.last

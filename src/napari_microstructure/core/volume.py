@@ -707,7 +707,7 @@ def _optimize_volume(
     targets = image_targets(whole.terms) if keep_transport and not partial else {}
     if targets:  # 3D targets only: a volume's slices have 2D ones
         volumes, polished, partial = yield from polish_images(
-            volume[None], targets, periodic=objective.periodic, started=started
+            volume[None], targets, started=started
         )
         volume = volumes[0]
     elapsed = time.perf_counter() - started
