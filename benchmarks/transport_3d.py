@@ -209,7 +209,11 @@ def main() -> None:
     parser.add_argument("--weight", type=float, default=DEFAULT_WEIGHT, help="transport weight")
     parser.add_argument("--slices", type=int, help="slices per axis per step (core default)")
     parser.add_argument("--iterations", type=int, help="optimizer steps (core default)")
-    parser.add_argument("--periodic", action="store_true", help="periodic reconstruction")
+    parser.add_argument(
+        "--periodic",
+        action=argparse.BooleanOptionalAction,
+        help="periodic reconstruction (default: the core's)",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="only with the term")
     parser.add_argument(
         "--target-from-crops",
@@ -240,8 +244,8 @@ def main() -> None:
         options["slices_per_axis"] = args.slices
     if args.iterations is not None:
         options["iterations"] = args.iterations
-    if args.periodic:
-        options["periodic"] = True
+    if args.periodic is not None:
+        options["periodic"] = args.periodic
     print(f"threads {torch.get_num_threads()}, options {options}", flush=True)
     for name in args.volumes:
         volume = load_volume(name)

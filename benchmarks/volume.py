@@ -69,8 +69,8 @@ def run_once(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     micrographs, original = load_micrographs(args.micrograph)
-    options = dict(device=args.device, seed=args.seed, periodic=args.periodic)
-    for key in ("iterations", "levels", "optimizer", "learning_rate", "layers"):
+    options = dict(device=args.device, seed=args.seed)
+    for key in ("iterations", "levels", "optimizer", "learning_rate", "layers", "periodic"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     if args.symmetric is not None:
@@ -208,7 +208,11 @@ def main() -> None:
         help="study: the finest level's share of steps relative to a coarser level's",
     )
     parser.add_argument("--layers", nargs="+", help="VGG19 layers (default: the core's)")
-    parser.add_argument("--periodic", action="store_true", help="periodic volume")
+    parser.add_argument(
+        "--periodic",
+        action=argparse.BooleanOptionalAction,
+        help="periodic volume (default: the core's)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--electrode-seeds",
@@ -256,8 +260,9 @@ def main() -> None:
                 options += [f"--{key.replace('_', '-')}", str(value)]
         if args.layers:
             options += ["--layers", *args.layers]
-        if override.get("periodic", args.periodic):
-            options.append("--periodic")
+        periodic = override.get("periodic", args.periodic)
+        if periodic is not None:
+            options.append("--periodic" if periodic else "--no-periodic")
         slices = override.get("slices", args.slices[0] if args.slices else None)
         if slices is not None:
             options += ["--slices", str(slices)]

@@ -311,6 +311,19 @@ def test_info_works_without_napari_and_never_imports_it(monkeypatch, capsys):
     assert subprocess.run([sys.executable, "-c", check], capture_output=True).returncode == 0
 
 
+def test_volumes_tile_by_default_and_no_periodic_turns_it_off(tmp_path):
+    source = tmp_path / "alloy.npy"
+    np.save(source, load_sample("alloy_64"))
+    found = {}
+    for flags in ([], ["--no-periodic"]):
+        out = tmp_path / ("out" + "".join(flags))
+        args = ["reconstruct", str(source), "--3d", "16", "--layers", "conv1_1", *FAST]
+        assert main([*args, *flags, "--out", str(out), "--no-transport-check"]) == 0
+        provenance = json.loads((out / "alloy_volume_provenance.json").read_text())
+        found[tuple(flags)] = provenance["parameters"]["periodic"]
+    assert found == {(): True, ("--no-periodic",): False}
+
+
 def test_reconstruct_3d_with_a_target_holds_the_whole_volume_to_it(tmp_path):
     source = tmp_path / "alloy.npy"
     np.save(source, load_sample("alloy_64"))

@@ -50,7 +50,13 @@ def add_parser(commands) -> None:
     )
     add_option(rec, ReconstructionOptions, "weights")
     add_option(rec, ReconstructionOptions, "seed", type=int)
-    add_option(rec, ReconstructionOptions, "periodic", action="store_true")
+    add_option(
+        rec,
+        ReconstructionOptions,
+        "periodic",
+        action=argparse.BooleanOptionalAction,
+        also=three_d,
+    )
     add_option(rec, ReconstructionOptions, "kind")
     add_option(rec, ReconstructionOptions, "keep_transport", action=argparse.BooleanOptionalAction)
     add_option(rec, ReconstructionOptions, "transport", action=argparse.BooleanOptionalAction)
