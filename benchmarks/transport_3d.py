@@ -214,6 +214,12 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         help="periodic reconstruction (default: the core's)",
     )
+    parser.add_argument(
+        "--two-point-weight",
+        dest="two_point_weight",
+        type=float,
+        help="weight of the two-point term (default: the core's)",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="only with the term")
     parser.add_argument(
         "--target-from-crops",
@@ -246,6 +252,8 @@ def main() -> None:
         options["iterations"] = args.iterations
     if args.periodic is not None:
         options["periodic"] = args.periodic
+    if args.two_point_weight is not None:
+        options["two_point_weight"] = args.two_point_weight
     print(f"threads {torch.get_num_threads()}, options {options}", flush=True)
     for name in args.volumes:
         volume = load_volume(name)

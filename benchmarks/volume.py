@@ -70,7 +70,15 @@ def run_once(args) -> dict:
         torch.set_num_threads(args.threads)
     micrographs, original = load_micrographs(args.micrograph)
     options = dict(device=args.device, seed=args.seed)
-    for key in ("iterations", "levels", "optimizer", "learning_rate", "layers", "periodic"):
+    for key in (
+        "iterations",
+        "levels",
+        "optimizer",
+        "learning_rate",
+        "layers",
+        "periodic",
+        "two_point_weight",
+    ):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     if args.symmetric is not None:
@@ -101,6 +109,9 @@ def run_once(args) -> dict:
         "levels": result.provenance["parameters"]["levels"],
         "layers": result.provenance["parameters"]["layers"],
         "periodic": result.provenance["parameters"]["periodic"],
+        "two_point_weight": next(
+            (t["weight"] for t in result.provenance["loss_terms"] if t["name"] == "two_point"), 0.0
+        ),
         "learning_rate": result.provenance["parameters"]["learning_rate"],
         "lr_floor": result.provenance["parameters"]["learning_rate_floor"],
         "symmetric": result.provenance["parameters"]["symmetric"],
@@ -213,6 +224,12 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         help="periodic volume (default: the core's)",
     )
+    parser.add_argument(
+        "--two-point-weight",
+        dest="two_point_weight",
+        type=float,
+        help="weight of the two-point term (default: the core's)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--electrode-seeds",
@@ -254,6 +271,7 @@ def main() -> None:
             "symmetric",
             "lr_floor",
             "finest",
+            "two_point_weight",
         ):
             value = override.get(key, getattr(args, key))
             if value is not None:
@@ -277,6 +295,7 @@ def main() -> None:
         "size",
         "seed",
         "periodic",
+        "two_point_weight",
         "optimizer",
         "slices_per_axis",
         "iterations",

@@ -53,7 +53,7 @@ def test_the_3d_options_differ_from_2d_only_where_measured():
         for n in shared
         if spec(VolumeOptions, n).default != spec(ReconstructionOptions, n).default
     }
-    assert differ == {"iterations", "optimizer", "learning_rate", "periodic"}
+    assert differ == {"iterations", "optimizer", "learning_rate", "periodic", "two_point_weight"}
 
 
 @pytest.mark.parametrize(

@@ -337,11 +337,12 @@ def test_real_weights_match_the_micrograph_along_every_axis(alloy_64):
 @pytest.mark.weights
 def test_a_3d_target_moves_the_volumes_d_eff_towards_it(carbonate_64):
     # the matrix (86 %): 20^3 without a target, 3D D_eff 0.77-0.79 along the axes; measured
-    # with the target 0.5: 0.71-0.74
+    # with the target 0.5: 0.71-0.74. The transport term alone: at this size and budget the
+    # two-point term (on by default) holds the slices against it (axis 0: 0.79 -> 0.775 only)
     from napari_microstructure.core.physics import transport
 
     target = 0.5
-    options = {"iterations": 40, "device": "cpu", "seed": 0}
+    options = {"iterations": 40, "device": "cpu", "seed": 0, "two_point_weight": 0.0}
     free = reconstruct_volume(carbonate_64, 20, **options)
     held = reconstruct_volume(
         carbonate_64, 20, target_deff=tuple((0, axis, target) for axis in range(3)), **options

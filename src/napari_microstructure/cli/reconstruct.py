@@ -61,6 +61,7 @@ def add_parser(commands) -> None:
     add_option(rec, ReconstructionOptions, "keep_transport", action=argparse.BooleanOptionalAction)
     add_option(rec, ReconstructionOptions, "transport", action=argparse.BooleanOptionalAction)
     add_option(rec, ReconstructionOptions, "transport_weight", type=float)
+    add_option(rec, ReconstructionOptions, "two_point_weight", type=float, also=three_d)
     add_option(
         rec,
         ReconstructionOptions,

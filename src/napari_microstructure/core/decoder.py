@@ -37,7 +37,7 @@ from ._optimize import (
     take_step,
 )
 from ._validate import validate_image
-from .descriptors import GramLoss, check_terms
+from .descriptors import GramLoss, check_terms, two_point_term
 from .device import free_memory_bytes, resolve_device
 from .encoder import LAYER_NAMES, check_layers, get_encoder, layer_channels, min_input_size
 from .errors import InputError, MemoryBudgetError
@@ -162,6 +162,13 @@ class NetworkOptions:
     )
     transport_weight: float = option(
         TRANSPORT_WEIGHT, "weight of the transport term beside the Gram loss", low=0.0, high=1e3
+    )
+    two_point_weight: float = option(
+        0.0,
+        "weight of the two-point term beside the Gram loss: each phase's autocovariance C(r) "
+        "of the samples against the micrograph's, at the finest level (0: no term)",
+        low=0.0,
+        high=1e4,
     )
     target_deff: tuple = option(
         (),
@@ -379,7 +386,8 @@ def reconstruct_steps(
     transport = transport_term(
         options.transport, options.target_deff, options.transport_weight, {None: micrograph}, model
     )
-    terms = check_terms((*terms, transport) if transport else terms)
+    extra = (transport, two_point_term(options.two_point_weight, model))
+    terms = check_terms((*terms, *(term for term in extra if term)))
     torch_device = resolve_device(options.device)
     _check_memory(
         estimate_memory(size, samples, layers, model.n_channels, optimizer), torch_device

@@ -191,6 +191,88 @@ class GramLoss:
         return gram_loss(grams, self.targets[context.axis], self.layer_weights)
 
 
+class TwoPointLoss:
+    """The two-point loss of phase samples against the micrograph, at the finest level.
+
+    For every phase of the micrograph, the mean square over ``r = 0 .. L`` of the difference
+    between the normalized autocovariance ``C(r)`` of a sample's phase probabilities (periodic
+    ``S2`` maps radially averaged as :func:`~napari_microstructure.core.metrics.two_point` does)
+    and the micrograph's; summed over the phases. ``L`` is that of
+    :func:`~napari_microstructure.core.metrics.comparison_max_length`, so on phase images the
+    term is the sum over the phases of ``e_S2`` squared. A volume's slices (``context.axis`` set)
+    are pooled, as :func:`~napari_microstructure.core.volume.compare_volume` scores them, and the
+    pooled value is each slice's loss. Zero at coarser levels and for grey micrographs.
+    """
+
+    name = "two_point"
+
+    def __init__(self, weight: float = 1.0):
+        self.weight = weight
+        self.labels: tuple = ()  # the run's phase labels, in the order of the probabilities
+        self.micrographs: dict = {}  # axis (None in 2D) -> the micrograph's phase labels
+        self.targets: dict = {}  # (axis, h, w) -> (phases, C targets, flat lags, bins, counts)
+
+    def prepare(self, context: TargetContext) -> None:
+        """Keep the micrograph of this axis (its targets depend on the samples' size)."""
+        if context.model.kind == "labels":
+            self.labels = tuple(context.model.labels)
+            self.micrographs[context.axis] = context.micrograph
+
+    def _targets(self, axis, shape: tuple[int, int], device) -> tuple:
+        import torch
+
+        from . import metrics
+
+        key = (axis, *shape)
+        if key not in self.targets:
+            micrograph = self.micrographs[axis]
+            length = metrics.comparison_max_length(micrograph.shape, shape)
+            present = set(np.unique(micrograph).tolist())
+            phases = [k for k, label in enumerate(self.labels) if label in present]
+            targets = np.array(
+                [
+                    metrics.two_point(micrograph, self.labels[k], length).autocovariance
+                    for k in phases
+                ]
+            )
+            index, bins, keep, counts = metrics._radial_bins(shape, length)
+            flat = (index[0] * shape[1] + index[1]).ravel()[keep]
+            self.targets[key] = tuple(
+                torch.as_tensor(a, device=device) for a in (phases, targets, flat, bins, counts)
+            )
+        return self.targets[key]
+
+    def __call__(self, context: LossContext):
+        """The loss of each sample, shape (n,); of a volume's slices, their pooled loss."""
+        import torch
+
+        n = context.scores.shape[0]
+        if context.factor > 1 or context.model.kind != "labels":
+            return context.scores.new_zeros(n)
+        probabilities = context.probabilities.double()
+        shape = tuple(probabilities.shape[-2:])
+        phases, targets, flat, bins, counts = self._targets(
+            context.axis, shape, probabilities.device
+        )
+        p = probabilities[:, phases]
+        spectrum = torch.fft.rfft2(p)
+        maps = torch.fft.irfft2(spectrum.real**2 + spectrum.imag**2, s=shape) / math.prod(shape)
+        phi = p.mean(dim=(2, 3))
+        if context.axis is not None:  # a volume's slices, pooled as compare_volume scores them
+            maps, phi = maps.mean(0, keepdim=True), phi.mean(0, keepdim=True)
+        s2 = torch.zeros(len(maps), *targets.shape, dtype=maps.dtype, device=maps.device)
+        s2 = s2.index_add_(2, bins, maps.flatten(2)[..., flat]) / counts
+        variance = (phi - phi**2).clamp_min(1e-12)
+        autocovariance = (s2 - phi[..., None] ** 2) / variance[..., None]
+        loss = ((autocovariance - targets) ** 2).mean(dim=2).sum(dim=1)
+        return loss.to(context.scores.dtype).expand(n)
+
+
+def two_point_term(weight: float, model: ImageModel) -> TwoPointLoss | None:
+    """The two-point term of a run, or None (``weight`` 0, or a grey micrograph)."""
+    return TwoPointLoss(weight) if weight > 0 and model.kind == "labels" else None
+
+
 def check_terms(terms: Sequence) -> tuple:
     """The extra loss terms as a tuple, or InputError: each must be a :class:`LossTerm` with a
     unique name other than ``"gram"`` and a finite weight of 0 or more."""

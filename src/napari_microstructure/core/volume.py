@@ -71,7 +71,7 @@ from .decoder import (
     island_limits,
     whole_number,
 )
-from .descriptors import GramLoss, LossContext, check_terms
+from .descriptors import GramLoss, LossContext, check_terms, two_point_term
 from .device import free_memory_bytes, resolve_device
 from .encoder import check_layers, get_encoder, min_input_size
 from .errors import InputError, MemoryBudgetError
@@ -107,6 +107,8 @@ FINEST_LEVEL_WEIGHT = 1.0
 DEFAULT_LEARNING_RATE = 0.3
 #: Step decays along a half cosine to this fraction: levels settle (docs/measurements/volume.md)
 LEARNING_RATE_FLOOR = 0.1
+#: Weight of the two-point term on the slices (``descriptors.TwoPointLoss``): MEASURED
+TWO_POINT_WEIGHT = 10.0
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,7 @@ class VolumeOptions(NetworkOptions):
     #: 0.101, its 3D D_eff still within 14 % (docs/measurements/transport_3d.md, "Periodic
     #: volumes").
     periodic: bool = redefault(NetworkOptions, "periodic", True)
+    two_point_weight: float = redefault(NetworkOptions, "two_point_weight", TWO_POINT_WEIGHT)
     size: int | tuple[int, int, int] | None = option(
         None, "N for an N^3 volume, or (D, H, W); the largest micrograph side cubed if None"
     )
@@ -464,7 +467,8 @@ def reconstruct_volume_steps(
     transport = transport_term(
         options.transport, options.target_deff, options.transport_weight, images, model
     )
-    terms = check_terms((*terms, transport) if transport else terms)
+    extra = (transport, two_point_term(options.two_point_weight, model))
+    terms = check_terms((*terms, *(term for term in extra if term)))
     volume_terms = tuple(t for t in terms if getattr(t, "whole_volume", False))
     torch_device = resolve_device(options.device)
     targets = sum(len(getattr(t, "given", None) or ()) for t in volume_terms)

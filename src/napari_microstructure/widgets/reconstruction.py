@@ -576,6 +576,8 @@ class ReconstructionWidget(JobWidget):
         advanced.addRow("Slices per step (3D)", self.slices_spin)
         self.transport_weight_spin = rows.spin("transport_weight")
         advanced.addRow("Transport weight", self.transport_weight_spin)
+        self.two_point_weight_spin = rows.spin("two_point_weight")
+        advanced.addRow("Two-point weight", self.two_point_weight_spin)
         self.island_spin = rows.spin("max_island")
         advanced.addRow("Max island (px)", self.island_spin)
         self.preview_spin = rows.spin(
