@@ -1,20 +1,28 @@
 """The two-point term: the square of what e_S2 measures, its gradient, its place in a run, and
 what it does to a volume's slices."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from napari_microstructure.core import metrics
-from napari_microstructure.core.decoder import ReconstructionOptions
+from napari_microstructure.core.decoder import ReconstructionOptions, reconstruct_steps
 from napari_microstructure.core.descriptors import (
     LossContext,
     TargetContext,
     TwoPointLoss,
     two_point_term,
 )
+from napari_microstructure.core.errors import InputError
 from napari_microstructure.core.phases import describe_image
-from napari_microstructure.core.volume import VolumeOptions, compare_volume, reconstruct_volume
+from napari_microstructure.core.volume import (
+    VolumeOptions,
+    compare_volume,
+    reconstruct_volume,
+    reconstruct_volume_steps,
+)
 
 
 def three_phases(shape, seed):
@@ -71,6 +79,13 @@ def test_the_term_waits_for_the_finest_level_and_is_only_made_for_phases_with_a_
     assert isinstance(two_point_term(2.0, model), TwoPointLoss)
     assert ReconstructionOptions().two_point_weight == 0.0
     assert VolumeOptions().two_point_weight > 0
+
+
+@pytest.mark.parametrize("weight", [-1.0, math.nan, math.inf, "1", True])
+@pytest.mark.parametrize("steps", [reconstruct_steps, reconstruct_volume_steps])
+def test_a_bad_two_point_weight_is_refused_before_work(steps, weight):
+    with pytest.raises(InputError, match="weight of loss term two_point"):
+        steps(three_phases((32, 32), 0), two_point_weight=weight, weights="random")
 
 
 def test_a_volume_with_the_term_matches_the_micrographs_two_point_statistics_better(alloy_64):

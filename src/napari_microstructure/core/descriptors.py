@@ -269,8 +269,10 @@ class TwoPointLoss:
 
 
 def two_point_term(weight: float, model: ImageModel) -> TwoPointLoss | None:
-    """The two-point term of a run, or None (``weight`` 0, or a grey micrograph)."""
-    return TwoPointLoss(weight) if weight > 0 and model.kind == "labels" else None
+    """The two-point term of a run, or None (``weight`` 0, or a grey micrograph); a weight that
+    is not a finite number of 0 or more is refused with InputError."""
+    (term,) = check_terms([TwoPointLoss(weight)])
+    return term if weight > 0 and model.kind == "labels" else None
 
 
 def check_terms(terms: Sequence) -> tuple:
