@@ -441,6 +441,33 @@ def test_an_interrupted_write_removes_the_folders_it_made(tmp_path: Path) -> Non
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_folder_another_writer_creates_meanwhile_is_used_and_kept(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Two workers of a batch writing into one new folder: the one that finds the folder made
+    by the other between its check and its mkdir writes into it, and does not remove it when
+    its own write fails."""
+    real_mkdir = Path.mkdir
+
+    def other_writer_first(self, *args, **kwargs):
+        if self.name == "batch" and not self.exists():
+            real_mkdir(self)  # the other worker's mkdir, and its file
+            (self / "theirs.json").write_text("{}")
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", other_writer_first)
+    written = tmp_path / "written" / "batch"
+    with atomic_outputs([written / "a" / "row.json"]) as staged:
+        write_json(staged[written / "a" / "row.json"], {"x": 1})
+    assert json.loads((written / "a" / "row.json").read_text()) == {"x": 1}
+
+    failed = tmp_path / "failed" / "batch"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_outputs([failed / "a" / "row.json"]):
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in failed.iterdir()) == ["theirs.json"]
+
+
 def test_a_failure_while_renaming_puts_back_the_replaced_files(
     tmp_path: Path, monkeypatch
 ) -> None:

@@ -491,12 +491,18 @@ def atomic_outputs(
 
 
 def _make_folders(folders: Iterable[Path]) -> list[Path]:
-    """Create the missing folders, and return those created, parents first."""
+    """Create the missing folders, and return those this call created, parents first. Another
+    writer (a batch's other worker) may create the same folder at the same moment: the first
+    one's folder is used, and is not this call's to remove."""
     created: list[Path] = []
     for folder in sorted(folders, key=lambda p: len(p.parts)):
-        missing = [folder, *folder.parents]
-        for part in reversed([p for p in missing if not p.exists()]):
-            part.mkdir()
+        for part in reversed([p for p in [folder, *folder.parents] if not p.exists()]):
+            try:
+                part.mkdir()
+            except FileExistsError:
+                if not part.is_dir():
+                    raise
+                continue
             created.append(part)
     return created
 
