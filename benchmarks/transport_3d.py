@@ -221,6 +221,7 @@ def main() -> None:
         help="weight of the two-point term (default: the core's)",
     )
     parser.add_argument("--no-baseline", action="store_true", help="only with the term")
+    parser.add_argument("--no-term", action="store_true", help="only without the term")
     parser.add_argument(
         "--target-from-crops",
         action="store_true",
@@ -273,7 +274,8 @@ def main() -> None:
         else:
             targets, term_options = None, {"transport": True}
         for seed in args.seeds:
-            for with_term in (False, True)[args.no_baseline :]:
+            variants = ((False, args.no_baseline), (True, args.no_term))
+            for with_term in [with_term for with_term, skip in variants if not skip]:
                 load_before = os.getloadavg()[0]
                 started = time.perf_counter()
                 result = reconstruct_volume(
