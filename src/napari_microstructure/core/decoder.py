@@ -322,6 +322,19 @@ def _check_memory(needed: int, device) -> None:
         )
 
 
+def run_terms(terms: Sequence, options: NetworkOptions, micrographs: Mapping, model) -> tuple:
+    """A run's loss terms, checked: ``terms`` and those its options ask for (the transport term,
+    the two-point term). ``micrographs`` maps each slice axis to its micrograph (``{None:
+    micrograph}`` in 2D)."""
+    asked = (
+        transport_term(
+            options.transport, options.target_deff, options.transport_weight, micrographs, model
+        ),
+        two_point_term(options.two_point_weight, model),
+    )
+    return check_terms((*terms, *(term for term in asked if term)))
+
+
 def island_limits(micrograph: np.ndarray, model: ImageModel, largest: int = MAX_ISLAND) -> dict:
     """Per phase, the cluster size below which an island in a reconstruction is noise: the 5th
     percentile of the sizes of that phase's clusters inside the micrograph (away from its
@@ -383,11 +396,7 @@ def reconstruct_steps(
             f"{smallest}x{smallest} pixels for layers up to {layers[-1]} (its pooling shrinks "
             "the image). Choose shallower layers or a larger image."
         )
-    transport = transport_term(
-        options.transport, options.target_deff, options.transport_weight, {None: micrograph}, model
-    )
-    extra = (transport, two_point_term(options.two_point_weight, model))
-    terms = check_terms((*terms, *(term for term in extra if term)))
+    terms = run_terms(terms, options, {None: micrograph}, model)
     torch_device = resolve_device(options.device)
     _check_memory(
         estimate_memory(size, samples, layers, model.n_channels, optimizer), torch_device

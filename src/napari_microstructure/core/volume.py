@@ -69,9 +69,10 @@ from .decoder import (
     check_seed,
     estimate_memory,
     island_limits,
+    run_terms,
     whole_number,
 )
-from .descriptors import GramLoss, LossContext, check_terms, two_point_term
+from .descriptors import GramLoss, LossContext, check_terms
 from .device import free_memory_bytes, resolve_device
 from .encoder import check_layers, get_encoder, min_input_size
 from .errors import InputError, MemoryBudgetError
@@ -80,7 +81,7 @@ from .phases import ImageModel, describe_image, phase_colours, to_colour
 from .polish import PolishRound, polish_images
 from .provenance import environment
 from .steps import STOP, run_to_end
-from .transport import image_targets, transport_term
+from .transport import image_targets
 from .weights import load_weights
 
 #: Names of the numpy axes 0, 1, 2 of a (D, H, W) volume.
@@ -467,11 +468,7 @@ def reconstruct_volume_steps(
     symmetric = options.symmetric
     if symmetric is None:
         symmetric = len(axes) == 3 and all(images[a] is images[axes[0]] for a in axes)
-    transport = transport_term(
-        options.transport, options.target_deff, options.transport_weight, images, model
-    )
-    extra = (transport, two_point_term(options.two_point_weight, model))
-    terms = check_terms((*terms, *(term for term in extra if term)))
+    terms = run_terms(terms, options, images, model)
     volume_terms = tuple(t for t in terms if getattr(t, "whole_volume", False))
     torch_device = resolve_device(options.device)
     targets = sum(len(getattr(t, "given", None) or ()) for t in volume_terms)
