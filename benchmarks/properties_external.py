@@ -20,7 +20,7 @@ the blocked crops are counted apart (their mean prediction). Labels are cached i
     python benchmarks/properties_external.py --volume-fraction 0.05 0.95  # a wider range
     python benchmarks/properties_external.py --families gaussian_field cell_boundaries fibre_network
     python benchmarks/properties_external.py --physics none               # the trunk alone
-    python benchmarks/properties_external.py --coarse-blocks 2 --coarse-exponent 3
+    python benchmarks/properties_external.py --coarse-blocks 2
 """
 
 from __future__ import annotations
@@ -139,21 +139,8 @@ def main(argv=None) -> int:
         default=list(properties.COARSE_BLOCKS),
         help="block sides of the coarse solves",
     )
-    parser.add_argument(
-        "--coarse-exponent",
-        type=float,
-        default=properties.COARSE_EXPONENT,
-        help="a block's conductivity is its filled share to this power",
-    )
-    parser.add_argument(
-        "--corner-contacts",
-        action="store_true",
-        help="let pixels of a block of 2 that touch only at a corner join (the rule before)",
-    )
     args = parser.parse_args(argv)
     properties.COARSE_BLOCKS = tuple(args.coarse_blocks)  # read when a model is trained
-    properties.COARSE_EXPONENT = args.coarse_exponent
-    properties.COARSE_CORNER_CONTACTS = args.corner_contacts
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -204,8 +191,7 @@ def main(argv=None) -> int:
     physics = model.header["preprocessing"]["physics"]
     if physics == "coarse_solve":
         coarse = model.header["preprocessing"]["coarse"]
-        physics += f"_{'-'.join(map(str, coarse['blocks']))}_p{coarse['exponent']:g}"
-        physics += "_corners" if coarse["corner_contacts"] else ""
+        physics += f"_{'-'.join(map(str, coarse['blocks']))}"
     path = out / (
         f"results_{'_'.join(sorted(args.families))}_{fractions}_seed{args.seed}_{learns}"
         f"_{physics}.json"

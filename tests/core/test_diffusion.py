@@ -111,6 +111,39 @@ def test_bad_fields_are_refused():
         DiffusionSolver(0, tolerance=0)
 
 
+@pytest.mark.parametrize("shape", [(16, 24), (8, 12, 16)])
+def test_coarse_copies_keep_a_uniform_field_and_a_straight_channel(shape):
+    for axis in range(len(shape)):
+        values = diffusion.aggregated_diffusivities(np.ones(shape), axis, [1, 2, 4])
+        np.testing.assert_allclose(values, 1.0)
+    channel = np.full((40, 40), FLOOR)
+    channel[:, 11:21] = 1.0  # not aligned with the blocks
+    np.testing.assert_allclose(
+        diffusion.aggregated_diffusivities(channel, 0, [2, 4]), 0.25, atol=1e-5
+    )
+
+
+def test_a_coarse_copy_bounds_the_fine_solve_and_block_one_is_the_fine_solve():
+    image = load_sample("alloy_256")[:128, :128]
+    field = np.where(image == 0, 1.0, 1e-4)  # the grain boundaries, a thin network
+    fine = effective_diffusivity(field, 1)
+    ones, twos, fours = diffusion.aggregated_diffusivities(field, 1, [1, 2, 4])
+    assert ones == pytest.approx(fine, rel=1e-6)
+    # a potential constant on each block can only raise the dissipation (Dirichlet's principle)
+    assert 2 * twos >= fine and 4 * fours >= fine
+    # and the faces between blocks keep the network's thin paths
+    assert twos == pytest.approx(fine, rel=0.1) and fours == pytest.approx(fine, rel=0.2)
+
+
+def test_bad_coarse_copies_are_refused():
+    with pytest.raises(InputError, match="powers of 2"):
+        diffusion.aggregated_diffusivities(np.ones((8, 8)), 0, [3])
+    with pytest.raises(InputError, match="no block of 16"):
+        diffusion.aggregated_diffusivities(np.ones((8, 32)), 0, [2, 16])
+    with pytest.raises(InputError, match="positive"):
+        diffusion.aggregated_diffusivities(np.zeros((8, 8)), 0, [2])
+
+
 def test_a_real_3d_electrode_agrees_with_taufactor(shared_dir):
     pytest.importorskip("taufactor")
     import tifffile

@@ -155,9 +155,9 @@ def _as_older_file(model, path):
     return path
 
 
-def test_an_older_model_file_loads_predicts_and_says_it_has_no_intervals(
-    model, tmp_path, training
-):
+def test_an_older_model_file_loads_predicts_and_says_it_has_no_intervals(tmp_path, training):
+    # files of format 1 had no physics in the regression
+    model = train(training.images, training.table["D_eff_x"], folds=5, seed=0, physics="none")
     older = load_model(_as_older_file(model, tmp_path / "older.npz"))
     images = training.images[:4]
     np.testing.assert_array_equal(older.predict(images), model.predict(images))
@@ -167,6 +167,20 @@ def test_an_older_model_file_loads_predicts_and_says_it_has_no_intervals(
     assert list(found.out_of_range) == [False] * 4 + [True]  # the constant image still
     with pytest.raises(InputError, match="trained on 2D images"):
         older.predict(np.stack(training.images[:48]))
+
+
+def test_a_model_on_the_coarse_solves_of_an_earlier_version_is_refused_with_what_to_do(
+    model, tmp_path
+):
+    assert model.header["preprocessing"]["physics"] == "coarse_solve"
+    path = model.save(tmp_path / "model.npz")
+    with np.load(path) as archive:
+        members = {k: archive[k] for k in archive.files}
+    header = json.loads(str(members.pop("header")))
+    header["version"] = 4  # the coarse copies averaged their blocks then
+    np.savez(tmp_path / "older.npz", header=np.array(json.dumps(header)), **members)
+    with pytest.raises(InputError, match="earlier version.*train the model again"):
+        load_model(tmp_path / "older.npz")
 
 
 def test_a_saved_model_keeps_its_intervals_and_a_damaged_record_is_refused(model, tmp_path):

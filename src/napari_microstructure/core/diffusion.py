@@ -23,6 +23,9 @@ sums of the fine ones between aggregates, so the coarse operators are the Galerk
 and high contrast needs no special care; damped Jacobi smoothing), and warm-started from the
 previous solution of the same :class:`DiffusionSolver` (an optimization changes the field a
 little between steps).
+
+:func:`aggregated_diffusivities` solves such a coarse problem on its own: a cheap estimate of
+D_eff that keeps the fine grid's contacts between blocks (the property models' physics).
 """
 
 from __future__ import annotations
@@ -32,7 +35,10 @@ from dataclasses import dataclass
 
 from .errors import InputError
 
-__all__ = ["DiffusionSolver", "Solve", "effective_diffusivity"]
+__all__ = ["DiffusionSolver", "Solve", "aggregated_diffusivities", "effective_diffusivity"]
+
+#: The most conjugate-gradient iterations of one solve unless another number is given.
+MAX_ITERATIONS = 20_000
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,7 @@ class DiffusionSolver:
         *,
         periodic: bool = False,
         tolerance: float = 1e-8,
-        max_iterations: int = 20_000,
+        max_iterations: int = MAX_ITERATIONS,
         multigrid: bool = True,
     ) -> None:
         if not tolerance > 0:
@@ -108,40 +114,58 @@ class DiffusionSolver:
         return energy * (length / area)
 
     def _solve(self, k):
-        import torch
-
         faces = _conductances(k, self.periodic)
-        precondition = Multigrid(faces, k.shape) if self.multigrid else _Jacobi(faces, k.shape)
-        rhs = torch.zeros_like(k)
-        rhs[0] = faces.inlet
         potential = self._potential
         if potential is None or potential.shape != k.shape or potential.device != k.device:
-            # the linear drop from 1 to 0 of a uniform field
-            steps = torch.arange(k.shape[0], dtype=k.dtype, device=k.device)
-            potential = (1 - (steps + 0.5) / k.shape[0]).reshape(-1, *([1] * (k.ndim - 1)))
-            potential = potential.expand_as(k).clone()
-        residual = rhs - _apply(potential, faces)
-        norm_rhs = float(torch.linalg.vector_norm(rhs))
-        target = self.tolerance * norm_rhs
-        z = precondition(residual)
-        direction = z.clone()
-        rz = float(torch.sum(residual * z))
-        iterations = 0
-        norm = float(torch.linalg.vector_norm(residual))
-        while norm > target and iterations < self.max_iterations:
-            a_direction = _apply(direction, faces)
-            step = rz / float(torch.sum(direction * a_direction))
-            potential += step * direction
-            residual -= step * a_direction
-            z = precondition(residual)
-            rz_next = float(torch.sum(residual * z))
-            direction = z + (rz_next / rz) * direction
-            rz = rz_next
-            iterations += 1
-            norm = float(torch.linalg.vector_norm(residual))
+            potential = _linear_drop(k.shape, k.dtype, k.device)
+        potential, self.last = _conjugate_gradients(
+            faces,
+            k.shape,
+            potential,
+            Multigrid(faces, k.shape) if self.multigrid else _Jacobi(faces, k.shape),
+            self.tolerance,
+            self.max_iterations,
+        )
         self._potential = potential
-        self.last = Solve(iterations, norm / norm_rhs, norm <= target)
         return potential
+
+
+def _linear_drop(shape, dtype, device):
+    """The potential of a uniform field: a linear drop from 1 to 0 along the first axis."""
+    import torch
+
+    steps = torch.arange(shape[0], dtype=dtype, device=device)
+    potential = (1 - (steps + 0.5) / shape[0]).reshape(-1, *([1] * (len(shape) - 1)))
+    return potential.expand(*shape).clone()
+
+
+def _conjugate_gradients(faces, shape, potential, precondition, tolerance, max_iterations):
+    """Preconditioned conjugate gradients on the system of ``faces`` from ``potential`` (updated
+    in place): the potential and a :class:`Solve`."""
+    import torch
+
+    rhs = torch.zeros(shape, dtype=potential.dtype, device=potential.device)
+    rhs[0] = faces.inlet
+    residual = rhs - _apply(potential, faces)
+    norm_rhs = float(torch.linalg.vector_norm(rhs))
+    target = tolerance * norm_rhs
+    z = precondition(residual)
+    direction = z.clone()
+    rz = float(torch.sum(residual * z))
+    iterations = 0
+    norm = float(torch.linalg.vector_norm(residual))
+    while norm > target and iterations < max_iterations:
+        a_direction = _apply(direction, faces)
+        step = rz / float(torch.sum(direction * a_direction))
+        potential += step * direction
+        residual -= step * a_direction
+        z = precondition(residual)
+        rz_next = float(torch.sum(residual * z))
+        direction = z + (rz_next / rz) * direction
+        rz = rz_next
+        iterations += 1
+        norm = float(torch.linalg.vector_norm(residual))
+    return potential, Solve(iterations, norm / norm_rhs, norm <= target)
 
 
 @dataclass
@@ -330,11 +354,15 @@ class Multigrid:
 
 def _dissipation(k, c, periodic: bool):
     """``sum_f g_f (dc_f)^2`` over every face, boundary faces with c = 1 and c = 0 included."""
+    return _energy(_conductances(k, periodic), c)
+
+
+def _energy(faces: _Faces, c):
+    """The dissipation of potential ``c`` over ``faces``."""
     import torch
 
-    faces = _conductances(k, periodic)
     energy = torch.sum(faces.inlet * (1 - c[0]) ** 2) + torch.sum(faces.outlet * c[-1] ** 2)
-    for g, difference in zip(faces.interior, _neighbour_differences(c, periodic)):
+    for g, difference in zip(faces.interior, _neighbour_differences(c, faces.periodic)):
         energy = energy + torch.sum(g * difference**2)
     return energy
 
@@ -350,3 +378,51 @@ def effective_diffusivity(
 
     field = torch.as_tensor(conductivity, dtype=torch.float64)
     return float(DiffusionSolver(axis, periodic=periodic, tolerance=tolerance)(field))
+
+
+def aggregated_diffusivities(conductivity, axis: int, blocks, *, tolerance: float = 1e-8) -> list:
+    """``D_eff`` along ``axis`` of coarse copies of a conductivity field (numpy or torch, 2D or
+    3D), one per side in ``blocks`` (powers of 2).
+
+    A copy joins the cells into blocks of that side, each block at one potential, and joins two
+    neighbouring blocks by the sum of the fine faces between them (the Galerkin coarse problem
+    of the aggregation, as in :class:`Multigrid`). So it keeps every contact of the fine grid
+    between blocks (pixels that touch only at a corner conduct nothing, a neck one pixel wide
+    conducts as one face) and drops the resistance inside the blocks. Divided by the side, a
+    uniform field gives 1 and a straight channel its fraction. What the largest block does not
+    fill at the end of each axis is left out.
+    """
+    import torch
+
+    field = torch.as_tensor(conductivity, dtype=torch.float64)
+    if field.ndim not in (2, 3):
+        raise InputError(
+            f"D_eff needs a 2D or 3D conductivity field, not shape {tuple(field.shape)}."
+        )
+    sides = sorted({int(b) for b in blocks})
+    if not sides or any(b < 1 or b & (b - 1) for b in sides):
+        raise InputError(f"Blocks must be powers of 2, not {list(blocks)}.")
+    if min(field.shape) < sides[-1]:
+        raise InputError(
+            f"A field of shape {tuple(field.shape)} holds no block of {sides[-1]} a side."
+        )
+    if not bool(torch.all(field > 0)):
+        raise InputError("Conductivities must be positive everywhere (give a small floor).")
+    field = torch.movedim(field, axis % field.ndim, 0)
+    field = field[tuple(slice(0, n - n % sides[-1]) for n in field.shape)]
+    length, area = field.shape[0], math.prod(field.shape[1:])
+    faces, shape, side = _conductances(field, False), tuple(field.shape), 1
+    values = {}
+    for block in sides:
+        while side < block:
+            faces, shape, side = _coarsen(faces, shape), tuple(n // 2 for n in shape), side * 2
+        potential, _ = _conjugate_gradients(
+            faces,
+            shape,
+            _linear_drop(shape, field.dtype, field.device),
+            Multigrid(faces, shape),
+            tolerance,
+            MAX_ITERATIONS,
+        )
+        values[block] = float(_energy(faces, potential)) * length / area / block
+    return [values[int(b)] for b in blocks]

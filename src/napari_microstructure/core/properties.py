@@ -21,14 +21,12 @@ Target
 
 Physics
     A frozen model of D_eff also solves for the D_eff of coarse copies of the spanning clusters
-    (averaged over blocks of 2 and of 4 pixels, :func:`_coarse_solves`, by
-    :class:`~.diffusion.DiffusionSolver`: milliseconds for a 128x128 image). A 2D model fits
-    those solves (and their square roots; over the spanning fraction when it learns the
-    inverse tortuosity) by least squares first, and the ridge on the trunk's features learns
-    what that fit leaves (``physics="coarse_solve"``); a 3D model trained on 400 volumes or
-    more puts them beside the trunk's features in its ridge (``"coarse_features"``), as
-    measured best for each (:data:`PHYSICS`).
-    On real crops the trunk's features alone were 1.7 to 5 times further from TauFactor.
+    (blocks of 2 and of 4 pixels joined by the fine faces between them, :func:`_coarse_solves`,
+    by :func:`~.diffusion.aggregated_diffusivities`: milliseconds for a 128x128 image). The
+    model fits those solves (and their square roots; over the spanning fraction when it learns
+    the inverse tortuosity) by least squares first, and the ridge on the trunk's features
+    learns what that fit leaves (``physics="coarse_solve"``, :data:`PHYSICS`). On real crops
+    the trunk's features alone were 8 to 25 times further from TauFactor.
 
 Modes
     ``"frozen"`` (default): features are the channel means and standard deviations of every
@@ -135,7 +133,10 @@ MODEL_FORMAT = "napari-microstructure property model"
 #: 2: the training images' dimension, intervals and the range of the features; 3: what the
 #: regression learns (``preprocessing.learns``; older files learnt the property itself)
 #: 4: a coarse solve's D_eff in the regression (``preprocessing.physics``; older files: none)
-MODEL_VERSION = 4
+#: 5: coarse copies joined by the fine faces between blocks (version 4 averaged the blocks)
+MODEL_VERSION = 5
+#: The first version whose coarse solves this version makes.
+COARSE_FACES_VERSION = 5
 MODES = ("frozen", "finetune")
 INPUTS = ("spanning", "phase")
 #: What the regression learns: ``inverse_tortuosity`` (D_eff over the fraction of the phase's
@@ -147,32 +148,22 @@ LEARNS = ("auto", "inverse_tortuosity", "property")
 #: spanning clusters (:func:`_coarse_solves`) and their square roots: ``coarse_solve`` fits
 #: those by least squares first, and the ridge on the trunk's features learns what that fit
 #: leaves; ``coarse_features`` puts them beside the trunk's features in one ridge; ``none``:
-#: the trunk's features alone; ``auto``: for a D_eff_* property in frozen mode the first, or in
-#: 3D with at least :data:`COARSE_FEATURES_MIN_SAMPLES` training volumes the second; else none.
-#: Relative MAE on real crops: 2D 0.25 (trunk alone) -> 0.06 (coarse_solve; coarse_features
-#: 0.11); 3D from 400 volumes 0.085 -> 0.051 (coarse_features; coarse_solve 0.075; 0.048 and
-#: 0.065 since :data:`COARSE_CORNER_CONTACTS`), from 25-200 volumes coarse_solve 0.06-0.08,
-#: coarse_features 0.09-0.19 (docs/measurements/properties_physics.md).
+#: the trunk's features alone; ``auto``: for a D_eff_* property in frozen mode the first, else
+#: none. Relative MAE on real crops: 2D 0.25 (trunk alone) -> 0.010 (coarse_solve); 3D from
+#: 400 volumes 0.085 -> 0.011 (coarse_solve; coarse_features 0.053), from 25-200 volumes
+#: 0.007-0.011 (docs/measurements/properties_physics.md).
 PHYSICS = ("auto", "coarse_solve", "coarse_features", "none")
-#: Training volumes from which ``auto`` puts a 3D model's coarse solves beside its features.
-COARSE_FEATURES_MIN_SAMPLES = 400
-#: Block sides of the coarse copies: each block's conductivity is the share of it in the
-#: spanning clusters to the power COARSE_EXPONENT, at least COARSE_FLOOR. Blocks 2 and 4
-#: together did better than either alone; exponent 1 (a straight channel keeps its fraction
-#: exactly, whatever its place among the blocks) did as well as 3 or better.
+#: Block sides of the coarse copies (:func:`~.diffusion.aggregated_diffusivities`: the
+#: potential held constant on each block, neighbouring blocks joined by the fine faces between
+#: them), and the conductivity outside the spanning clusters. The faces between blocks keep the
+#: thin necks and the corner contacts of the fine grid that averaging the blocks lost: relative
+#: MAE on real 2D crops 0.047-0.057 -> 0.016-0.018 over three dataset seeds, the slices of the
+#: electrode's pores 0.088-0.112 -> 0.032-0.035 (docs/measurements/properties_physics.md).
 COARSE_BLOCKS = (2, 4)
-COARSE_EXPONENT = 1
 COARSE_FLOOR = 1e-4
-#: Whether pixels (voxels) of a block of 2 that touch each other only at corners or edges join
-#: in the coarse copy. Averaging joined them, and a coarse solve of 2D slices of the electrode's
-#: pores came out 1.2 to 1.8 times the fine one; cutting them took the real crops' relative MAE
-#: from 0.048 / 0.058 / 0.069 to 0.047 / 0.057 / 0.049 in 2D (three dataset seeds; the
-#: electrode-slice pores 0.111 / 0.097 / 0.125 to 0.112 / 0.096 / 0.088) and from
-#: 0.051 to 0.048 in 3D (docs/measurements/properties_physics.md).
-COARSE_CORNER_CONTACTS = False
 #: Relative residual at which a coarse solve stops: D_eff, from the dissipation, is accurate to
-#: the second order of it (the electrode's 128^3 centre at blocks 2 and 4: 0.2385 / 0.2735
-#: against 0.2384 / 0.2734 at 1e-6, in 0.34 s against 0.82 s on one thread).
+#: the second order of it (the electrode's 128^3 centre, pores along x, at blocks 2 and 4:
+#: 0.1999 / 0.2309 against 0.1996 / 0.2308 at 1e-6, in 0.27 s against 0.50 s on one thread).
 COARSE_TOLERANCE = 1e-3
 #: Depth of the trunk when no pruning profile is given (docs/method.md section 4).
 DEFAULT_DEPTH = "pool2"
@@ -222,65 +213,19 @@ def trunk_layers(depth: str | int | None = None, profile=None) -> list[str]:
     return list(depth_configuration(DEFAULT_DEPTH if depth is None else depth).layers)
 
 
-def _blocks(array: np.ndarray, block: int) -> np.ndarray:
-    """``array`` cut into blocks of ``block`` a side (the whole side where it is shorter; what
-    the blocks do not fill is left out), shaped (count0, side0, count1, side1, ...)."""
-    counts = [max(n // block, 1) for n in array.shape]
-    sides = [min(block, n) for n in array.shape]
-    kept = array[tuple(slice(0, c * b) for c, b in zip(counts, sides))]
-    return kept.reshape([v for c, b in zip(counts, sides) for v in (c, b)])
-
-
-def _coarse_shares(spanning: np.ndarray, blocks, corner_contacts: bool) -> list[np.ndarray]:
-    """Each block's share of the spanning clusters, for each side in ``blocks``. Without
-    ``corner_contacts``, a block of 2 whose filled pixels (voxels) touch each other only at
-    corners or edges counts as empty, as the fine grid does not conduct between them, and a
-    block of an even side above 2 averages those blocks of 2."""
-
-    def means(array, block):
-        cut = _blocks(array, block)
-        return cut.mean(axis=tuple(range(1, cut.ndim, 2)))
-
-    if corner_contacts:
-        return [means(spanning, block) for block in blocks]
-    pairs = _blocks(spanning, 2)
-    inner = tuple(range(1, pairs.ndim, 2))
-    touching = np.zeros(pairs.shape[::2], bool)
-    for dim in inner:
-        if pairs.shape[dim] == 2:
-            both = np.take(pairs, 0, axis=dim) & np.take(pairs, 1, axis=dim)
-            touching |= both.any(axis=tuple(i - (i > dim) for i in inner if i != dim))
-    counts = pairs.sum(axis=inner)
-    shares = np.where((counts > 1) & ~touching, 0.0, counts / (pairs.size // counts.size))
-    coarse = []
-    for block in blocks:
-        if block % 2:
-            coarse.append(means(spanning, block))
-        else:
-            coarse.append(shares if block == 2 else means(shares, block // 2))
-    return coarse
-
-
 def _coarse_solves(spanning: np.ndarray, axis: int, coarse: dict) -> np.ndarray:
-    """D_eff along ``axis`` of the spanning-cluster mask averaged over blocks of each side in
-    ``coarse["blocks"]`` (the conductivity of a block: its share, :func:`_coarse_shares`, to the
-    power ``coarse["exponent"]``, at least ``coarse["floor"]``), one value per side; 0 where
-    nothing spans. Solved by :class:`~.diffusion.DiffusionSolver`."""
-    import torch
-
-    from .diffusion import DiffusionSolver
+    """D_eff along ``axis`` of coarse copies of the spanning-cluster mask (conductivity 1 in it,
+    ``coarse["floor"]`` outside), one per block side in ``coarse["blocks"]``
+    (:func:`~.diffusion.aggregated_diffusivities`); 0 where nothing spans."""
+    from .diffusion import aggregated_diffusivities
 
     spanning = np.asarray(spanning, bool)
     if not spanning.any():
         return np.zeros(len(coarse["blocks"]))
-    # models recorded before corner contacts were cut leave the key out
-    corner_contacts = coarse.get("corner_contacts", True)
-    values = []
-    for shares in _coarse_shares(spanning, coarse["blocks"], corner_contacts):
-        conductivity = np.maximum(shares ** coarse["exponent"], coarse["floor"])
-        solver = DiffusionSolver(axis, tolerance=COARSE_TOLERANCE)
-        values.append(float(solver(torch.from_numpy(conductivity))))
-    return np.array(values)
+    field = np.where(spanning, 1.0, coarse["floor"])
+    return np.array(
+        aggregated_diffusivities(field, axis, coarse["blocks"], tolerance=COARSE_TOLERANCE)
+    )
 
 
 def _physics_features(solves, fractions: np.ndarray, learns: str):
@@ -469,30 +414,18 @@ def _check_physics(physics: str, mode: str) -> str:
     return physics
 
 
-def _resolve_physics(
-    physics: str, property_name: str, mode: str, ndim: int, n_samples: int
-) -> str:
-    """``physics`` with ``auto`` resolved for a ``mode`` model of ``property_name`` trained on
-    ``n_samples`` ``ndim``-D images."""
+def _resolve_physics(physics: str, property_name: str, mode: str) -> str:
+    """``physics`` with ``auto`` resolved for a ``mode`` model of ``property_name``."""
     if physics != "auto":
         return physics
-    if not (property_name.startswith("D_eff") and mode == "frozen"):
-        return "none"
-    if ndim == 3 and n_samples >= COARSE_FEATURES_MIN_SAMPLES:
-        return "coarse_features"
-    return "coarse_solve"
+    return "coarse_solve" if property_name.startswith("D_eff") and mode == "frozen" else "none"
 
 
 def _coarse_settings(physics: str) -> dict | None:
     """What a model records of its coarse solves (None without physics)."""
     if not physics.startswith("coarse"):
         return None
-    return {
-        "blocks": list(COARSE_BLOCKS),
-        "exponent": COARSE_EXPONENT,
-        "floor": COARSE_FLOOR,
-        "corner_contacts": COARSE_CORNER_CONTACTS,
-    }
+    return {"blocks": list(COARSE_BLOCKS), "floor": COARSE_FLOOR}
 
 
 def _resolve_learns(learns: str, property_name: str, ndim: int) -> str:
@@ -1142,12 +1075,9 @@ def _valid_coarse(coarse) -> bool:
         isinstance(coarse, dict)
         and isinstance(coarse.get("blocks"), list)
         and len(coarse["blocks"]) > 0
-        and all(isinstance(b, int) and b >= 1 for b in coarse["blocks"])
-        and all(
-            isinstance(coarse.get(k), (int, float)) and coarse[k] > 0
-            for k in ("exponent", "floor")
-        )
-        and isinstance(coarse.get("corner_contacts", True), bool)
+        and all(isinstance(b, int) and b >= 1 and not b & (b - 1) for b in coarse["blocks"])
+        and isinstance(coarse.get("floor"), (int, float))
+        and coarse["floor"] > 0
     )
 
 
@@ -1286,6 +1216,16 @@ def load_model(path: str | os.PathLike) -> PropertyModel:
         raise InputError(
             f"{path} was written by a newer version (model format {version}); update "
             "napari-microstructure."
+        )
+    prep = header.get("preprocessing")
+    if (
+        version < COARSE_FACES_VERSION
+        and isinstance(prep, dict)
+        and prep.get("physics", "none") != "none"
+    ):
+        raise InputError(
+            f"{path} was trained on the coarse solves of an earlier version (averaged blocks), "
+            "which this version no longer makes: train the model again (`properties train`)."
         )
     problem = _model_problem(header, arrays)
     if problem is not None:
@@ -1550,8 +1490,7 @@ class TrainOptions:
         "auto",
         "physics in the regression, from D_eff of coarse copies of the spanning clusters: "
         "coarse_solve (fitted first, the trunk's features learn the rest), coarse_features "
-        "(beside the trunk's features), none, auto (for D_eff_* in frozen mode coarse_solve, "
-        "or coarse_features in 3D from 400 training volumes)",
+        "(beside the trunk's features), none, auto (coarse_solve for D_eff_* in frozen mode)",
         choices=PHYSICS,
     )
     folds: int = option(5, "k of the k-fold cross-validation (0: none)", low=0, high=100)
@@ -1760,7 +1699,7 @@ def train_steps(
     names = list(names) if names is not None else [f"image {i + 1}" for i in range(len(images))]
     ndim = _training_dimension(images, names)
     phases = _phases(phase, len(images))
-    physics = _resolve_physics(checked["physics"], str(options.property), mode, ndim, len(y))
+    physics = _resolve_physics(checked["physics"], str(options.property), mode)
     coarse = _coarse_settings(physics)
     maps, spanning_fractions, solves = _sample_maps(
         images, phases, axis, options.input, max_slices, layers, names, coarse=coarse
