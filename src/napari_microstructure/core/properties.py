@@ -26,7 +26,7 @@ Physics
     model fits those solves (and their square roots; over the spanning fraction when it learns
     the inverse tortuosity) by least squares first, and the ridge on the trunk's features
     learns what that fit leaves (``physics="coarse_solve"``, :data:`PHYSICS`). On real crops
-    the trunk's features alone were 8 to 25 times further from TauFactor.
+    the trunk's features alone were 16 to 30 times further from TauFactor.
 
 Modes
     ``"frozen"`` (default): features are the channel means and standard deviations of every
