@@ -142,6 +142,8 @@ def test_bad_coarse_copies_are_refused():
         diffusion.aggregated_diffusivities(np.ones((8, 32)), 0, [2, 16])
     with pytest.raises(InputError, match="positive"):
         diffusion.aggregated_diffusivities(np.zeros((8, 8)), 0, [2])
+    with pytest.raises(InputError, match="Axis 2"):
+        diffusion.aggregated_diffusivities(np.ones((8, 8)), 2, [2])
 
 
 def test_a_real_3d_electrode_agrees_with_taufactor(shared_dir):

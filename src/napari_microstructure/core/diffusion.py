@@ -95,20 +95,9 @@ class DiffusionSolver:
     def __call__(self, conductivity):
         import torch
 
-        if conductivity.ndim not in (2, 3):
-            raise InputError(
-                f"D_eff needs a 2D or 3D conductivity field, not shape {tuple(conductivity.shape)}."
-            )
-        if not -conductivity.ndim <= self.axis < conductivity.ndim:
-            raise InputError(f"Axis {self.axis} does not exist in a {conductivity.ndim}D field.")
-        k = torch.movedim(conductivity, self.axis % conductivity.ndim, 0)
+        k = _along_first_axis(conductivity, self.axis)
         with torch.no_grad():
-            field = k.detach().double()
-            if not bool(torch.all(field > 0)):
-                raise InputError(
-                    "Conductivities must be positive everywhere (give a small floor)."
-                )
-            potential = self._solve(field)
+            potential = self._solve(k.detach().double())
         energy = _dissipation(k, potential.to(k.dtype), self.periodic)
         length, area = k.shape[0], math.prod(k.shape[1:])
         return energy * (length / area)
@@ -128,6 +117,23 @@ class DiffusionSolver:
         )
         self._potential = potential
         return potential
+
+
+def _along_first_axis(conductivity, axis: int):
+    """The conductivity field (a torch tensor) with ``axis`` moved first, once it is checked: 2D
+    or 3D, the axis one of its own, every value positive; else InputError."""
+    import torch
+
+    if conductivity.ndim not in (2, 3):
+        raise InputError(
+            f"D_eff needs a 2D or 3D conductivity field, not shape {tuple(conductivity.shape)}."
+        )
+    if not -conductivity.ndim <= axis < conductivity.ndim:
+        raise InputError(f"Axis {axis} does not exist in a {conductivity.ndim}D field.")
+    with torch.no_grad():
+        if not bool(torch.all(conductivity > 0)):
+            raise InputError("Conductivities must be positive everywhere (give a small floor).")
+    return torch.movedim(conductivity, axis % conductivity.ndim, 0)
 
 
 def _linear_drop(shape, dtype, device):
@@ -394,11 +400,7 @@ def aggregated_diffusivities(conductivity, axis: int, blocks, *, tolerance: floa
     """
     import torch
 
-    field = torch.as_tensor(conductivity, dtype=torch.float64)
-    if field.ndim not in (2, 3):
-        raise InputError(
-            f"D_eff needs a 2D or 3D conductivity field, not shape {tuple(field.shape)}."
-        )
+    field = _along_first_axis(torch.as_tensor(conductivity, dtype=torch.float64), axis)
     sides = sorted({int(b) for b in blocks})
     if not sides or any(b < 1 or b & (b - 1) for b in sides):
         raise InputError(f"Blocks must be powers of 2, not {list(blocks)}.")
@@ -406,9 +408,6 @@ def aggregated_diffusivities(conductivity, axis: int, blocks, *, tolerance: floa
         raise InputError(
             f"A field of shape {tuple(field.shape)} holds no block of {sides[-1]} a side."
         )
-    if not bool(torch.all(field > 0)):
-        raise InputError("Conductivities must be positive everywhere (give a small floor).")
-    field = torch.movedim(field, axis % field.ndim, 0)
     field = field[tuple(slice(0, n - n % sides[-1]) for n in field.shape)]
     length, area = field.shape[0], math.prod(field.shape[1:])
     faces, shape, side = _conductances(field, False), tuple(field.shape), 1
