@@ -8,11 +8,14 @@ hard image. Each round it solves D_eff of every target by finite volumes
 ``sum (D_eff / target - 1)**2`` with respect to each pixel's conductivity (a face's squared
 potential difference, no back-propagation through the solver) ranks the pixels on the
 boundaries between phases. The best pairs are swapped, a pixel given to a phase and one taken
-from it, so every phase keeps its count. A round is kept only if the solved loss falls; the
-number of pairs grows after a kept round and halves after a refused one; a single pair that
-does not help is left out from then on. A pixel changes at most once. The work stops when every
-D_eff is within ``tolerance`` of its target, after a few single pairs refused in a row, or when
-``max_changed`` of the pixels (voxels) have changed.
+from it, so every phase keeps its count. In a volume a voxel is given to a phase only where it
+touches the phase along two axes at least, so that it is no speck on any slice: on the benchmark
+volume at 64^3 the repair's specks had taken e_S2 of the slices normal to its least conducting
+axis from 0.064 to 0.096, and now 0.067 (docs/measurements/transport_3d.md). A round is kept
+only if the solved loss falls; the number of pairs grows after a kept round and halves after a
+refused one; a single pair that does not help is left out from then on. A pixel changes at most
+once. The work stops when every D_eff is within ``tolerance`` of its target, after a few single
+pairs refused in a row, or when ``max_changed`` of the pixels (voxels) have changed.
 """
 
 from __future__ import annotations
@@ -121,6 +124,17 @@ def _simple(mask: np.ndarray) -> np.ndarray:
     return groups <= 1
 
 
+def _touches_in_every_plane(mask: np.ndarray) -> np.ndarray:
+    """Where a pixel (voxel) has face neighbours in ``mask`` along at least ``ndim - 1`` axes:
+    in 2D any face neighbour; in 3D it touches ``mask`` in each of the three planes through
+    it, so that given to the phase it is no speck on a slice."""
+    axes = sum(
+        (ndimage.convolve1d(mask.astype(np.int8), [1, 0, 1], axis=axis, mode="constant") > 0)
+        for axis in range(mask.ndim)
+    )
+    return axes >= mask.ndim - 1
+
+
 def _apart(ranked: np.ndarray, n: int, chosen: np.ndarray) -> np.ndarray:
     """The first ``n`` of the flat indices ``ranked`` (best first) that are neither in nor next
     to (faces, edges and corners) the pixels ``chosen`` (updated) nor to each other: pixels
@@ -167,13 +181,14 @@ def _best_swaps(image, solved: _Solved, labels, frozen, batch: int, cross):
         # a pixel is taken from p where that splits no cluster of p, unless p conducts too much
         lowering = any(e > 0 for (phase, _), e in solved.errors.items() if phase == p)
         splits_nothing = _simple(in_p)
+        joins_flat = _touches_in_every_plane(in_p)
         for q in labels:
             if q == p:
                 continue
             in_q = image == q
             near_q = ndimage.convolve(in_q.astype(np.int16), cross, mode="nearest")
             gain = solved.gradient[p] - solved.gradient.get(q, 0.0)  # q -> p, per unit
-            give = np.flatnonzero(in_q & (near_p > 0) & ~frozen)
+            give = np.flatnonzero(in_q & (near_p > 0) & joins_flat & ~frozen)
             take = np.flatnonzero(in_p & (near_q > 0) & ~frozen & (lowering | splits_nothing))
             n = min(batch, give.size, take.size)
             if n == 0:
